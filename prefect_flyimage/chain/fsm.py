@@ -1,0 +1,382 @@
+"""One image of a tree and its life: to_build -> built -> verified -> published.
+
+Compatible with docker-pkg's ``ImageFSM`` (same states, properties and methods), but
+built on the core pipeline: an image is identified by the content hash of its
+rendered :class:`~prefect_flyimage.plan.BuildPlan`, which also covers its parents'
+hashes, so a re-run skips what was built and verified before, and ``published``
+means the registry holds exactly the digest built from this plan.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+
+from ..errors import AuthenticationError, FlyImageError, RegistryUnavailable, redact
+from ..plan import PLAN_LABEL, BuildPlan
+from .changelog import ImageSpec, read_spec
+from .config import credentials, image_label, image_name, secrets, setting, state_dir
+from .errors import IllegalTransitionError, TreeProblem, TreeSpecError
+from .records import VerificationRecords
+from .templates import TemplateRenderer
+from .verify import proxy_env, run_verification
+
+if TYPE_CHECKING:  # the client parameter type only; Docker is reached through Engine
+    import docker
+
+    from ..engine import Engine
+
+log = logging.getLogger("prefect_flyimage.chain")
+
+#: Label listing the plan hashes of an image's parents, so a changed parent changes the child's hash.
+PARENTS_LABEL = "io.prefect-flyimage.chain.parents"
+
+StateListener = Callable[["ImageFSM", str, str], None]
+
+
+class _LogStream(io.TextIOBase):
+    """A text stream that sends each complete line to a logger (build and push output)."""
+
+    def __init__(self, logger: logging.Logger, hide: list[str]) -> None:
+        self._logger, self._hide, self._buf = logger, hide, ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            if line.strip():
+                self._logger.info("%s", redact(line.rstrip(), self._hide))
+        return len(text)
+
+
+class ImageFSM:
+    """Finite state machine of one image folder.
+
+    Args:
+        root: the image folder (``Dockerfile.template`` and ``changelog``).
+        client: a docker-py client, as docker-pkg callers pass; wrapped in an Engine.
+        config: the tree configuration (``config.yaml`` keys).
+        nocache: build without the layer cache (docker-pkg's default).
+        pull: look the image up in the registry; with ``False`` no registry call is made.
+        engine: an :class:`~prefect_flyimage.engine.Engine` to use instead of wrapping ``client``.
+        renderer: the tree's template renderer (the builder passes its own).
+        parents: the in-tree images this one depends on (their plan hashes enter this one's).
+        inspect: find the state at once (docker-pkg did); ``False`` leaves it ``to_build``.
+        spec: already-read folder metadata.
+    """
+
+    STATE_PUBLISHED = "published"
+    "Image is in the target registry, with the digest built from this plan"
+
+    STATE_VERIFIED = "verified"
+    "Image has been built and verified"
+
+    STATE_BUILT = "built"
+    "Image is in the local Docker daemon"
+
+    STATE_TO_BUILD = "to_build"
+    "Image could not be found in the registry or the daemon"
+
+    STATE_ERROR = "error"
+    "Error state, e.g. a failure to build, verify or publish"
+
+    STATES = [STATE_PUBLISHED, STATE_BUILT, STATE_TO_BUILD, STATE_VERIFIED, STATE_ERROR]
+    "List of possible states"
+
+    def __init__(
+        self,
+        root: str | Path,
+        client: Optional["docker.DockerClient"],
+        config: Mapping[str, Any],
+        nocache: bool = True,
+        pull: bool = True,
+        *,
+        engine: Optional["Engine"] = None,
+        renderer: Optional[TemplateRenderer] = None,
+        parents: Iterable["ImageFSM"] = (),
+        inspect: bool = True,
+        spec: Optional[ImageSpec] = None,
+        records: Optional[VerificationRecords] = None,
+    ) -> None:
+        self.config = config
+        self.spec = spec or read_spec(Path(root).resolve())
+        self.path = str(self.spec.folder)
+        self.nocache = nocache
+        self.pull = pull
+        self._client = client
+        self._engine = engine
+        self.renderer = renderer or TemplateRenderer(config, {self.name: self.label})
+        self.parents: list[ImageFSM] = list(parents)
+        self.children: set[ImageFSM] = set()
+        self.records = records or VerificationRecords(state_dir(config))
+        self.listeners: list[StateListener] = []
+        self._state = self.STATE_TO_BUILD
+        self._lock = threading.RLock()
+        self.image_id: Optional[str] = None
+        self.digest: Optional[str] = None  #: registry digest, once published or found published
+        self.error: Optional[str] = None  #: why the image is in error
+        self.blocked_by: Optional[str] = None  #: failed parent that kept this image from building
+        self.durations: dict[str, float] = {}
+        if inspect:
+            self.refresh_state()
+
+    # ---- identity -----------------------------------------------------------------
+    @property
+    def short_name(self) -> str:
+        """The image name from the changelog."""
+        return self.spec.name
+
+    @property
+    def tag(self) -> str:
+        """The image tag: the changelog version."""
+        return self.spec.version
+
+    @property
+    def depends(self) -> list[str]:
+        """Names of the images this one depends on (``control``)."""
+        return list(self.spec.depends)
+
+    @property
+    def label(self) -> str:
+        """The full label of the image, $registry/$ns/$name:$tag"""
+        return image_label(self.config, self.short_name, self.tag)
+
+    @property
+    def name(self) -> str:
+        """The image full name, $registry/$ns/$name"""
+        return image_name(self.config, self.short_name)
+
+    @property
+    def duration(self) -> float:
+        """Seconds spent building, verifying and publishing in this process."""
+        return round(sum(self.durations.values()), 3)
+
+    def __repr__(self) -> str:
+        return f"ImageFSM({self.label}, {self.state})"
+
+    # ---- state --------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The current state, one of :attr:`STATES`; listeners hear every change."""
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value not in self.STATES:
+            raise ValueError(f"invalid state {value!r}; expected one of {self.STATES}")
+        old, self._state = self._state, value
+        if old != value:
+            for listener in list(self.listeners):
+                listener(self, old, value)
+
+    @property
+    def engine(self) -> "Engine":
+        """The Docker engine (wrapping the client given, or one from the environment)."""
+        if self._engine is None:
+            from ..engine import Engine
+
+            self._engine = Engine(client=self._client)
+        return self._engine
+
+    # ---- plan ---------------------------------------------------------------------
+    def render_dockerfile(self) -> str:
+        """The rendered Dockerfile text (raises :class:`TreeSpecError` on a template error)."""
+        return self.renderer.render(self.path, self.short_name)
+
+    @cached_property
+    def plan(self) -> BuildPlan:
+        """The build plan: rendered Dockerfile, the image folder as context, parents' hashes as a label."""
+        text = self.render_dockerfile()
+        labels = {}
+        if self.parents:
+            labels[PARENTS_LABEL] = ",".join(f"{p.short_name}={p.plan.hash}" for p in sorted(self.parents, key=lambda p: p.short_name))
+        try:
+            return BuildPlan(
+                context=Path(self.path),
+                dockerfile_text=text,
+                repository=self.name,
+                tag=self.tag,
+                build_args=tuple(proxy_env(self.config).items()),
+                labels=tuple(labels.items()),
+                network=setting(self.config, "build_network"),
+                pull=False,  # base images are refreshed by the builder, parents are ours
+                no_cache=self.nocache,
+                backend="docker-py",
+            )
+        except (FlyImageError, ValueError) as exc:
+            raise TreeSpecError([TreeProblem("tag", f"image {self.label} cannot be built: {exc}", (self.path,), self.short_name)]) from None
+
+    # ---- inspection ---------------------------------------------------------------
+    def _local_id(self) -> Optional[str]:
+        info = self.engine.local_image(self.plan.content_ref)
+        if info is None:
+            return None
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        return info["Id"] if labels.get(PLAN_LABEL) == self.plan.hash else None
+
+    def _is_published(self) -> bool:
+        """True when the registry's ``name:tag`` is the digest built from this plan.
+
+        The content tag (a prefix of the plan hash) is pushed along with the version,
+        so "same digest under both tags" proves the registry holds this plan's image.
+        Asked with the config's credentials; a refused login raises.
+        """
+        if not self.config.get("registry"):
+            return False
+        creds = credentials(self.config)
+        try:
+            remote = self.engine.registry_digest(self.label, creds)
+            if remote is None:
+                return False
+            content = self.engine.registry_digest(self.plan.content_ref, creds)
+        except AuthenticationError:
+            raise
+        except RegistryUnavailable as exc:
+            log.warning("%s: registry unreachable, assuming not published: %s", self.label, exc)
+            return False
+        if content != remote:
+            log.warning(
+                "%s is in the registry as %s, which was not built from the current plan %s; "
+                "publishing will replace it (bump the changelog version instead)",
+                self.label, remote, self.plan.content_tag,
+            )
+            return False
+        self.digest = remote
+        return True
+
+    def refresh_state(self) -> str:
+        """Find the state from the registry (when pulling), the daemon and the verification records."""
+        with self._lock:
+            try:
+                plan = self.plan
+            except TreeSpecError as exc:
+                self.error = str(exc)
+                self.state = self.STATE_TO_BUILD
+                return self.state
+            if self.pull and self._is_published():
+                self.state = self.STATE_PUBLISHED
+                return self.state
+            local = self._local_id()
+            self.image_id = local
+            if local is None:
+                self.state = self.STATE_TO_BUILD
+            elif self.records.is_verified(plan.hash, local):
+                self.state = self.STATE_VERIFIED
+            else:
+                self.state = self.STATE_BUILT  # built but never verified: verify before publishing
+            return self.state
+
+    # ---- transitions --------------------------------------------------------------
+    def _fail(self, step: str, exc: BaseException | str) -> None:
+        text = redact(str(exc), secrets(self.config))
+        self.error = f"{step} failed: {text}"
+        log.error("%s: %s", self.label, self.error)
+        self.state = self.STATE_ERROR
+
+    def build(self) -> None:
+        """Build the image (skipped when the daemon holds the image of this exact plan)."""
+        with self._lock:
+            if self.state == self.STATE_BUILT:
+                return
+            if self.state != self.STATE_TO_BUILD:
+                raise IllegalTransitionError(self.label, self.state, "build", [self.STATE_TO_BUILD, self.STATE_BUILT])
+            from ..pipeline import ensure
+
+            started = time.monotonic()
+            try:
+                result = ensure(
+                    self.plan, push=False, engine=self.engine,
+                    stream_progress_to=_LogStream(log.getChild(self.short_name), secrets(self.config)),
+                    build_timeout=setting(self.config, "build_timeout"),
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure puts this image (only) in error
+                self._fail("build", exc)
+            else:
+                self.image_id = result.image_id
+                self.error = None
+                self.state = self.STATE_BUILT
+            finally:
+                self.durations["build"] = round(time.monotonic() - started, 3)
+
+    def verify(self) -> None:
+        """Run the image's test (``test.sh``); a pass is recorded against the plan hash."""
+        with self._lock:
+            if self.state == self.STATE_VERIFIED:
+                return
+            if self.state != self.STATE_BUILT:
+                raise IllegalTransitionError(self.label, self.state, "verify", [self.STATE_BUILT, self.STATE_VERIFIED])
+            started = time.monotonic()
+            try:
+                image_id = self.image_id or self._local_id()
+                if image_id is None:
+                    self._fail("verify", f"image {self.label} is not in the daemon")
+                    return
+                if self.records.is_verified(self.plan.hash, image_id):
+                    self.state = self.STATE_VERIFIED  # verified by an earlier run
+                    return
+                outcome = run_verification(self.path, self.label, self.config)
+                if outcome.ok:
+                    self.records.record(self.plan.hash, image_id, self.label)
+                    self.state = self.STATE_VERIFIED
+                else:
+                    self._fail("verification", f"exit code {outcome.returncode}: {outcome.output[-2000:]}")
+            except Exception as exc:  # noqa: BLE001
+                self._fail("verify", exc)
+            finally:
+                self.durations["verify"] = round(time.monotonic() - started, 3)
+
+    def publish(self) -> None:
+        """Push the verified image as ``tag``, ``latest`` and its content tag; confirm the digest."""
+        with self._lock:
+            if self.state != self.STATE_VERIFIED:
+                raise IllegalTransitionError(self.label, self.state, "publish", [self.STATE_VERIFIED])
+            creds = credentials(self.config)
+            if creds is None:
+                self._fail("publish", "publishing needs registry, username and password in the config")
+                return
+            started = time.monotonic()
+            stream = _LogStream(log.getChild(self.short_name), secrets(self.config))
+            try:
+                image_id = self.image_id or self._local_id()
+                if image_id is None:
+                    raise FlyImageError(f"image {self.label} is not in the daemon")
+                refs = [str(self.plan.content_ref), f"{self.name}:latest", self.label]
+                digests = {}
+                for ref in refs:  # the version tag last: it only moves once the rest is there
+                    self.engine.tag(image_id, ref)
+                    digests[ref] = self.engine.push(ref, creds, stream)
+                digest = digests[self.label]
+                held = self.engine.registry_digest(self.label, creds)
+                if held != digest or digests[refs[0]] != digest:
+                    raise FlyImageError(f"pushed {self.label} as {digest} but the registry holds {held or 'nothing'}")
+            except Exception as exc:  # noqa: BLE001
+                self._fail("publish", exc)
+            else:
+                self.digest = digest
+                self.state = self.STATE_PUBLISHED
+            finally:
+                self.durations["publish"] = round(time.monotonic() - started, 3)
+
+    # ---- tree ---------------------------------------------------------------------
+    def add_child(self, img: "ImageFSM") -> None:
+        """Declare another image as child of the current one"""
+        self.children.add(img)
+
+    def all_children(self) -> list["ImageFSM"]:
+        """This image and all its direct and indirect children (no order; loop-safe)."""
+        seen: set[ImageFSM] = set()
+        todo: list[ImageFSM] = [self]
+        while todo:
+            img = todo.pop()
+            if img not in seen:
+                seen.add(img)
+                todo.extend(img.children)
+        return list(seen)
+
+
+__all__ = ["ImageFSM", "PARENTS_LABEL"]

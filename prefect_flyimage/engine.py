@@ -1,0 +1,564 @@
+"""The only module that talks to Docker.
+
+Daemon and registry calls go through docker-py; BuildKit builds (cache and secret
+mounts, heredocs) go through the ``docker`` CLI with ``DOCKER_BUILDKIT=1``, since
+docker-py only speaks to the classic builder. Every Docker failure is translated
+into the :mod:`prefect_flyimage.errors` hierarchy here, with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TextIO
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .credentials import RegistryCredentials, registry_host
+from .errors import (
+    AuthenticationError,
+    BuildError,
+    DockerUnavailable,
+    FlyImageError,
+    PushAuthenticationError,
+    PushError,
+    PushUnavailableError,
+    RegistryError,
+    RegistryUnavailable,
+    redact,
+)
+from .names import ImageRef
+
+if TYPE_CHECKING:
+    from .plan import BuildPlan
+
+#: Lines of build output kept for error messages.
+TAIL_LINES = 25
+
+_AUTH_PATTERNS = re.compile(
+    r"unauthorized|authentication required|no basic auth credentials|denied|"
+    r"incorrect username or password|401 Unauthorized|403 Forbidden",
+    re.IGNORECASE,
+)
+_UNREACHABLE_PATTERNS = re.compile(
+    r"connection refused|no such host|i/o timeout|dial tcp|connection reset|"
+    r"server gave HTTP response to HTTPS client|tls: |EOF|context deadline exceeded|"
+    r"503 Service Unavailable|502 Bad Gateway|no route to host",
+    re.IGNORECASE,
+)
+_MISSING_PATTERNS = re.compile(r"manifest unknown|not found|name unknown|no such manifest|404", re.IGNORECASE)
+_STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")
+
+
+def docker_cli() -> str:
+    """The docker CLI to run BuildKit builds with.
+
+    ``$PREFECT_FLYIMAGE_DOCKER_CLI`` wins; otherwise Debian's ``/usr/bin/docker`` is
+    preferred because newer CLIs need the separate buildx plugin for BuildKit.
+    """
+    env = os.environ.get("PREFECT_FLYIMAGE_DOCKER_CLI")
+    if env:
+        return env
+    if os.path.exists("/usr/bin/docker"):
+        return "/usr/bin/docker"
+    found = shutil.which("docker")
+    if not found:
+        raise DockerUnavailable("no docker CLI found on PATH; BuildKit builds need it (install docker.io)")
+    return found
+
+
+def _client_from_env(timeout: int = 120) -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise DockerUnavailable(
+            f"cannot reach the Docker daemon at {host}: {exc}. Start dockerd (scripts/services.sh up) "
+            "or point DOCKER_HOST at a running daemon."
+        ) from None
+
+
+@contextlib.contextmanager
+def docker_client() -> Iterator[docker.DockerClient]:
+    """Get the environmentally-configured Docker client (Prefect's ``docker_client``).
+
+    Unlike Prefect's, only a failure to *reach* the daemon becomes
+    :class:`DockerUnavailable` (a ``RuntimeError``): errors raised inside the block
+    (a registry's "denied", a missing image) pass through unchanged instead of being
+    reported as "Docker is not running".
+    """
+    client = _client_from_env()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def classify_registry_error(
+    message: str, registry: Optional[str], *, push: bool = False, secrets: Iterable[Optional[str]] = ()
+) -> RegistryError:
+    """Map a daemon/registry error text to the right exception type."""
+    text = redact(message, secrets)
+    if _AUTH_PATTERNS.search(text):
+        cls = PushAuthenticationError if push else AuthenticationError
+        hint = f"; check the credentials for {registry}" if registry else ""
+        return cls(f"registry {registry or '?'} refused the credentials: {text}{hint}", registry)
+    if _UNREACHABLE_PATTERNS.search(text):
+        cls = PushUnavailableError if push else RegistryUnavailable
+        return cls(f"registry {registry or '?'} is unreachable: {text}", registry)
+    if push:
+        return PushError(f"push to {registry or '?'} failed: {text}", registry)
+    return RegistryError(f"registry {registry or '?'} error: {text}", registry)
+
+
+def _write(stream: Optional[TextIO], text: str) -> None:
+    if stream is not None and text:
+        stream.write(text)
+        stream.flush()
+
+
+class _Watchdog:
+    """Calls ``on_timeout`` after ``timeout`` seconds unless cancelled; remembers whether it fired."""
+
+    def __init__(self, timeout: Optional[float], on_timeout: Callable[[], None]) -> None:
+        self.fired = False
+        self._timer: Optional[threading.Timer] = None
+        if timeout:
+            def fire() -> None:
+                self.fired = True
+                on_timeout()
+            self._timer = threading.Timer(timeout, fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+
+class Engine:
+    """Docker operations the pipeline needs, with errors translated.
+
+    Args:
+        client: a docker-py ``DockerClient`` to use (e.g. one a docker-pkg caller made);
+            by default one is made from the environment on first use.
+    """
+
+    def __init__(self, client: Optional[docker.DockerClient] = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The docker-py client (created from the environment on first use)."""
+        if self._client is None:
+            self._client = _client_from_env()
+        return self._client
+
+    def _fresh_api(self) -> docker.APIClient:
+        # A dedicated low-level client per long operation, so a timeout can close its
+        # connection (which makes the daemon cancel the build or push) without
+        # disturbing other users of the shared client.
+        base = self.client.api
+        if base.base_url.startswith("https"):
+            return docker.APIClient(**docker.utils.kwargs_from_env(), version=base._version, timeout=base.timeout)
+        return docker.APIClient(base_url=base.base_url, version=base._version, timeout=base.timeout)
+
+    # ---- images in the daemon -------------------------------------------------
+    def local_image(self, ref: ImageRef | str) -> Optional[dict[str, Any]]:
+        """``docker inspect`` of ``ref`` in the daemon, or ``None`` if it is not there."""
+        try:
+            return self.client.api.inspect_image(str(ref))
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise FlyImageError(f"cannot inspect image {str(ref)!r}: {exc.explanation}") from None
+
+    def tag(self, image: str, ref: ImageRef | str) -> None:
+        """Tag ``image`` (id or reference) as ``ref``."""
+        r = ImageRef.parse(str(ref))
+        self.client.api.tag(image, r.name, r.tag)
+
+    def remove(self, ref: ImageRef | str, *, force: bool = False) -> bool:
+        """Remove a tag (or image); ``False`` if it did not exist."""
+        try:
+            self.client.api.remove_image(str(ref), force=force, noprune=True)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+
+    def pull(self, ref: ImageRef | str, credentials: Optional[RegistryCredentials] = None) -> str:
+        """Pull ``ref`` (tag or digest) and return the local image id."""
+        r = ImageRef.parse(str(ref))
+        secrets = [credentials.secret] if credentials else []
+        try:
+            for event in self.client.api.pull(
+                r.name, tag=r.digest or r.tag or "latest", stream=True, decode=True,
+                auth_config=credentials.auth_config() if credentials else None,
+            ):
+                if "error" in event:
+                    raise classify_registry_error(event["error"], r.registry, secrets=secrets)
+        except docker.errors.APIError as exc:
+            raise classify_registry_error(str(exc.explanation or exc), r.registry, secrets=secrets) from None
+        image = self.local_image(r)
+        if image is None:
+            raise RegistryError(f"pull of {r} finished but the image is not in the daemon", r.registry)
+        return image["Id"]
+
+    def run(
+        self,
+        image: str,
+        command: list[str] | str | None = None,
+        *,
+        network: str = "none",
+        timeout: Optional[float] = 300,
+        environment: Optional[dict[str, str]] = None,
+        entrypoint: Optional[list[str] | str] = None,
+        volumes: Optional[dict[str, dict[str, str]]] = None,
+    ) -> tuple[int, str]:
+        """Run ``command`` in a throw-away container; return (exit code, combined output).
+
+        The container is always removed, also on timeout (which kills it, exit code 137).
+        """
+        container = self.client.containers.create(
+            image, command, network_mode=network, environment=environment, entrypoint=entrypoint,
+            volumes=volumes, detach=True,
+        )
+        try:
+            container.start()
+            try:
+                status = container.wait(timeout=timeout)
+                code = int(status.get("StatusCode", 1))
+            except requests.exceptions.RequestException:
+                container.kill()
+                code = 137
+            output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+            return code, output
+        finally:
+            container.remove(force=True)
+
+    # ---- registry -----------------------------------------------------------------
+    def registry_digest(self, ref: ImageRef | str, credentials: Optional[RegistryCredentials] = None) -> Optional[str]:
+        """The manifest digest the registry holds for ``ref``, or ``None`` if it holds none.
+
+        Asks the daemon's distribution endpoint (``docker-py inspect_distribution``)
+        with the credentials, so the check is authenticated like a push.
+        """
+        r = ImageRef.parse(str(ref))
+        secrets = [credentials.secret] if credentials else []
+        try:
+            info = self.client.api.inspect_distribution(
+                str(r), auth_config=credentials.auth_config() if credentials else None
+            )
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if _AUTH_PATTERNS.search(text) and not _MISSING_PATTERNS.search(text.replace("denied", "")):
+                raise classify_registry_error(text, r.registry, secrets=secrets) from None
+            if _UNREACHABLE_PATTERNS.search(text):
+                raise classify_registry_error(text, r.registry, secrets=secrets) from None
+            if _MISSING_PATTERNS.search(text) or exc.status_code == 404:
+                return None
+            raise classify_registry_error(text, r.registry, secrets=secrets) from None
+        except requests.exceptions.RequestException as exc:
+            raise DockerUnavailable(f"lost the Docker daemon while asking for {r}: {exc}") from None
+        return info.get("Descriptor", {}).get("digest")
+
+    def login(self, credentials: RegistryCredentials) -> None:
+        """Check ``credentials`` against the registry (daemon-side login, nothing written to disk)."""
+        try:
+            self.client.login(
+                username=credentials.username, password=credentials.secret, registry=credentials.registry, reauth=True
+            )
+        except docker.errors.APIError as exc:
+            raise classify_registry_error(str(exc.explanation or exc), credentials.registry, secrets=[credentials.secret]) from None
+
+    def cli_login(self, credentials: RegistryCredentials, *, config_dir: Optional[str] = None, timeout: float = 60) -> None:
+        """``docker login --password-stdin``: stores credentials for the docker CLI.
+
+        The secret goes through stdin, never argv, so it is not in the process list.
+        """
+        cmd = [docker_cli()]
+        if config_dir:
+            cmd += ["--config", config_dir]
+        cmd += ["login", "--username", credentials.username, "--password-stdin", credentials.registry]
+        try:
+            proc = subprocess.run(cmd, input=credentials.secret + "\n", capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RegistryUnavailable(f"docker login to {credentials.registry} timed out after {timeout}s", credentials.registry) from None
+        if proc.returncode != 0:
+            err = classify_registry_error(proc.stderr.strip() or proc.stdout.strip(), credentials.registry, secrets=[credentials.secret])
+            err.returncode = proc.returncode
+            err.stderr = redact(proc.stderr, [credentials.secret])[-4000:]
+            raise err
+
+    def push(
+        self,
+        ref: ImageRef | str,
+        credentials: Optional[RegistryCredentials] = None,
+        stream: Optional[TextIO] = None,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Push ``ref`` and return the manifest digest the registry stored.
+
+        Progress (one line per layer status) goes to ``stream``. A timeout closes the
+        connection, which makes the daemon abort the push.
+        """
+        r = ImageRef.parse(str(ref))
+        secrets = [credentials.secret] if credentials else []
+        api = self._fresh_api() if timeout else self.client.api
+        watchdog = _Watchdog(timeout, api.close)
+        digest: Optional[str] = None
+        try:
+            events = api.push(
+                r.name, tag=r.tag, stream=True, decode=True,
+                auth_config=credentials.auth_config() if credentials else None,
+            )
+            for event in events:
+                if "error" in event:
+                    raise classify_registry_error(event["error"], r.registry, push=True, secrets=secrets)
+                if "status" in event and stream is not None:
+                    line = event["status"]
+                    if event.get("id"):
+                        line = f"{event['id']}: {line}"
+                    if event.get("progress"):
+                        line += " " + event["progress"]
+                    _write(stream, line + "\n")
+                aux = event.get("aux") or {}
+                if aux.get("Digest"):
+                    digest = aux["Digest"]
+        except docker.errors.APIError as exc:
+            raise classify_registry_error(str(exc.explanation or exc), r.registry, push=True, secrets=secrets) from None
+        except (requests.exceptions.RequestException, AttributeError, OSError) as exc:
+            if watchdog.fired:
+                raise PushError(f"push of {r} timed out after {timeout}s and was aborted", r.registry) from None
+            raise DockerUnavailable(f"lost the Docker daemon while pushing {r}: {exc}") from None
+        finally:
+            watchdog.cancel()
+            if api is not self.client.api:
+                api.close()
+        if watchdog.fired:
+            raise PushError(f"push of {r} timed out after {timeout}s and was aborted", r.registry)
+        if not digest:
+            raise PushError(f"push of {r} finished without the registry reporting a digest", r.registry)
+        return digest
+
+    # ---- build --------------------------------------------------------------------
+    def build(
+        self,
+        plan: "BuildPlan",
+        tags: Optional[list[str]] = None,
+        stream: Optional[TextIO] = None,
+        timeout: Optional[float] = None,
+        extra: Optional[dict[str, Any]] = None,
+    ) -> str:
+        """Build ``plan`` and tag the result ``repository:tag`` for each of ``tags``.
+
+        Picks BuildKit (CLI) when the plan asks for it or needs it, docker-py's
+        classic builder otherwise. Returns the image id. ``extra`` passes further
+        keyword arguments to docker-py's ``build`` (classic builder only).
+        """
+        tags = list(tags or plan.all_tags)
+        refs = [f"{plan.repository}:{t}" for t in tags]
+        backend = plan.backend
+        if backend == "auto":
+            backend = "buildkit" if plan.needs_buildkit() else "docker-py"
+        if backend == "buildkit" and extra:
+            raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
+        with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
+            dockerfile = Path(tmp) / "Dockerfile"
+            dockerfile.write_text(plan.dockerfile_text)
+            if backend == "buildkit":
+                return self._build_buildkit(plan, refs, dockerfile, stream, timeout)
+            return self._build_classic(plan, refs, dockerfile, stream, timeout, extra or {})
+
+    def _build_classic(
+        self, plan: "BuildPlan", refs: list[str], dockerfile: Path, stream: Optional[TextIO],
+        timeout: Optional[float], extra: dict[str, Any],
+    ) -> str:
+        kwargs: dict[str, Any] = dict(
+            pull=plan.pull, nocache=plan.no_cache, buildargs=dict(plan.build_args) or None,
+            labels=plan.image_labels, target=plan.target, platform=plan.platform, network_mode=plan.network,
+        )
+        kwargs.update(extra)
+        image_id = self.build_classic(plan.context, str(dockerfile), refs[0], stream=stream, timeout=timeout, **kwargs)
+        # The daemon tags only the first reference; the others point at the same id.
+        for ref in refs[1:]:
+            self.tag(image_id, ref)
+        return image_id
+
+    def build_classic(
+        self,
+        context: Path | str,
+        dockerfile: str = "Dockerfile",
+        tag: Optional[str] = None,
+        *,
+        stream: Optional[TextIO] = None,
+        timeout: Optional[float] = None,
+        **kwargs: Any,
+    ) -> str:
+        """Build with docker-py's classic builder (works with any DOCKER_HOST); return the image id.
+
+        ``dockerfile`` is relative to ``context`` or absolute (docker-py then ships it
+        inside the context archive). Build output streams to ``stream`` as it comes.
+        """
+        api = self._fresh_api() if timeout else self.client.api
+        watchdog = _Watchdog(timeout, api.close)
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        step: Optional[str] = None
+        image_id: Optional[str] = None
+        what = tag or str(context)
+        kwargs = {k: v for k, v in kwargs.items() if k != "decode"}
+        kwargs.setdefault("rm", True)
+        kwargs.setdefault("forcerm", True)  # no stopped containers left behind by a failed step
+        try:
+            for event in api.build(path=str(context), dockerfile=dockerfile, tag=tag, decode=True, **kwargs):
+                if "stream" in event:
+                    text = event["stream"]
+                    _write(stream, text)
+                    for line in text.splitlines():
+                        if _STEP.match(line.strip()):
+                            step = line.strip()
+                        if line.strip():
+                            tail.append(line.rstrip())
+                elif "aux" in event and isinstance(event["aux"], dict) and "ID" in event["aux"]:
+                    image_id = event["aux"]["ID"]
+                elif "error" in event or "message" in event:
+                    message = event.get("error") or event.get("message")
+                    raise BuildError(
+                        f"build of {what} failed at {step or 'an unknown step'}: {message}",
+                        step=step, output="\n".join(tail),
+                    )
+        except docker.errors.APIError as exc:
+            raise BuildError(f"build of {what} failed: {exc.explanation or exc}", step=step, output="\n".join(tail)) from None
+        except (requests.exceptions.RequestException, AttributeError, OSError) as exc:
+            if watchdog.fired:
+                raise BuildError(
+                    f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail)
+                ) from None
+            raise DockerUnavailable(f"lost the Docker daemon while building {what}: {exc}") from None
+        finally:
+            watchdog.cancel()
+            if api is not self.client.api:
+                api.close()
+        if watchdog.fired:
+            raise BuildError(f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail))
+        if not image_id:
+            raise BuildError(f"build of {what} finished without an image id", step=step, output="\n".join(tail))
+        return image_id
+
+    def _build_buildkit(
+        self, plan: "BuildPlan", refs: list[str], dockerfile: Path, stream: Optional[TextIO], timeout: Optional[float]
+    ) -> str:
+        with tempfile.TemporaryDirectory(prefix="flyimage-bk-") as tmp:
+            iidfile = Path(tmp) / "iid"
+            cmd = [docker_cli(), "build", "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
+            for ref in refs:
+                cmd += ["-t", ref]
+            for key, value in plan.build_args:
+                cmd += ["--build-arg", f"{key}={value}"]
+            for key, value in plan.image_labels.items():
+                cmd += ["--label", f"{key}={value}"]
+            if plan.target:
+                cmd += ["--target", plan.target]
+            if plan.platform:
+                cmd += ["--platform", plan.platform]
+            if plan.network:
+                cmd += ["--network", plan.network]
+            if plan.pull:
+                cmd.append("--pull")
+            if plan.no_cache:
+                cmd.append("--no-cache")
+            env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+            for secret in plan.secrets:
+                if secret.src:
+                    cmd += ["--secret", f"id={secret.id},src={secret.src}"]
+                else:
+                    # Copy the value to a private file: the 20.10 CLI has no env= source.
+                    path = Path(tmp) / f"secret-{len(cmd)}"
+                    path.touch(mode=0o600)
+                    path.write_text(os.environ.get(secret.env or "", ""))
+                    cmd += ["--secret", f"id={secret.id},src={path}"]
+            cmd.append(str(plan.context))
+            code, tail, step, timed_out = run_streaming(cmd, env=env, stream=stream, timeout=timeout, step_pattern=_STEP)
+            if timed_out:
+                raise BuildError(
+                    f"build of {refs[0]} timed out after {timeout}s and was killed", step=step,
+                    output="\n".join(tail), returncode=code,
+                )
+            if code != 0:
+                message = next((l for l in reversed(tail) if "ERROR" in l or "error" in l), tail[-1] if tail else "")
+                if "buildx component is missing" in "\n".join(tail):
+                    raise DockerUnavailable(
+                        f"{cmd[0]} cannot run BuildKit builds without buildx; install Debian's docker.io "
+                        "or set PREFECT_FLYIMAGE_DOCKER_CLI"
+                    )
+                raise BuildError(
+                    f"build of {refs[0]} failed at {step or 'an unknown step'}: {message}", step=step,
+                    output="\n".join(tail), returncode=code,
+                )
+            return iidfile.read_text().strip()
+
+
+def run_streaming(
+    cmd: list[str],
+    *,
+    env: Optional[dict[str, str]] = None,
+    stream: Optional[TextIO] = None,
+    timeout: Optional[float] = None,
+    stdin_text: Optional[str] = None,
+    step_pattern: Optional[re.Pattern[str]] = None,
+) -> tuple[int, list[str], Optional[str], bool]:
+    """Run ``cmd`` in its own process group, echoing output to ``stream``.
+
+    Returns (exit code, last lines of output, last step line seen, timed out). On timeout
+    the whole process group is killed, so no child outlives the call.
+    """
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+        env=env, text=True, errors="replace", start_new_session=True,
+    )
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    state: dict[str, Any] = {"step": None}
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    watchdog = _Watchdog(timeout, kill)
+    try:
+        if stdin_text is not None and proc.stdin:
+            proc.stdin.write(stdin_text)
+            proc.stdin.close()
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            _write(stream, line)
+            stripped = line.rstrip()
+            if stripped:
+                tail.append(stripped)
+            if step_pattern is not None and step_pattern.match(stripped):
+                state["step"] = stripped
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            kill()
+            proc.wait()
+    return code, list(tail), state["step"], watchdog.fired
