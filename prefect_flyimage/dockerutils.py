@@ -30,12 +30,10 @@ __all__ = ["build_image", "docker_client", "push_image", "IMAGE_LABELS"]
 
 def _image_labels() -> dict[str, str]:
     # Prefect labels every image it builds with its version; keep that for compatibility.
-    try:
-        import prefect
+    # Read from package metadata: importing prefect costs seconds.
+    from .prefect_images import installed_prefect_version
 
-        return {"io.prefect.version": prefect.__version__}
-    except ImportError:  # pragma: no cover - prefect is a dependency
-        return {}
+    return {"io.prefect.version": installed_prefect_version()}
 
 
 IMAGE_LABELS = _image_labels()

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optiona
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from .credentials import RegistryCredentials, registry_host
 from .errors import (
@@ -130,6 +132,32 @@ def _write(stream: Optional[TextIO], text: str) -> None:
         stream.flush()
 
 
+def _aborter(api: docker.APIClient) -> Callable[[], None]:
+    """A timeout callback that really cuts ``api``'s streaming responses.
+
+    ``api.close()`` alone only drops idle pooled connections: a thread blocked reading a
+    quiet build (``RUN sleep``) keeps waiting, and the daemon finishes the build. Shutting
+    the response socket down ends the read at once and makes the daemon cancel.
+    """
+    responses: list[Any] = []
+    stream_helper = api._stream_helper
+
+    def capture(response: Any, *args: Any, **kwargs: Any) -> Any:
+        responses.append(response)
+        return stream_helper(response, *args, **kwargs)
+
+    api._stream_helper = capture  # type: ignore[method-assign]
+
+    def abort() -> None:
+        for response in responses:
+            with contextlib.suppress(Exception):
+                raw = response.raw._fp.fp.raw  # socket.SocketIO (docker-py's own way in)
+                getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
+        api.close()
+
+    return abort
+
+
 class _Watchdog:
     """Calls ``on_timeout`` after ``timeout`` seconds unless cancelled; remembers whether it fired."""
 
@@ -159,6 +187,7 @@ class Engine:
 
     def __init__(self, client: Optional[docker.DockerClient] = None) -> None:
         self._client = client
+        self._bridge: Optional[bool] = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -172,9 +201,25 @@ class Engine:
         # connection (which makes the daemon cancel the build or push) without
         # disturbing other users of the shared client.
         base = self.client.api
-        if base.base_url.startswith("https"):
-            return docker.APIClient(**docker.utils.kwargs_from_env(), version=base._version, timeout=base.timeout)
-        return docker.APIClient(base_url=base.base_url, version=base._version, timeout=base.timeout)
+        adapter = getattr(base, "_custom_adapter", None)
+        if base.base_url == "http+docker://localhost" and getattr(adapter, "socket_path", None):
+            url = "unix://" + adapter.socket_path
+            return docker.APIClient(base_url=url, version=base._version, timeout=base.timeout)
+        if base.base_url.startswith("http://"):
+            return docker.APIClient(base_url=base.base_url, version=base._version, timeout=base.timeout)
+        return docker.APIClient(**docker.utils.kwargs_from_env(), version=base._version, timeout=base.timeout)
+
+    def _default_buildkit_network(self) -> Optional[str]:
+        # BuildKit's default RUN network is the "bridge" network; a daemon started with
+        # --bridge=none has none, and BuildKit then fails every RUN step ("network bridge
+        # not found") where the classic builder quietly uses no network. Host networking
+        # is what such daemons are meant to be used with, so fall back to it.
+        if self._bridge is None:
+            try:
+                self._bridge = bool(self.client.api.networks(names=["bridge"]))
+            except docker.errors.APIError:
+                self._bridge = True
+        return None if self._bridge else "host"
 
     # ---- images in the daemon -------------------------------------------------
     def local_image(self, ref: ImageRef | str) -> Optional[dict[str, Any]]:
@@ -187,6 +232,16 @@ class Engine:
             if exc.status_code == 404:
                 return None
             raise FlyImageError(f"cannot inspect image {str(ref)!r}: {exc.explanation}") from None
+
+    def list_tags(self, repository: str) -> list[str]:
+        """Tags of the local images named ``repository`` (bare tags, without the name)."""
+        found: set[str] = set()
+        for image in self.client.api.images(name=repository):
+            for ref in image.get("RepoTags") or []:
+                name, _, tag = ref.rpartition(":")
+                if name == repository:
+                    found.add(tag)
+        return sorted(found)
 
     def tag(self, image: str, ref: ImageRef | str) -> None:
         """Tag ``image`` (id or reference) as ``ref``."""
@@ -324,7 +379,7 @@ class Engine:
         r = ImageRef.parse(str(ref))
         secrets = [credentials.secret] if credentials else []
         api = self._fresh_api() if timeout else self.client.api
-        watchdog = _Watchdog(timeout, api.close)
+        watchdog = _Watchdog(timeout, _aborter(api))
         digest: Optional[str] = None
         try:
             events = api.push(
@@ -346,7 +401,7 @@ class Engine:
                     digest = aux["Digest"]
         except docker.errors.APIError as exc:
             raise classify_registry_error(str(exc.explanation or exc), r.registry, push=True, secrets=secrets) from None
-        except (requests.exceptions.RequestException, AttributeError, OSError) as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
             if watchdog.fired:
                 raise PushError(f"push of {r} timed out after {timeout}s and was aborted", r.registry) from None
             raise DockerUnavailable(f"lost the Docker daemon while pushing {r}: {exc}") from None
@@ -420,7 +475,7 @@ class Engine:
         inside the context archive). Build output streams to ``stream`` as it comes.
         """
         api = self._fresh_api() if timeout else self.client.api
-        watchdog = _Watchdog(timeout, api.close)
+        watchdog = _Watchdog(timeout, _aborter(api))
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         step: Optional[str] = None
         image_id: Optional[str] = None
@@ -448,7 +503,7 @@ class Engine:
                     )
         except docker.errors.APIError as exc:
             raise BuildError(f"build of {what} failed: {exc.explanation or exc}", step=step, output="\n".join(tail)) from None
-        except (requests.exceptions.RequestException, AttributeError, OSError) as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
             if watchdog.fired:
                 raise BuildError(
                     f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail)
@@ -480,8 +535,9 @@ class Engine:
                 cmd += ["--target", plan.target]
             if plan.platform:
                 cmd += ["--platform", plan.platform]
-            if plan.network:
-                cmd += ["--network", plan.network]
+            network = plan.network or self._default_buildkit_network()
+            if network:
+                cmd += ["--network", network]
             if plan.pull:
                 cmd.append("--pull")
             if plan.no_cache:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from debian.changelog import Changelog
+from debian.changelog import Changelog, ChangelogParseError
 from debian.deb822 import Packages
 
 from .config import setting
@@ -58,11 +58,19 @@ def read_depends(folder: Path) -> tuple[str, ...]:
 
 
 def read_changelog(folder: Path) -> Changelog:
-    """The parsed changelog of ``folder`` (strict: a malformed file raises ``ValueError``)."""
-    with open(folder / CHANGELOG, "rb") as fh:
-        changelog = Changelog(fh, max_blocks=1, strict=True)
+    """The parsed changelog of ``folder``; ``ValueError`` naming the file if it has no usable entry.
+
+    Parsed leniently like docker-pkg (odd trailers are fine), but a changelog without
+    a package name and version is an error rather than an image called "None".
+    """
+    path = folder / CHANGELOG
+    try:
+        with open(path, "rb") as fh:
+            changelog = Changelog(fh, max_blocks=1)
+    except ChangelogParseError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if not changelog.package or changelog.version is None:
-        raise ValueError(f"{folder / CHANGELOG} has no entry with a package name and version")
+        raise ValueError(f"{path} has no entry with a package name and version")
     return changelog
 
 

@@ -34,7 +34,7 @@ class TreeSpecError(SpecError):
 
     def __init__(self, issues: Iterable[TreeProblem]) -> None:
         order = {k: i for i, k in enumerate(PROBLEM_KINDS)}
-        self.issues: list[TreeProblem] = sorted(issues, key=lambda p: (order.get(p.kind, 99), p.folders, p.message))
+        self.issues: list[TreeProblem] = sorted(dict.fromkeys(issues), key=lambda p: (order.get(p.kind, 99), p.folders, p.message))
         super().__init__(str(p) for p in self.issues)
 
     def of_kind(self, kind: str) -> list[TreeProblem]:

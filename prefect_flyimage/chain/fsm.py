@@ -68,6 +68,8 @@ class ImageFSM:
         parents: the in-tree images this one depends on (their plan hashes enter this one's).
         inspect: find the state at once (docker-pkg did); ``False`` leaves it ``to_build``.
         spec: already-read folder metadata.
+        records: where verifications are recorded (default: the config's ``state_dir``).
+        plan: the image's build plan when already computed (skips rendering).
     """
 
     STATE_PUBLISHED = "published"
@@ -102,6 +104,7 @@ class ImageFSM:
         inspect: bool = True,
         spec: Optional[ImageSpec] = None,
         records: Optional[VerificationRecords] = None,
+        plan: Optional[BuildPlan] = None,
     ) -> None:
         self.config = config
         self.spec = spec or read_spec(Path(root).resolve())
@@ -122,6 +125,8 @@ class ImageFSM:
         self.error: Optional[str] = None  #: why the image is in error
         self.blocked_by: Optional[str] = None  #: failed parent that kept this image from building
         self.durations: dict[str, float] = {}
+        if plan is not None:
+            self.__dict__["plan"] = plan  # a plan computed elsewhere (e.g. by the flow), parents' hashes included
         if inspect:
             self.refresh_state()
 

@@ -28,8 +28,9 @@ class VerificationRecords:
 
     def get(self, plan_hash: str) -> Optional[dict[str, Any]]:
         """The record of ``plan_hash``, or ``None`` (a corrupt file counts as none)."""
+        path = self._path(plan_hash)
         try:
-            return json.loads(self._path(plan_hash).read_text())
+            return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 

@@ -1,0 +1,157 @@
+"""Prefect artifacts for image builds: one markdown table per run.
+
+The rendering (:func:`build_result_markdown`) is plain text and needs no Prefect
+server; :func:`create_build_artifact` publishes it with
+:func:`prefect.artifacts.create_markdown_artifact` (or, outside a run context, linked
+to an explicit task run) under a stable key derived from the repository, so the
+Artifacts page shows the history of one image as versions of one artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Iterable, Mapping, Optional, Union
+from uuid import UUID
+
+from .plan import BuildResult
+
+__all__ = ["artifact_key", "build_result_markdown", "create_build_artifact", "result_status"]
+
+#: Prefix of every artifact key we create.
+KEY_PREFIX = "flyimage"
+#: Longest key we produce (Prefect has no limit, but the UI and URLs prefer short ones).
+KEY_MAX = 80
+
+ResultLike = Union[BuildResult, Mapping[str, Any]]
+
+_TIMING_ORDER = ("hash", "check", "check_local", "pull", "build", "verify", "push", "total")
+
+
+def artifact_key(repository: str) -> str:
+    """A Prefect artifact key for ``repository`` (lowercase letters, digits and dashes).
+
+    ``127.0.0.1:5000/team/App_1:tag`` -> ``flyimage-127-0-0-1-5000-team-app-1``. A tag or
+    digest is dropped first so every build of one repository shares the key. Long names
+    are shortened with a hash suffix so two long repositories never share a key.
+    """
+    name = repository.split("@", 1)[0]
+    last = name.rsplit("/", 1)
+    if ":" in last[-1]:  # a tag, not a registry port (ports sit before the first '/')
+        name = name[: len(name) - len(last[-1]) + last[-1].index(":")]
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "image"
+    key = f"{KEY_PREFIX}-{slug}"
+    if len(key) > KEY_MAX:
+        suffix = hashlib.sha256(name.encode()).hexdigest()[:10]
+        key = f"{key[: KEY_MAX - len(suffix) - 1].rstrip('-')}-{suffix}"
+    return key
+
+
+def _get(result: ResultLike, name: str, default: Any = None) -> Any:
+    if isinstance(result, Mapping):
+        return result.get(name, default)
+    return getattr(result, name, default)
+
+
+def result_status(result: ResultLike, *, cache_hit: bool = False) -> str:
+    """``built + pushed``, ``built``, ``pushed`` or ``cached`` (``cached (prefect)`` on a cache hit)."""
+    if cache_hit:
+        return "cached (prefect cache)"
+    done = [word for word, flag in (("built", _get(result, "built")), ("pushed", _get(result, "pushed"))) if flag]
+    return " + ".join(done) or "cached"
+
+
+def _size(value: Optional[int]) -> str:
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"  # pragma: no cover - loop always returns
+
+
+def _durations(timings: Optional[Mapping[str, float]]) -> str:
+    if not timings:
+        return "—"
+    order = {name: i for i, name in enumerate(_TIMING_ORDER)}
+    items = sorted(timings.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return ", ".join(f"{name} {float(seconds):.2f}s" for name, seconds in items)
+
+
+def _cell(text: Any) -> str:
+    # A '|' would end the cell and a newline the row.
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def build_result_markdown(
+    results: Iterable[ResultLike],
+    *,
+    title: Optional[str] = "Container images",
+    cache_hits: Iterable[bool] = (),
+) -> str:
+    """A markdown table of build results: reference, digest, size, status and durations.
+
+    ``results`` are :class:`~prefect_flyimage.plan.BuildResult` objects or their
+    :meth:`~prefect_flyimage.plan.BuildResult.as_dict` form. ``cache_hits`` flags, per
+    result, that it came from Prefect's task cache (nothing ran but the existence
+    probe). Only public facts are rendered: no credentials ever reach a result.
+    """
+    hits = list(cache_hits)
+    lines = []
+    if title:
+        lines += [f"### {_cell(title)}", ""]
+    lines += [
+        "| Reference | Digest | Size | Status | Durations |",
+        "|---|---|---|---|---|",
+    ]
+    for i, result in enumerate(results):
+        digest = _get(result, "digest")
+        lines.append(
+            "| "
+            + " | ".join(
+                _cell(v)
+                for v in (
+                    f"`{_get(result, 'reference')}`",
+                    f"`{digest}`" if digest else "—",
+                    _size(_get(result, "size")),
+                    result_status(result, cache_hit=hits[i] if i < len(hits) else False),
+                    _durations(_get(result, "timings")),
+                )
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def create_build_artifact(
+    results: Iterable[ResultLike],
+    *,
+    key: Optional[str] = None,
+    description: Optional[str] = None,
+    cache_hits: Iterable[bool] = (),
+    task_run_id: Optional[UUID] = None,
+    flow_run_id: Optional[UUID] = None,
+) -> UUID:
+    """Publish :func:`build_result_markdown` of ``results`` as a Prefect markdown artifact.
+
+    ``key`` defaults to :func:`artifact_key` of the first result's repository. Inside a
+    flow or task run the artifact is linked to it; ``task_run_id``/``flow_run_id`` link it
+    explicitly (e.g. from a state hook). Returns the artifact id.
+    """
+    results = list(results)
+    if key is None:
+        reference = str(_get(results[0], "reference")) if results else "image"
+        key = artifact_key(reference)
+    markdown = build_result_markdown(results, cache_hits=cache_hits)
+    if task_run_id is None and flow_run_id is None:
+        from prefect.artifacts import create_markdown_artifact
+
+        return create_markdown_artifact(markdown=markdown, key=key, description=description)
+    from prefect.artifacts import MarkdownArtifact
+
+    artifact = MarkdownArtifact(
+        key=key, description=description, markdown=markdown, task_run_id=task_run_id, flow_run_id=flow_run_id
+    )
+    return artifact.create(_sync=True).id  # type: ignore[call-arg,union-attr]

@@ -1,0 +1,8 @@
+"""``python -m prefect_flyimage.chain``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

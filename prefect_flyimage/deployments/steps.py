@@ -1,0 +1,380 @@
+"""``prefect.yaml`` build and push steps: drop-in for prefect-docker's, content-addressed.
+
+Same parameters and return keys as ``prefect_docker.deployments.steps``
+(``build_docker_image``, ``push_docker_image``), plus ``digest`` and ``cached`` (and a
+few more) in every result, and an ``ensure_image`` step that builds and pushes in one.
+Differences:
+
+- the default ``tag`` is the plan's content tag, so an unchanged project reuses its image:
+  ``build_docker_image`` skips the build when the daemon has it, ``push_docker_image``
+  skips the push when the registry already holds that exact image;
+- ``dockerfile: auto`` builds Prefect's default Dockerfile from memory (nothing is
+  written unless ``persist_dockerfile``), and an existing ``Dockerfile`` is a typed error;
+- ``ignore_cache: true`` forces a rebuild / re-push (prefect-docker: skip its in-process
+  memo);
+- errors are typed (:mod:`prefect_flyimage.errors`) and never contain the password.
+
+Example::
+
+    build:
+      - prefect_flyimage.deployments.steps.build_docker_image:
+          id: build-image
+          requires: prefect-flyimage
+          image_name: 127.0.0.1:5000/team/app
+          dockerfile: auto
+    push:
+      - prefect_flyimage.deployments.steps.push_docker_image:
+          requires: prefect-flyimage
+          image_name: "{{ build-image.image_name }}"
+          tag: "{{ build-image.tag }}"
+          credentials: "{{ prefect.blocks.docker-registry-credentials.dev-registry }}"
+    deployments:
+      - name: app
+        work_pool:
+          name: docker-pool
+          job_variables:
+            image: "{{ build-image.image }}"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from typing_extensions import TypedDict
+
+from .. import pipeline
+from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
+from ..docker_image import plan_for_build, resolve_image_name
+from ..dockerfile import default_dockerfile_text
+from ..engine import Engine
+from ..errors import FlyImageError, PushError
+from ..names import ImageRef, parse_image_tag
+from ..plan import BuildResult
+
+__all__ = [
+    "BuildDockerImageResult",
+    "EnsureImageResult",
+    "PushDockerImageResult",
+    "build_docker_image",
+    "ensure_image",
+    "push_docker_image",
+]
+
+
+class BuildDockerImageResult(TypedDict):
+    """The result of :func:`build_docker_image` (prefect-docker's keys, then ours)."""
+
+    image_name: str
+    tag: str
+    image: str
+    image_id: str
+    additional_tags: list[str]
+    digest: Optional[str]  #: registry digest; ``None`` until pushed
+    cached: bool  #: True when the build was skipped
+    built: bool
+    plan_hash: str
+    content_tag: str
+
+
+class PushDockerImageResult(TypedDict):
+    """The result of :func:`push_docker_image` (prefect-docker's keys, then ours)."""
+
+    image_name: str
+    tag: Optional[str]
+    image: str
+    additional_tags: list[str]
+    digest: str
+    cached: bool  #: True when the registry already held the image: nothing pushed
+    pushed: bool
+    pinned: str  #: ``image_name@digest``
+
+
+class EnsureImageResult(TypedDict):
+    """The result of :func:`ensure_image`."""
+
+    image_name: str
+    tag: str
+    image: str
+    image_id: Optional[str]
+    additional_tags: list[str]
+    digest: Optional[str]
+    cached: bool  #: nothing built and nothing pushed
+    built: bool
+    pushed: bool
+    pinned: str
+    plan_hash: str
+    content_tag: str
+
+
+def _image_name(image_name: str) -> tuple[str, Optional[str]]:
+    if any(ch.isspace() for ch in image_name):
+        # prefect-docker's check, kept for its clearer message
+        raise ValueError(
+            f"Invalid Docker image name {image_name!r}. Image names cannot contain spaces. Use lowercase "
+            "letters, numbers, and separators like '-', '_', '.', and '/'."
+        )
+    name, tag = parse_image_tag(image_name)
+    return resolve_image_name(name), tag
+
+
+def _one_tag(image_name: str, in_name: Optional[str], tag: Optional[str]) -> Optional[str]:
+    if in_name and tag and in_name != tag:
+        raise ValueError(f"Only one tag can be provided - both {in_name!r} and {tag!r} were provided as tags.")
+    return tag or in_name
+
+
+def _prepare(
+    image_name: str,
+    dockerfile: str,
+    tag: Optional[str],
+    additional_tags: Optional[list[str]],
+    persist_dockerfile: bool,
+    dockerfile_output_path: Optional[str],
+    build_backend: str,
+    build_kwargs: dict[str, Any],
+) -> tuple[Any, dict[str, Any], list[str]]:
+    name, tag_in_name = _image_name(image_name)
+    tag = _one_tag(image_name, tag_in_name, tag)
+    context = build_kwargs.pop("path", None) or os.getcwd()
+    additional = list(additional_tags or [])
+    if dockerfile == "auto" and persist_dockerfile:
+        # Written before planning, so the file is part of the context from the first run
+        # on and the content tag stays stable across runs.
+        text = default_dockerfile_text(Path(context))
+        output = Path(dockerfile_output_path or "Dockerfile.generated")
+        print(f"Persisting the auto-generated Dockerfile to {output}; set 'dockerfile' to it to build it directly.")
+        output.write_text(text)
+    plan, extra = plan_for_build(
+        name,
+        context=context,
+        dockerfile=dockerfile,
+        tag=tag,
+        extra_tags=additional,
+        build_kwargs=build_kwargs,
+        backend=build_backend,
+    )
+    return plan, extra, additional
+
+
+def build_docker_image(
+    image_name: str,
+    dockerfile: str = "Dockerfile",
+    tag: Optional[str] = None,
+    additional_tags: Optional[list[str]] = None,
+    ignore_cache: bool = False,
+    persist_dockerfile: bool = False,
+    dockerfile_output_path: str = "Dockerfile.generated",
+    build_backend: str = "auto",
+    **build_kwargs: Any,
+) -> BuildDockerImageResult:
+    """Build a Docker image for a Prefect deployment, unless the daemon already has it.
+
+    Args:
+        image_name: image name with registry and repository (namespace defaults to
+            ``PREFECT_DEFAULT_DOCKER_BUILD_NAMESPACE``).
+        dockerfile: Dockerfile path relative to the context, or ``"auto"`` for Prefect's
+            default Dockerfile (built from memory).
+        tag: the tag; defaults to the plan's content tag (not a timestamp).
+        additional_tags: further tags for the image.
+        ignore_cache: rebuild even when the image exists.
+        persist_dockerfile: with ``dockerfile="auto"``, also save the generated
+            Dockerfile to ``dockerfile_output_path``.
+        dockerfile_output_path: where ``persist_dockerfile`` writes (relative to the
+            current directory).
+        build_backend: ``"auto"`` (BuildKit only when needed), ``"docker-py"``,
+            ``"buildx"``/``"buildkit"``.
+        **build_kwargs: docker-py build arguments; ``path`` is the context (default:
+            the current directory), ``pull`` defaults to ``True`` as in prefect-docker.
+
+    Returns:
+        ``image_name``, ``tag``, ``image`` (``name:tag``, for ``job_variables``),
+        ``image_id``, ``additional_tags``, ``digest`` (``None`` until pushed), ``cached``
+        (the build was skipped), ``built``, ``plan_hash`` and ``content_tag``.
+    """
+    plan, extra, additional = _prepare(
+        image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
+        dict(build_kwargs),
+    )
+    result = pipeline.ensure(plan, push=False, force=ignore_cache, stream_progress_to=sys.stdout, build_kwargs=extra or None)
+    ref = ImageRef.parse(result.reference)
+    print(f"{result.reference}: {'built' if result.built else 'already built (build skipped)'}")
+    return {
+        "image_name": plan.repository,
+        "tag": ref.tag or plan.content_tag,
+        "image": result.reference,
+        "image_id": result.image_id or "",
+        "additional_tags": additional,
+        "digest": result.digest,
+        "cached": not result.built,
+        "built": result.built,
+        "plan_hash": plan.hash,
+        "content_tag": plan.content_tag,
+    }
+
+
+def _same_repository(a: str, b: str) -> bool:
+    def norm(name: str) -> str:
+        for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/"):
+            if name.startswith(prefix):
+                return name[len(prefix):]
+        return name
+
+    return norm(a) == norm(b) or norm(a) == f"library/{norm(b)}" or f"library/{norm(a)}" == norm(b)
+
+
+def push_reference(
+    name: str,
+    tags: list[str],
+    credentials: Optional[RegistryCredentials] = None,
+    *,
+    force: bool = False,
+    engine: Optional[Engine] = None,
+) -> BuildResult:
+    """Push ``name:tag`` for each of ``tags`` (first = main) unless the registry holds them.
+
+    Without a plan, "the registry holds it" means: the registry's digest for every tag
+    is the main tag's, and that digest is one of the local image's ``RepoDigests`` —
+    i.e. it is the manifest of *this* image, recorded by an earlier push or pull.
+    """
+    engine = engine or Engine()
+    started = time.monotonic()
+    main = ImageRef.parse(f"{name}:{tags[0]}")
+    local = engine.local_image(main)
+    if local is None:
+        raise FlyImageError(
+            f"{main} is not in the Docker daemon, so it cannot be pushed; build it first "
+            "(build_docker_image) or use ensure_image"
+        )
+    refs = [ImageRef.parse(f"{name}:{t}") for t in tags]
+    timings: dict[str, float] = {}
+    if not force:
+        remote = engine.registry_digest(main, credentials)
+        timings["check"] = round(time.monotonic() - started, 4)
+        ours = remote is not None and any(
+            "@" in rd and rd.split("@", 1)[1] == remote and _same_repository(rd.split("@", 1)[0], name)
+            for rd in local.get("RepoDigests") or []
+        )
+        if ours and all(engine.registry_digest(r, credentials) == remote for r in refs[1:]):
+            timings["total"] = round(time.monotonic() - started, 4)
+            return BuildResult(
+                reference=str(main), plan_hash=_plan_label(local), image_id=local["Id"], digest=remote,
+                size=local.get("Size"), tags=tuple(tags), timings=timings,
+            )
+    mark = time.monotonic()
+    digest: Optional[str] = None
+    for ref in refs:
+        if engine.local_image(ref) is None:
+            engine.tag(local["Id"], ref)
+        pushed = engine.push(ref, credentials, sys.stdout)
+        digest = digest or pushed
+    timings["push"] = round(time.monotonic() - mark, 4)
+    held = engine.registry_digest(main, credentials)
+    if held != digest:
+        raise PushError(f"pushed {main} as {digest} but the registry reports {held or 'nothing'}", main.registry)
+    timings["total"] = round(time.monotonic() - started, 4)
+    return BuildResult(
+        reference=str(main), plan_hash=_plan_label(local), image_id=local["Id"], digest=digest, pushed=True,
+        size=local.get("Size"), tags=tuple(tags), timings=timings,
+    )
+
+
+def _plan_label(info: dict[str, Any]) -> str:
+    from ..plan import PLAN_LABEL
+
+    return ((info.get("Config") or {}).get("Labels") or {}).get(PLAN_LABEL, "")
+
+
+def push_docker_image(
+    image_name: str,
+    tag: Optional[str] = None,
+    credentials: CredentialsLike = None,
+    additional_tags: Optional[list[str]] = None,
+    ignore_cache: bool = False,
+    build_backend: str = "auto",
+) -> PushDockerImageResult:
+    """Push a Docker image to its registry, unless the registry already holds it.
+
+    Args:
+        image_name: image name with registry and repository.
+        tag: the tag to push (``latest`` when omitted: prefect-docker would push every
+            local tag of the repository).
+        credentials: a dict with ``username``, ``password`` and ``registry_url`` (what a
+            ``docker-registry-credentials`` block templates to), a
+            ``DockerRegistryCredentials`` block or :class:`RegistryCredentials`; default:
+            the docker config (``docker login``).
+        additional_tags: further tags to push (tagged locally if missing).
+        ignore_cache: push even when the registry already holds the image.
+        build_backend: accepted for compatibility; pushes always go through the daemon.
+
+    Returns:
+        ``image_name``, ``tag``, ``image``, ``additional_tags``, ``digest``, ``cached``
+        (nothing was pushed), ``pushed`` and ``pinned`` (``image_name@digest``).
+    """
+    name, tag_in_name = _image_name(image_name)
+    tag = _one_tag(image_name, tag_in_name, tag) or "latest"
+    additional = [t for t in (additional_tags or []) if t and t != tag]
+    creds = as_credentials(credentials, ImageRef.parse(name).registry)
+    result = push_reference(name, [tag, *additional], creds, force=ignore_cache)
+    assert result.digest is not None  # push_reference verified it against the registry
+    print(f"{result.reference}: {'pushed' if result.pushed else 'already in the registry (push skipped)'} {result.digest}")
+    return {
+        "image_name": name,
+        "tag": tag,
+        "image": f"{name}:{tag}",
+        "additional_tags": additional,
+        "digest": result.digest,
+        "cached": not result.pushed,
+        "pushed": result.pushed,
+        "pinned": f"{name}@{result.digest}",
+    }
+
+
+def ensure_image(
+    image_name: str,
+    dockerfile: str = "Dockerfile",
+    tag: Optional[str] = None,
+    additional_tags: Optional[list[str]] = None,
+    push: bool = True,
+    credentials: CredentialsLike = None,
+    ignore_cache: bool = False,
+    persist_dockerfile: bool = False,
+    dockerfile_output_path: str = "Dockerfile.generated",
+    build_backend: str = "auto",
+    **build_kwargs: Any,
+) -> EnsureImageResult:
+    """Build and push in one step; each part runs only if its output is missing.
+
+    Parameters as :func:`build_docker_image`, plus ``push`` (default ``True``) and
+    ``credentials`` (as :func:`push_docker_image`). Returns the union of both steps'
+    keys: ``image``, ``image_id``, ``digest``, ``pinned``, ``cached``, ``built``,
+    ``pushed``, ...
+    """
+    plan, extra, additional = _prepare(
+        image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
+        dict(build_kwargs),
+    )
+    result = pipeline.ensure(
+        plan, push=push, force=ignore_cache, credentials=credentials, stream_progress_to=sys.stdout,
+        build_kwargs=extra or None,
+    )
+    ref = ImageRef.parse(result.reference)
+    done = [w for w, f in (("built", result.built), ("pushed", result.pushed)) if f]
+    print(f"{result.reference}: {' and '.join(done) or 'up to date (nothing built or pushed)'}")
+    return {
+        "image_name": plan.repository,
+        "tag": ref.tag or plan.content_tag,
+        "image": result.reference,
+        "image_id": result.image_id,
+        "additional_tags": additional,
+        "digest": result.digest,
+        "cached": result.cached,
+        "built": result.built,
+        "pushed": result.pushed,
+        "pinned": result.pinned,
+        "plan_hash": plan.hash,
+        "content_tag": plan.content_tag,
+    }

@@ -1,0 +1,661 @@
+"""Fly.io's container registry: build, log in to and push ``registry.fly.io/<app>:<tag>``.
+
+A drop-in for flaude's ``flaude.image`` (same names, parameters, defaults, return
+values and :class:`ImageBuildError`), with three differences:
+
+- :func:`ensure_image` goes through the content-addressed pipeline: when the
+  registry already holds the image of this build context it neither builds nor
+  pushes (flaude always rebuilds and re-pushes);
+- logging in needs no ``flyctl``: the Fly registry accepts the user ``x`` with a Fly
+  API token as password. The token comes from the ``token`` argument,
+  ``$FLY_API_TOKEN``, or a Prefect block (see :func:`fly_credentials`); only when
+  none is found is ``flyctl auth docker`` used, if installed;
+- the registry host is configurable (``registry=`` or ``$FLY_REGISTRY_HOST``).
+
+The token never reaches argv, a log line, an exception message or an image layer:
+docker-py gets it as ``auth_config`` and ``docker login`` reads it from stdin.
+
+Every function exists in a blocking form (``*_sync``) too; Prefect tasks with
+retries on transient errors only (``ensure_fly_image``, ...) live in
+:mod:`prefect_flyimage.fly_tasks` and are re-exported here on first access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from pydantic import SecretStr
+
+from .credentials import RegistryCredentials, registry_host
+from .errors import (
+    AuthenticationError,
+    ContextError,
+    DockerUnavailable,
+    FlyImageError,
+    ImageBuildError,
+    PushError,
+    RegistryUnavailable,
+    redact,
+)
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .plan import BuildPlan, BuildResult
+
+__all__ = [
+    "DEFAULT_PLATFORM",
+    "DEFAULT_REGISTRY",
+    "DEFAULT_TAG",
+    "FLY_USERNAME",
+    "FlyContextError",
+    "ImageBuildError",
+    "InvalidAppName",
+    "MissingFlyToken",
+    "docker_build",
+    "docker_build_sync",
+    "docker_login_fly",
+    "docker_login_fly_sync",
+    "docker_push",
+    "docker_push_sync",
+    "ensure_image",
+    "ensure_image_result",
+    "ensure_image_sync",
+    "fly_credentials",
+    "fly_registry_host",
+    "image_ref",
+    "is_transient",
+    "resolve_fly_token",
+    "validate_app_name",
+]
+
+logger = logging.getLogger("prefect_flyimage.fly")
+
+#: Tag used when none is given (flaude's default).
+DEFAULT_TAG = "latest"
+#: Fly's registry; ``$FLY_REGISTRY_HOST`` or ``registry=`` override it.
+DEFAULT_REGISTRY = "registry.fly.io"
+#: Fly machines run linux/amd64 (flaude's ``docker_build`` default).
+DEFAULT_PLATFORM = "linux/amd64"
+#: The Fly registry ignores the user name; ``x`` is what ``flyctl auth docker`` writes.
+FLY_USERNAME = "x"
+
+#: Environment variables consulted, in order, after the ``token`` argument.
+TOKEN_ENV = "FLY_API_TOKEN"
+CREDENTIALS_BLOCK_ENV = "PREFECT_FLYIMAGE_FLY_CREDENTIALS_BLOCK"
+TOKEN_SECRET_ENV = "PREFECT_FLYIMAGE_FLY_TOKEN_SECRET"
+REGISTRY_ENV = "FLY_REGISTRY_HOST"
+
+#: Seconds ``docker login`` / ``flyctl auth docker`` may take.
+LOGIN_TIMEOUT = 60.0
+
+_APP_NAME = re.compile(r"[a-z][a-z0-9-]*")
+_APP_NAME_MAX = 63
+
+TokenLike = Union[str, SecretStr, None]
+
+
+class InvalidAppName(FlyImageError, ValueError):
+    """A Fly app name breaks Fly's rules (lower-case letters, digits, dashes; starts with a letter; <= 63 chars)."""
+
+    def __init__(self, app_name: object, reason: str) -> None:
+        self.app_name = app_name
+        self.reason = reason
+        super().__init__(
+            f"invalid Fly app name {app_name!r}: {reason} (Fly app names use lower-case letters, "
+            f"digits and '-', start with a letter and have at most {_APP_NAME_MAX} characters)"
+        )
+
+
+class FlyContextError(ContextError, ImageBuildError):
+    """The docker context or its Dockerfile is missing (no process ran, ``returncode`` is ``None``).
+
+    Both a :class:`ContextError` and, as in flaude, an :class:`ImageBuildError`.
+    """
+
+    def __init__(self, message: str, path: Optional[object] = None) -> None:
+        ImageBuildError.__init__(self, message, None, "")
+        self.path = path
+
+
+class MissingFlyToken(AuthenticationError):
+    """No Fly API token was found and ``flyctl`` is not installed."""
+
+
+# ---- names --------------------------------------------------------------------------
+
+
+def validate_app_name(app_name: str) -> str:
+    """Return ``app_name`` if it is a valid Fly app name, else raise :class:`InvalidAppName`."""
+    if not isinstance(app_name, str) or not app_name:
+        raise InvalidAppName(app_name, "must be a non-empty string")
+    if len(app_name) > _APP_NAME_MAX:
+        raise InvalidAppName(app_name, f"has {len(app_name)} characters")
+    if not app_name[0].isascii() or not app_name[0].isalpha() or not app_name[0].islower():
+        raise InvalidAppName(app_name, "must start with a lower-case letter")
+    if not _APP_NAME.fullmatch(app_name):
+        bad = sorted({c for c in app_name if not (c.islower() and c.isascii() or c.isdigit() or c == "-")})
+        raise InvalidAppName(app_name, f"contains {''.join(bad)!r}")
+    return app_name
+
+
+def fly_registry_host(registry: Optional[str] = None) -> str:
+    """The registry host: ``registry``, else ``$FLY_REGISTRY_HOST``, else ``registry.fly.io``.
+
+    URLs are reduced to ``host[:port]`` (``https://registry.fly.io/`` -> ``registry.fly.io``).
+    """
+    value = registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY
+    host = registry_host(value)
+    if not host:
+        raise ValueError(f"registry {value!r} names no host")
+    return host
+
+
+def image_ref(app_name: str, tag: str = DEFAULT_TAG, *, registry: Optional[str] = None) -> str:
+    """``<registry>/<app_name>:<tag>`` after validating the app name."""
+    return f"{fly_registry_host(registry)}/{validate_app_name(app_name)}:{tag}"
+
+
+# ---- credentials -----------------------------------------------------------------------
+
+
+def _secret_text(value: TokenLike) -> Optional[str]:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    # Tokens pasted from files or `fly tokens create` carry a trailing newline.
+    value = (value or "").strip()
+    return value or None
+
+
+def _load_block(kind: str, name: str, env: str) -> Any:
+    """Load a Prefect block by name; failures name the block and the variable, never a secret."""
+    try:
+        if kind == "credentials":
+            from prefect_docker.credentials import DockerRegistryCredentials
+
+            return DockerRegistryCredentials.load(name, _sync=True)
+        from prefect.blocks.system import Secret
+
+        return Secret.load(name, _sync=True)
+    except Exception as exc:  # noqa: BLE001 - any load failure is a credentials problem
+        raise AuthenticationError(
+            f"cannot load the Prefect block {name!r} named by ${env}: {type(exc).__name__}: {exc}. "
+            f"Create it, fix ${env}, or pass the Fly API token another way."
+        ) from None
+
+
+def fly_credentials(token: TokenLike = None, *, registry: Optional[str] = None) -> Optional[RegistryCredentials]:
+    """Credentials for the Fly registry, or ``None`` when no token is configured.
+
+    Looked up in this order:
+
+    1. ``token`` (a string or :class:`pydantic.SecretStr`);
+    2. ``$FLY_API_TOKEN``;
+    3. the prefect-docker ``DockerRegistryCredentials`` block named by
+       ``$PREFECT_FLYIMAGE_FLY_CREDENTIALS_BLOCK`` (its password is the token, its
+       user name is used when set);
+    4. the ``prefect.blocks.system.Secret`` block named by ``$PREFECT_FLYIMAGE_FLY_TOKEN_SECRET``.
+
+    The user name is ``x`` unless a block sets one; the host is :func:`fly_registry_host`.
+    """
+    host = fly_registry_host(registry)
+    secret = _secret_text(token) or _secret_text(os.environ.get(TOKEN_ENV))
+    username = FLY_USERNAME
+    if secret is None and os.environ.get(CREDENTIALS_BLOCK_ENV):
+        block = _load_block("credentials", os.environ[CREDENTIALS_BLOCK_ENV], CREDENTIALS_BLOCK_ENV)
+        secret = _secret_text(block.password)
+        username = block.username or FLY_USERNAME
+    if secret is None and os.environ.get(TOKEN_SECRET_ENV):
+        block = _load_block("secret", os.environ[TOKEN_SECRET_ENV], TOKEN_SECRET_ENV)
+        value = block.get()
+        secret = _secret_text(value if isinstance(value, (str, SecretStr)) else None)
+    if secret is None:
+        return None
+    return RegistryCredentials(host, username, secret)
+
+
+def resolve_fly_token(token: TokenLike = None) -> Optional[str]:
+    """The Fly API token from ``token``, the environment or a Prefect block (see :func:`fly_credentials`)."""
+    creds = fly_credentials(token)
+    return creds.secret if creds else None
+
+
+def _missing_token(host: str) -> MissingFlyToken:
+    return MissingFlyToken(
+        f"no Fly API token for {host}: pass token=..., set ${TOKEN_ENV}, name a prefect-docker "
+        f"DockerRegistryCredentials block in ${CREDENTIALS_BLOCK_ENV} or a Secret block in "
+        f"${TOKEN_SECRET_ENV}, or install flyctl and run `flyctl auth login`. "
+        "Create a token with `fly tokens create deploy -a <app>`.",
+        host,
+    )
+
+
+def _flyctl_auth_docker(host: str) -> None:
+    """``flyctl auth docker``: flyctl writes the registry login into the docker config itself."""
+    from .engine import run_streaming
+
+    flyctl = shutil.which("flyctl") or shutil.which("fly")
+    if flyctl is None:
+        raise _missing_token(host)
+    logger.info("no Fly API token configured; logging in with `%s auth docker`", os.path.basename(flyctl))
+    code, tail, _, timed_out = run_streaming([flyctl, "auth", "docker"], env=dict(os.environ), timeout=LOGIN_TIMEOUT)
+    output = "\n".join(tail)
+    if timed_out:
+        raise RegistryUnavailable(
+            f"`flyctl auth docker` timed out after {LOGIN_TIMEOUT:.0f}s", host, returncode=code, stderr=output
+        )
+    if code != 0:
+        raise AuthenticationError(
+            f"`flyctl auth docker` failed (rc={code}): {tail[-1] if tail else 'no output'}. "
+            f"Run `flyctl auth login` or set ${TOKEN_ENV}.",
+            host,
+            returncode=code,
+            stderr=output,
+        )
+
+
+def _login(token: TokenLike, registry: Optional[str], engine: Optional["Engine"]) -> Optional[RegistryCredentials]:
+    """Make the docker CLI config able to push to the Fly registry; return the credentials used."""
+    host = fly_registry_host(registry)
+    creds = fly_credentials(token, registry=host)
+    if creds is None:
+        _flyctl_auth_docker(host)
+        return None
+    from .engine import Engine
+
+    logger.info("logging in to %s as %r (token from %s)", host, creds.username, _token_source(token))
+    (engine or Engine()).cli_login(creds, timeout=LOGIN_TIMEOUT)
+    logger.info("docker is logged in to %s", host)
+    return creds
+
+
+def _token_source(token: TokenLike) -> str:
+    # Which source won, for the log line (never the value).
+    if _secret_text(token):
+        return "the token argument"
+    if _secret_text(os.environ.get(TOKEN_ENV)):
+        return f"${TOKEN_ENV}"
+    if os.environ.get(CREDENTIALS_BLOCK_ENV):
+        return f"the block named by ${CREDENTIALS_BLOCK_ENV}"
+    return f"the Secret block named by ${TOKEN_SECRET_ENV}"
+
+
+def _credentials_or_flyctl(token: TokenLike, host: str) -> Optional[RegistryCredentials]:
+    """Credentials for the pipeline; without a token, let flyctl configure docker (or raise)."""
+    creds = fly_credentials(token, registry=host)
+    if creds is None:
+        _flyctl_auth_docker(host)  # docker-py then reads the docker config flyctl wrote
+    return creds
+
+
+# ---- plan / pipeline ----------------------------------------------------------------------
+
+
+def _plan(
+    app_name: str, tag: str, docker_context: Optional[Path | str], platform: Optional[str], host: str, network: Optional[str]
+) -> "BuildPlan":
+    from .plan import BuildPlan
+
+    context = Path(docker_context) if docker_context is not None else Path.cwd()
+    if not context.is_dir():
+        raise FlyContextError(f"Docker context directory does not exist: {context}", context)
+    if not (context / "Dockerfile").is_file():
+        raise FlyContextError(f"Dockerfile not found at: {context / 'Dockerfile'}", context / "Dockerfile")
+    try:
+        return BuildPlan.from_dockerfile(
+            context, repository=f"{host}/{app_name}", tag=tag, platform=platform, network=network
+        )
+    except ContextError as exc:
+        raise FlyContextError(str(exc), exc.path) from None
+
+
+def _ensure(
+    app_name: str,
+    *,
+    tag: str,
+    token: TokenLike,
+    docker_context: Optional[Path | str],
+    build_timeout: Optional[float],
+    push_timeout: Optional[float],
+    platform: Optional[str],
+    registry: Optional[str],
+    force: bool,
+    network: Optional[str],
+    engine: Optional["Engine"],
+) -> "BuildResult":
+    from . import pipeline
+    from .engine import Engine
+
+    validate_app_name(app_name)
+    host = fly_registry_host(registry)
+    plan = _plan(app_name, tag, docker_context, platform, host, network)
+    # Credentials first: a missing or refused token fails before a long build.
+    creds = _credentials_or_flyctl(token, host)
+    logger.info("ensuring %s from %s (content tag %s)", plan.ref, plan.context, plan.content_tag)
+    try:
+        result = pipeline.ensure(
+            plan,
+            credentials=creds,
+            engine=engine or Engine(),
+            build_timeout=build_timeout,
+            push_timeout=push_timeout,
+            force=force,
+        )
+    except ImageBuildError as exc:
+        _scrub(exc, creds)
+        raise
+    if result.cached:
+        logger.info("%s: the registry already holds this context's image (%s); nothing built or pushed", plan.ref, result.digest)
+    else:
+        logger.info(
+            "%s: %s and %s (%s)", plan.ref, "built" if result.built else "build skipped (image was in the daemon)",
+            "pushed" if result.pushed else "not pushed", result.digest,
+        )
+    return result
+
+
+def _scrub(exc: BaseException, creds: Optional[RegistryCredentials]) -> None:
+    # Belt and braces: the engine redacts already, but nothing may carry the token onwards.
+    if creds is None:
+        return
+    secrets = [creds.secret]
+    exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+    if isinstance(exc, ImageBuildError):
+        exc.stderr = redact(exc.stderr or "", secrets)
+
+
+# ---- blocking API ------------------------------------------------------------------------
+
+
+def ensure_image_result(
+    app_name: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    token: TokenLike = None,
+    docker_context: Optional[Path | str] = None,
+    build_timeout: Optional[float] = 600,
+    push_timeout: Optional[float] = 600,
+    platform: Optional[str] = DEFAULT_PLATFORM,
+    registry: Optional[str] = None,
+    force: bool = False,
+    network: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> "BuildResult":
+    """Like :func:`ensure_image_sync` but return the full :class:`~prefect_flyimage.plan.BuildResult`.
+
+    The result says whether the image was built (``built``), pushed (``pushed``) or
+    neither (``cached``), and carries the registry digest and timings.
+    """
+    return _ensure(
+        app_name, tag=tag, token=token, docker_context=docker_context, build_timeout=build_timeout,
+        push_timeout=push_timeout, platform=platform, registry=registry, force=force, network=network,
+        engine=engine,
+    )
+
+
+def ensure_image_sync(
+    app_name: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    token: TokenLike = None,
+    docker_context: Optional[Path | str] = None,
+    build_timeout: Optional[float] = 600,
+    push_timeout: Optional[float] = 600,
+    platform: Optional[str] = DEFAULT_PLATFORM,
+    registry: Optional[str] = None,
+    force: bool = False,
+    network: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> str:
+    """Blocking :func:`ensure_image`."""
+    return ensure_image_result(
+        app_name, tag=tag, token=token, docker_context=docker_context, build_timeout=build_timeout,
+        push_timeout=push_timeout, platform=platform, registry=registry, force=force, network=network,
+        engine=engine,
+    ).reference
+
+
+def docker_build_sync(
+    app_name: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    platform: Optional[str] = DEFAULT_PLATFORM,
+    docker_context: Optional[Path | str] = None,
+    timeout: Optional[float] = 600,
+    registry: Optional[str] = None,
+    network: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> str:
+    """Blocking :func:`docker_build`."""
+    from . import pipeline
+    from .engine import Engine
+
+    validate_app_name(app_name)
+    host = fly_registry_host(registry)
+    plan = _plan(app_name, tag, docker_context, platform, host, network)
+    result = pipeline.ensure(plan, push=False, engine=engine or Engine(), build_timeout=timeout)
+    logger.info("%s %s", plan.ref, "built" if result.built else "was in the daemon already (same context): build skipped")
+    return str(plan.ref)
+
+
+def docker_push_sync(
+    app_name: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    timeout: Optional[float] = 600,
+    token: TokenLike = None,
+    registry: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> str:
+    """Blocking :func:`docker_push`."""
+    from .engine import Engine
+
+    ref = image_ref(app_name, tag, registry=registry)
+    host = fly_registry_host(registry)
+    engine = engine or Engine()
+    if engine.local_image(ref) is None:
+        raise PushError(f"no local image {ref} to push; build it first with docker_build()", host)
+    # Without a token, docker-py falls back to the docker config (docker_login_fly / flyctl).
+    creds = fly_credentials(token, registry=host)
+    logger.info("pushing %s", ref)
+    try:
+        digest = engine.push(ref, creds, timeout=timeout)
+    except ImageBuildError as exc:
+        _scrub(exc, creds)
+        raise
+    logger.info("pushed %s (%s)", ref, digest)
+    return ref
+
+
+def docker_login_fly_sync(
+    *, token: TokenLike = None, registry: Optional[str] = None, engine: Optional["Engine"] = None
+) -> None:
+    """Blocking :func:`docker_login_fly`."""
+    _login(token, registry, engine)
+
+
+# ---- async API (flaude's) ----------------------------------------------------------------
+
+
+async def ensure_image(
+    app_name: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    token: TokenLike = None,
+    docker_context: Optional[Path | str] = None,
+    build_timeout: float = 600,
+    push_timeout: float = 600,
+    platform: Optional[str] = DEFAULT_PLATFORM,
+    registry: Optional[str] = None,
+    force: bool = False,
+    network: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> str:
+    """Make sure ``<registry>/<app_name>:<tag>`` holds the image of ``docker_context``.
+
+    Unlike flaude's build → login → push, this hashes the context first: when the
+    registry already holds the image for this context (under its content tag and
+    ``tag``) nothing is built or pushed, and a log line says so. A changed file,
+    Dockerfile or platform changes the hash, so the image is rebuilt and pushed.
+
+    Args:
+        app_name: The Fly.io app name (validated against Fly's naming rules).
+        tag: Image tag. Defaults to ``latest``.
+        token: Fly API token for the registry; see :func:`fly_credentials` for the
+            fallbacks (``$FLY_API_TOKEN``, Prefect blocks, then ``flyctl auth docker``).
+        docker_context: Directory holding the ``Dockerfile``. Defaults to the
+            **current working directory** (flaude defaulted to a Dockerfile shipped in
+            its package, which has no equivalent here).
+        build_timeout: Max seconds for the build; the build is then cancelled and
+            nothing is tagged.
+        push_timeout: Max seconds for each push; the push is then aborted.
+        platform: Target platform (Fly machines run ``linux/amd64``).
+        registry: Registry host; defaults to ``$FLY_REGISTRY_HOST`` or ``registry.fly.io``.
+        force: Rebuild and re-push even if the image exists.
+        network: Network mode of ``RUN`` steps (``docker build --network``), e.g.
+            ``"none"`` or ``"host"``; Docker's default when ``None``. Not part of the hash.
+        engine: The :class:`~prefect_flyimage.engine.Engine` to use (one from the
+            environment by default).
+
+    Returns:
+        The full image reference (e.g. ``registry.fly.io/my-app:latest``).
+
+    Raises:
+        InvalidAppName: ``app_name`` breaks Fly's rules (a ``ValueError``).
+        ImageBuildError: any failure: :class:`FlyContextError` (no context or
+            Dockerfile), :class:`~prefect_flyimage.errors.AuthenticationError` (token
+            refused or missing), :class:`~prefect_flyimage.errors.BuildError` (failed or
+            timed out), :class:`~prefect_flyimage.errors.PushError`,
+            :class:`~prefect_flyimage.errors.RegistryUnavailable`,
+            :class:`~prefect_flyimage.errors.DockerUnavailable`.
+    """
+    return await asyncio.to_thread(
+        ensure_image_sync, app_name, tag=tag, token=token, docker_context=docker_context,
+        build_timeout=build_timeout, push_timeout=push_timeout, platform=platform, registry=registry,
+        force=force, network=network, engine=engine,
+    )
+
+
+async def docker_build(
+    app_name: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    platform: Optional[str] = DEFAULT_PLATFORM,
+    docker_context: Optional[Path | str] = None,
+    timeout: float = 600,
+    registry: Optional[str] = None,
+    network: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> str:
+    """Build the image of ``docker_context`` and tag it ``<registry>/<app_name>:<tag>``.
+
+    The image also gets its content tag and a label with the plan hash, so a later
+    :func:`ensure_image` of the same context finds it; an identical image already in
+    the daemon is re-tagged instead of rebuilt.
+
+    Args:
+        app_name: The Fly.io app name (used in the image reference).
+        tag: Image tag. Defaults to ``latest``.
+        platform: Target platform. Defaults to ``linux/amd64`` (what Fly runs).
+        docker_context: Directory holding the ``Dockerfile``. Defaults to the current
+            working directory.
+        timeout: Max seconds for the build; the build is then cancelled and nothing is tagged.
+        registry: Registry host; defaults to ``$FLY_REGISTRY_HOST`` or ``registry.fly.io``.
+        network: Network mode of ``RUN`` steps (e.g. ``"none"``, ``"host"``); Docker's default when ``None``.
+        engine: The :class:`~prefect_flyimage.engine.Engine` to use.
+
+    Returns:
+        The full image reference (e.g. ``registry.fly.io/my-app:latest``).
+
+    Raises:
+        ImageBuildError: the build failed or timed out (:class:`~prefect_flyimage.errors.BuildError`),
+            or the context or Dockerfile is missing (:class:`FlyContextError`, ``returncode`` ``None``).
+    """
+    return await asyncio.to_thread(
+        docker_build_sync, app_name, tag=tag, platform=platform, docker_context=docker_context,
+        timeout=timeout, registry=registry, network=network, engine=engine,
+    )
+
+
+async def docker_push(
+    app_name: str,
+    *,
+    tag: str = DEFAULT_TAG,
+    timeout: float = 600,
+    token: TokenLike = None,
+    registry: Optional[str] = None,
+    engine: Optional["Engine"] = None,
+) -> str:
+    """Push ``<registry>/<app_name>:<tag>`` (built by :func:`docker_build`) to the Fly registry.
+
+    Authenticates with the token from ``token``/the environment/a Prefect block when
+    one is configured, otherwise with the docker config written by
+    :func:`docker_login_fly` or ``flyctl auth docker``.
+
+    Args:
+        app_name: The Fly.io app name.
+        tag: Image tag. Defaults to ``latest``.
+        timeout: Max seconds for the push; the push is then aborted.
+        token: Fly API token (see :func:`fly_credentials`).
+        registry: Registry host; defaults to ``$FLY_REGISTRY_HOST`` or ``registry.fly.io``.
+        engine: The :class:`~prefect_flyimage.engine.Engine` to use.
+
+    Returns:
+        The full image reference that was pushed.
+
+    Raises:
+        ImageBuildError: the push failed (:class:`~prefect_flyimage.errors.PushError`,
+            with :class:`~prefect_flyimage.errors.PushAuthenticationError` for a refused token).
+    """
+    return await asyncio.to_thread(
+        docker_push_sync, app_name, tag=tag, timeout=timeout, token=token, registry=registry, engine=engine
+    )
+
+
+async def docker_login_fly(
+    *, token: TokenLike = None, registry: Optional[str] = None, engine: Optional["Engine"] = None
+) -> None:
+    """Log the docker CLI in to the Fly registry (``docker login`` as user ``x``, token on stdin).
+
+    Needs no ``flyctl``; the token comes from ``token``, ``$FLY_API_TOKEN`` or a Prefect
+    block (see :func:`fly_credentials`). Only when none is configured is
+    ``flyctl auth docker`` run, if ``flyctl`` is on ``PATH``. The login is stored in
+    the docker config (``$DOCKER_CONFIG``, default ``~/.docker``).
+
+    Raises:
+        MissingFlyToken: no token and no flyctl (an :class:`ImageBuildError`).
+        AuthenticationError: the registry refused the token, or flyctl failed.
+        RegistryUnavailable: the registry cannot be reached.
+    """
+    await asyncio.to_thread(_login, token, registry, engine)
+
+
+# ---- retry policy ------------------------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: an unreachable registry or daemon, an aborted push.
+
+    Authentication errors, invalid input and build failures (including timeouts)
+    return ``False``: retrying them would fail the same way.
+    """
+    if isinstance(exc, (AuthenticationError, ValueError)):
+        return False
+    return isinstance(exc, (RegistryUnavailable, DockerUnavailable, PushError))
+
+
+_TASKS = ("ensure_fly_image", "build_fly_image", "push_fly_image", "login_fly_registry", "retry_on_transient")
+
+
+def __getattr__(name: str) -> Any:
+    # The Prefect tasks import prefect; load them only when asked for.
+    if name in _TASKS:
+        from . import fly_tasks
+
+        return getattr(fly_tasks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1008 @@
+"""The declarative :class:`Image`: Flyte 2's ``flyte.Image`` API for Prefect deployments.
+
+An image is a base (a Prefect image, any image, a configured name, a uv script or a
+Dockerfile) plus layers, each added by a ``with_*`` method that returns a *new* image.
+Its :attr:`Image.uri` is ``<registry>/<name>:<hash>``, where the hash covers the base,
+the platform, every layer's Dockerfile lines and the contents of every local file it
+copies (after ``.dockerignore``), length-prefixed so that no two specs collide by
+concatenation. Building goes through :func:`prefect_flyimage.pipeline.ensure`, so an
+image whose URI already exists is neither built nor pushed again.
+
+Example::
+
+    from prefect_flyimage import Image
+
+    image = (
+        Image.from_debian_base(registry="ghcr.io/acme", name="etl")
+        .with_apt_packages("git")
+        .with_pip_packages("pandas>=2,<3")
+        .with_code_bundle()
+    )
+    my_flow.deploy("etl", work_pool_name="docker", image=image)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal, Mapping, Optional, Sequence, TextIO, Union
+
+from ..context import BuildContext
+from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
+from ..errors import FlyImageError, InvalidReferenceError, SpecError
+from ..names import ImageRef
+from ..plan import BuildPlan, BuildResult, BuildSecret, PLAN_LABEL
+from ..prefect_images import get_prefect_image_name
+from . import config
+from .layers import (
+    DEFAULT_IGNORE,
+    AptPackages,
+    CodeBundle,
+    Commands,
+    DockerIgnore,
+    Env,
+    Layer,
+    LayerContext,
+    PipPackages,
+    PoetryProject,
+    Requirements,
+    SecretMount,
+    SourceFiles,
+    SourceFolder,
+    UVProject,
+    UVScript,
+    WorkDir,
+    as_secrets,
+)
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+__all__ = ["Architecture", "DEFAULT_NAME", "DEFAULT_PLATFORM", "Image", "SPEC_LABEL", "SpecDockerImage"]
+
+#: A target platform such as ``"linux/amd64"``.
+Architecture = str
+DEFAULT_PLATFORM: tuple[Architecture, ...] = ("linux/amd64",)
+#: Name (repository) of images that were given none, e.g. ``from_debian_base().with_...``.
+DEFAULT_NAME = "prefect-flyimage"
+#: Label carrying the full spec hash, so a local image can be matched to its spec.
+SPEC_LABEL = "io.prefect-flyimage.spec-hash"
+#: Hex digits of the spec hash used as the URI's tag (128 bits).
+URI_TAG_LENGTH = 32
+# Bump when rendering changes in a way that must not reuse images built before.
+_HASH_DOMAIN = b"prefect-flyimage-spec-v1\0"
+# Context folder of our layer files when the context also holds a user's Dockerfile folder.
+_DOCKERFILE_PREFIX = ".prefect-flyimage/"
+_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+
+PythonVersion = Union[tuple[int, int], str]
+Platforms = Union[Architecture, Sequence[Architecture], None]
+Urls = Union[str, Sequence[str], None]
+SecretMounts = Union[SecretMount, Iterable[SecretMount], None]
+
+
+def _encode(value: Union[str, Sequence[Any]]) -> bytes:
+    """Injective bytes of nested str/tuple values: type byte, 8-byte length, payload."""
+    if isinstance(value, str):
+        data = value.encode("utf-8", "surrogateescape")
+        return b"s" + len(data).to_bytes(8, "big") + data
+    if isinstance(value, (tuple, list)):
+        return b"t" + len(value).to_bytes(8, "big") + b"".join(_encode(v) for v in value)
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+def _current_python() -> tuple[int, int]:
+    return sys.version_info[0], sys.version_info[1]
+
+
+def _python_version(value: Optional[PythonVersion]) -> tuple[int, int]:
+    if value is None:
+        return _current_python()
+    if isinstance(value, str):
+        match = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", value.strip())
+        if not match:
+            raise ValueError(f"python_version {value!r} must look like '3.12' or (3, 12)")
+        return int(match.group(1)), int(match.group(2))
+    items = tuple(value)
+    if len(items) < 2 or not all(isinstance(i, int) for i in items[:2]):
+        raise ValueError(f"python_version {value!r} must look like '3.12' or (3, 12)")
+    return items[0], items[1]
+
+
+def _platforms(value: Platforms) -> tuple[Architecture, ...]:
+    if value is None:
+        return DEFAULT_PLATFORM
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _urls(value: Urls) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _absolute(path: Union[str, Path]) -> Path:
+    # Resolved when the spec is written, so a later chdir does not move the files.
+    return Path(path).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class Image:
+    """A container image specification, built with a fluent two-step pattern.
+
+    1. Start from a ``from_*`` constructor: :meth:`from_debian_base`, :meth:`from_base`,
+       :meth:`from_ref_name`, :meth:`from_uv_script` or :meth:`from_dockerfile`.
+    2. Customise it with ``with_*`` methods; each returns a new, immutable ``Image``.
+
+    Problems (a missing file, a layer on a Dockerfile image, no name) are collected, not
+    raised one by one: :meth:`validate` -- also run by :attr:`uri` and the build
+    methods -- raises one :class:`~prefect_flyimage.errors.SpecError` listing them all.
+
+    Flyte's ``with_local_v2`` and ``with_local_v2_plugins`` (which bake a local build of
+    the Flyte SDK into the image) have no counterpart here: install a local Prefect or
+    plugin build with :meth:`with_source_folder` plus :meth:`with_pip_packages`.
+
+    Attributes:
+        base_image: the image this one starts ``FROM`` (``None`` for Dockerfile images and,
+            until resolved, for :meth:`from_ref_name` images).
+        dockerfile: the Dockerfile of a :meth:`from_dockerfile` image.
+        registry: where the image is pushed (``host[:port][/namespace]``); when ``None``,
+            ``$PREFECT_FLYIMAGE_REGISTRY`` or ``registry`` in ``[tool.prefect-flyimage]``.
+        name: the repository name within the registry.
+        platform: target platforms; the local builder builds exactly one.
+        python_version: ``(major, minor)`` of the image's Python.
+        extendable: whether layers may be added. True for every constructor except
+            :meth:`from_dockerfile` (make a Dockerfile image extendable with
+            ``clone(extendable=True)``; layers then go after the Dockerfile's last stage).
+    """
+
+    base_image: Optional[str] = None
+    dockerfile: Optional[Path] = None
+    registry: Optional[str] = None
+    name: Optional[str] = None
+    platform: tuple[Architecture, ...] = DEFAULT_PLATFORM
+    python_version: tuple[int, int] = field(default_factory=_current_python)
+    extendable: bool = False
+    _layers: tuple[Layer, ...] = ()
+    _ref_name: Optional[str] = None
+    _cloned: bool = False
+    _registry_secret: Any = field(default=None, compare=False, repr=False)
+
+    _token: ClassVar[object] = object()
+
+    def __post_init__(self) -> None:
+        if self.__dict__.pop("_guard", None) is not Image._token:
+            raise TypeError("create images with Image.from_debian_base(), from_base(), from_ref_name(), "
+                            "from_uv_script() or from_dockerfile(), not Image(...)")
+
+    @classmethod
+    def _new(cls, **kwargs: Any) -> "Image":
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "_guard", cls._token)
+        cls.__init__(obj, **kwargs)  # type: ignore[misc]
+        return obj
+
+    def _replace(self, **changes: Any) -> "Image":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Image._new(**values)
+
+    # ---- constructors --------------------------------------------------------------
+    @classmethod
+    def from_debian_base(
+        cls,
+        python_version: Optional[PythonVersion] = None,
+        prefect_version: Optional[str] = None,
+        install_prefect: bool = True,
+        registry: Optional[str] = None,
+        registry_secret: Any = None,
+        name: Optional[str] = None,
+        platform: Platforms = None,
+    ) -> "Image":
+        """Start from Prefect's official Debian image, or a plain Debian Python image.
+
+        Args:
+            python_version: ``(3, 12)`` or ``"3.12"``; the running Python's by default.
+            prefect_version: the Prefect release to base on; the installed one by default
+                (ignored with ``install_prefect=False``).
+            install_prefect: ``True``: base on ``prefecthq/prefect:<version>-python<py>``
+                (:func:`~prefect_flyimage.prefect_images.get_prefect_image_name`), which has
+                Prefect installed. ``False``: base on a Debian Python image,
+                ``python:<py>-slim-bookworm`` unless ``$PREFECT_FLYIMAGE_DEBIAN_BASE`` or
+                ``debian_base`` in ``[tool.prefect-flyimage]`` names another
+                (``{python_version}`` is replaced).
+            registry: registry to push to.
+            registry_secret: credentials for ``registry``: a
+                :class:`~prefect_flyimage.credentials.RegistryCredentials`, a prefect-docker
+                ``DockerRegistryCredentials`` block (or the name of a saved one), or a dict.
+            name: repository name; :data:`DEFAULT_NAME` once layers are added.
+            platform: target platform, ``"linux/amd64"`` by default.
+
+        Without ``registry`` and ``name`` the result *is* the base image (its :attr:`uri`
+        is the base's; nothing is built); with either it is a copy of it in ``registry``.
+        """
+        pv = _python_version(python_version)
+        py = f"{pv[0]}.{pv[1]}"
+        if install_prefect:
+            base = get_prefect_image_name(prefect_version, py)
+        else:
+            template = config.load_settings().get("debian_base", env=config.ENV_PREFIX + "DEBIAN_BASE")
+            base = (template or config.DEFAULT_DEBIAN_BASE).replace("{python_version}", py)
+        return cls._new(
+            base_image=base,
+            registry=registry,
+            name=name or DEFAULT_NAME,
+            platform=_platforms(platform),
+            python_version=pv,
+            extendable=True,
+            _cloned=bool(registry or name),
+            _registry_secret=registry_secret,
+        )
+
+    @classmethod
+    def from_base(cls, image_uri: str) -> "Image":
+        """Start from an existing image ``<registry>/<name>:<tag>`` (it must exist in its registry).
+
+        Unchanged, the image's :attr:`uri` is ``image_uri`` and nothing is built. To add
+        layers, give the result a name first: ``Image.from_base(uri).clone(name="app")``.
+        """
+        return cls._new(base_image=image_uri, extendable=True)
+
+    @classmethod
+    def from_ref_name(cls, name: str) -> "Image":
+        """An image configured under a logical name (resolved when first needed).
+
+        Looked up in ``$PREFECT_FLYIMAGE_IMAGE_<NAME>`` (upper-cased, other characters
+        as ``_``), then in ``[tool.prefect-flyimage.images]`` of the nearest
+        ``pyproject.toml`` with that table, from the current directory upwards. An unknown
+        name makes :meth:`validate` (and :attr:`uri`) raise a :class:`SpecError` listing
+        the known names. Layers added to it produce ``<registry>/<name>:<hash>``.
+        """
+        return cls._new(name=name, _ref_name=name, extendable=True)
+
+    @classmethod
+    def from_uv_script(
+        cls,
+        script: Union[Path, str],
+        *,
+        name: str,
+        registry: Optional[str] = None,
+        registry_secret: Any = None,
+        python_version: Optional[PythonVersion] = None,
+        index_url: Optional[str] = None,
+        extra_index_urls: Urls = None,
+        pre: bool = False,
+        extra_args: Optional[str] = None,
+        platform: Platforms = None,
+        secret_mounts: SecretMounts = None,
+    ) -> "Image":
+        """A Debian Python image with the dependencies of a PEP 723 script installed.
+
+        The script's ``# /// script`` block gives ``dependencies`` (installed with pip)
+        and ``requires-python``, which picks the Python version unless
+        ``python_version`` is given (the running Python if it satisfies it, else the
+        newest supported one that does). Only the block enters the hash, and the script
+        itself is not copied: add it with :meth:`with_source_file` or
+        :meth:`with_code_bundle`. List ``prefect`` among the dependencies to run flows.
+
+        Other arguments as for :meth:`from_debian_base` and :meth:`with_pip_packages`.
+        """
+        path = _absolute(script)
+        if python_version is None:
+            try:
+                requires = config.read_script_metadata(path).requires_python
+                chosen: PythonVersion = config.choose_python_version(requires, _current_python())
+            except SpecError:
+                chosen = _current_python()  # validate() reports the unreadable script
+        else:
+            chosen = python_version
+        layer = UVScript(
+            script=path,
+            index_url=index_url,
+            extra_index_urls=_urls(extra_index_urls),
+            pre=pre,
+            extra_args=extra_args,
+            secret_mounts=as_secrets(secret_mounts),
+        )
+        base = cls.from_debian_base(
+            python_version=chosen, install_prefect=False, registry=registry,
+            registry_secret=registry_secret, name=name, platform=platform,
+        )
+        return base.clone(addl_layer=layer)
+
+    @classmethod
+    def from_dockerfile(
+        cls,
+        file: Union[Path, str],
+        registry: Optional[str] = None,
+        name: Optional[str] = None,
+        platform: Platforms = None,
+    ) -> "Image":
+        """An image built from a Dockerfile; its folder is the build context.
+
+        The hash covers the Dockerfile's text and every file of its folder after that
+        folder's ``.dockerignore``. The image is not extendable: put everything in the
+        Dockerfile, or ``clone(extendable=True)`` to append layers after its last stage.
+        """
+        return cls._new(
+            dockerfile=_absolute(file), registry=registry, name=name,
+            platform=_platforms(platform), extendable=False, _cloned=True,
+        )
+
+    def clone(
+        self,
+        registry: Optional[str] = None,
+        registry_secret: Any = None,
+        name: Optional[str] = None,
+        base_image: Optional[str] = None,
+        python_version: Optional[PythonVersion] = None,
+        addl_layer: Optional[Layer] = None,
+        extendable: Optional[bool] = None,
+        platform: Platforms = None,
+    ) -> "Image":
+        """A copy with the given properties replaced and ``addl_layer`` appended.
+
+        A clone is always an image of its own (built and pushed as
+        ``<registry>/<name>:<hash>``), even without layers.
+        """
+        if addl_layer is not None and not isinstance(addl_layer, Layer):
+            raise TypeError(f"addl_layer must be a Layer, not {type(addl_layer).__name__}")
+        return self._replace(
+            base_image=base_image or self.base_image,
+            registry=registry or self.registry,
+            name=name or self.name,
+            python_version=_python_version(python_version) if python_version else self.python_version,
+            extendable=self.extendable if extendable is None else extendable,
+            platform=_platforms(platform) if platform else self.platform,
+            _layers=self._layers + ((addl_layer,) if addl_layer is not None else ()),
+            _ref_name=None if base_image else self._ref_name,
+            _cloned=True,
+            _registry_secret=self._registry_secret if registry_secret is None else registry_secret,
+        )
+
+    # ---- layers --------------------------------------------------------------------
+    def with_workdir(self, workdir: str) -> "Image":
+        """Set the working directory (an absolute path); later relative destinations are below it."""
+        return self.clone(addl_layer=WorkDir(workdir=workdir))
+
+    def with_requirements(
+        self,
+        file: Union[str, Path],
+        index_url: Optional[str] = None,
+        extra_index_urls: Urls = None,
+        pre: bool = False,
+        extra_args: Optional[str] = None,
+        secret_mounts: SecretMounts = None,
+    ) -> "Image":
+        """``pip install -r file`` (the file is bind-mounted, not copied into the image).
+
+        Relative ``-r``/``-c`` includes inside the file are not supported. Not allowed
+        together with :meth:`with_poetry_project`.
+
+        Args:
+            file: the requirements file.
+            index_url: ``--index-url``; must not embed a password (see ``secret_mounts``).
+            extra_index_urls: ``--extra-index-url`` values.
+            pre: allow pre-releases.
+            extra_args: more pip arguments, split like a shell would.
+            secret_mounts: secrets for the step: names of environment variables of the
+                building process, or :class:`~prefect_flyimage.plan.BuildSecret`. Each is
+                mounted with BuildKit and exported to the step's commands as ``$<id>``
+                (``secret_mounts=["PIP_INDEX_URL"]`` gives pip a private index).
+        """
+        return self.clone(addl_layer=Requirements(
+            file=_absolute(file), index_url=index_url, extra_index_urls=_urls(extra_index_urls),
+            pre=pre, extra_args=extra_args, secret_mounts=as_secrets(secret_mounts),
+        ))
+
+    def with_pip_packages(
+        self,
+        *packages: str,
+        index_url: Optional[str] = None,
+        extra_index_urls: Urls = None,
+        pre: bool = False,
+        extra_args: Optional[str] = None,
+        secret_mounts: SecretMounts = None,
+    ) -> "Image":
+        """``pip install`` the given requirement specs (``"numpy>=2,<3"``; each shell-quoted).
+
+        Options as for :meth:`with_requirements`. Uses a BuildKit cache mount for pip's cache.
+        """
+        for p in packages:
+            if not isinstance(p, str):
+                raise TypeError(f"packages must be strings, not {type(p).__name__}; pass several as separate arguments")
+        return self.clone(addl_layer=PipPackages(
+            packages=tuple(packages), index_url=index_url, extra_index_urls=_urls(extra_index_urls),
+            pre=pre, extra_args=extra_args, secret_mounts=as_secrets(secret_mounts),
+        ))
+
+    def with_env_vars(self, env_vars: Mapping[str, str]) -> "Image":
+        """Set environment variables (``ENV``); values may use earlier ones, e.g. ``"/x/bin:$PATH"``.
+
+        Never put secrets here: ``ENV`` values are stored in the image. Use ``secret_mounts``.
+        """
+        return self.clone(addl_layer=Env(env_vars=tuple((str(k), str(v)) for k, v in env_vars.items())))
+
+    def with_source_folder(self, src: Union[Path, str], dst: str = ".", copy_contents_only: bool = False) -> "Image":
+        """Copy a local folder (after ``.dockerignore``, ``__pycache__`` excluded) into the image.
+
+        Args:
+            src: the folder.
+            dst: destination in the image, relative to ``WORKDIR`` unless absolute.
+            copy_contents_only: copy the folder's contents into ``dst`` instead of a folder
+                named like ``src`` (only matters for the default ``dst="."``).
+        """
+        path = _absolute(src)
+        if not copy_contents_only and dst == ".":
+            dst = f"./{path.name}"
+        return self.clone(addl_layer=SourceFolder(src=path, dst=dst))
+
+    def with_source_file(self, src: Union[Path, str, Sequence[Union[Path, str]]], dst: str = ".") -> "Image":
+        """Copy local file(s) into folder ``dst`` of the image (modes are kept)."""
+        items = [src] if isinstance(src, (str, Path)) else list(src)
+        return self.clone(addl_layer=SourceFiles(srcs=tuple(_absolute(s) for s in items), dst=dst))
+
+    def with_code_bundle(
+        self,
+        copy_style: Literal["loaded_modules", "all"] = "loaded_modules",
+        dst: str = ".",
+        root_dir: Union[Path, str, None] = None,
+    ) -> "Image":
+        """Copy the flow's source so a deployment's entrypoint runs inside the image.
+
+        Prefect records a deployment's entrypoint relative to the current directory and
+        runs it from the image's ``WORKDIR`` (``/opt/prefect`` in Prefect's images), so
+        files keep their paths relative to ``root_dir`` (the current directory by
+        default) below ``dst`` (``WORKDIR`` by default).
+
+        Args:
+            copy_style: ``"loaded_modules"``: the files of the modules loaded under
+                ``root_dir`` at the time the image is hashed or built (the running script
+                included) -- call it after importing your flows. ``"all"``: every file of
+                ``root_dir``. Both skip VCS folders, virtualenvs, caches and
+                ``.dockerignore`` matches.
+            dst: destination folder in the image.
+            root_dir: the project root; the current directory by default.
+
+        A flow module that imports ``prefect_flyimage`` at top level needs it installed in
+        the image too; import it under ``if __name__ == "__main__":`` instead.
+        """
+        root = _absolute(root_dir if root_dir is not None else Path.cwd())
+        return self.clone(addl_layer=CodeBundle(copy_style=copy_style, dst=dst, root_dir=root))
+
+    def with_dockerignore(self, path: Union[Path, str]) -> "Image":
+        """Apply a ``.dockerignore`` file's patterns to every folder this image copies.
+
+        Patterns are matched relative to each copied folder; a folder's own
+        ``.dockerignore`` applies too, after these.
+        """
+        return self.clone(addl_layer=DockerIgnore(path=_absolute(path)))
+
+    def with_uv_project(
+        self,
+        pyproject_file: Union[str, Path],
+        uvlock: Union[Path, str, None] = None,
+        index_url: Optional[str] = None,
+        extra_index_urls: Urls = None,
+        pre: bool = False,
+        extra_args: Optional[str] = None,
+        secret_mounts: SecretMounts = None,
+        project_install_mode: Literal["dependencies_only", "install_project"] = "dependencies_only",
+    ) -> "Image":
+        """``uv sync`` a project into the image's Python (uv is not left in the image).
+
+        Args:
+            pyproject_file: the project's ``pyproject.toml``.
+            uvlock: its lock; ``uv.lock`` next to ``pyproject_file`` if that exists. With a
+                lock the sync is ``--locked`` (fails if the lock is out of date).
+            project_install_mode: ``"dependencies_only"`` (only ``pyproject.toml`` and the
+                lock enter the build, so code edits reuse the layer) or
+                ``"install_project"`` (the project folder is built and installed too).
+            extra_args: more ``uv sync`` arguments, e.g. ``"--no-dev"``.
+
+        Other options as for :meth:`with_requirements`.
+        """
+        pyproject = _absolute(pyproject_file)
+        lock = _absolute(uvlock) if uvlock is not None else None
+        if lock is None and (pyproject.parent / "uv.lock").exists():
+            lock = pyproject.parent / "uv.lock"
+        return self.clone(addl_layer=UVProject(
+            pyproject=pyproject, uvlock=lock, index_url=index_url, extra_index_urls=_urls(extra_index_urls),
+            pre=pre, extra_args=extra_args, secret_mounts=as_secrets(secret_mounts),
+            project_install_mode=project_install_mode,
+        ))
+
+    def with_poetry_project(
+        self,
+        pyproject_file: Union[str, Path],
+        poetry_lock: Union[Path, str, None] = None,
+        extra_args: Optional[str] = None,
+        secret_mounts: SecretMounts = None,
+        project_install_mode: Literal["dependencies_only", "install_project"] = "dependencies_only",
+    ) -> "Image":
+        """``poetry install`` a project (``--no-root`` unless ``project_install_mode="install_project"``).
+
+        ``poetry_lock`` defaults to ``poetry.lock`` next to ``pyproject_file`` and must
+        exist. Poetry runs from a throw-away virtualenv. Not allowed together with
+        :meth:`with_requirements`, :meth:`with_uv_project` or :meth:`from_uv_script`.
+        """
+        pyproject = _absolute(pyproject_file)
+        lock = _absolute(poetry_lock) if poetry_lock is not None else pyproject.parent / "poetry.lock"
+        return self.clone(addl_layer=PoetryProject(
+            pyproject=pyproject, poetry_lock=lock, extra_args=extra_args,
+            secret_mounts=as_secrets(secret_mounts), project_install_mode=project_install_mode,
+        ))
+
+    def with_apt_packages(self, *packages: str, secret_mounts: SecretMounts = None) -> "Image":
+        """``apt-get install`` Debian packages (apt lists and archives in locked BuildKit cache mounts)."""
+        for p in packages:
+            if not isinstance(p, str):
+                raise TypeError(f"packages must be strings, not {type(p).__name__}; pass several as separate arguments")
+        return self.clone(addl_layer=AptPackages(packages=tuple(packages), secret_mounts=as_secrets(secret_mounts)))
+
+    def with_commands(self, commands: Union[str, Sequence[str]], secret_mounts: SecretMounts = None) -> "Image":
+        """Run shell commands at build time, one ``RUN`` each (write them without ``RUN``)."""
+        items = (commands,) if isinstance(commands, str) else tuple(commands)
+        return self.clone(addl_layer=Commands(commands=items, secret_mounts=as_secrets(secret_mounts)))
+
+    # ---- inspection ----------------------------------------------------------------
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """The layers, in order."""
+        return self._layers
+
+    @property
+    def is_reference(self) -> bool:
+        """True when this spec only names an existing image (nothing to build)."""
+        return self.dockerfile is None and not self._layers and not self._cloned
+
+    @property
+    def resolved_base_image(self) -> Optional[str]:
+        """:attr:`base_image`, or for :meth:`from_ref_name` images the configured URI."""
+        if self._ref_name is not None and not self.base_image:
+            return config.resolve_ref_name(self._ref_name)
+        return self.base_image
+
+    @property
+    def effective_registry(self) -> Optional[str]:
+        """:attr:`registry`, else ``$PREFECT_FLYIMAGE_REGISTRY`` / the configured ``registry``."""
+        return self.registry or config.load_settings().get("registry", env=config.ENV_PREFIX + "REGISTRY")
+
+    @property
+    def repository(self) -> str:
+        """``<registry>/<name>`` (just ``<name>`` without a registry); for references the base's name."""
+        if self.is_reference:
+            return ImageRef.parse(self.uri).name
+        if not self.name:
+            raise SpecError([self._no_name_problem()])
+        registry = self.effective_registry
+        return f"{registry.rstrip('/')}/{self.name}" if registry else self.name
+
+    @property
+    def tag(self) -> str:
+        """The tag of :attr:`uri`: the first :data:`URI_TAG_LENGTH` hex digits of the spec hash."""
+        if self.is_reference:
+            return ImageRef.parse(self.uri).tag or "latest"
+        return self.spec_hash()[:URI_TAG_LENGTH]
+
+    @property
+    def uri(self) -> str:
+        """``<registry>/<name>:<hash>``; for an unchanged base or reference, that image's URI.
+
+        Raises:
+            SpecError: the spec is invalid (see :meth:`validate`).
+        """
+        self.validate()
+        if self.is_reference:
+            base = self.resolved_base_image
+            assert base is not None  # validate() checked
+            return base
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def reference(self) -> str:
+        """Same as :attr:`uri` (the attribute Prefect's ``deploy`` reads)."""
+        return self.uri
+
+    def _no_name_problem(self) -> str:
+        return ("an image with layers needs a name for its URI: give name= to the constructor or "
+                "call .clone(name='my-image') before adding layers")
+
+    # ---- validation ----------------------------------------------------------------
+    def _ignore_patterns(self) -> tuple[str, ...]:
+        patterns = list(DEFAULT_IGNORE)
+        for layer in self._layers:
+            if isinstance(layer, DockerIgnore) and layer.path.is_file():
+                patterns += layer.patterns()
+        return tuple(patterns)
+
+    def _contexts(self, stage_root: Optional[Path] = None) -> list[LayerContext]:
+        ignore = self._ignore_patterns()
+        prefix = _DOCKERFILE_PREFIX if self.dockerfile is not None else ""
+        return [LayerContext(i, ignore, prefix, stage_root) for i in range(len(self._layers))]
+
+    def problems(self) -> list[str]:
+        """Every problem of the spec (empty when valid); :meth:`validate` raises them."""
+        problems: list[str] = []
+        if self.dockerfile is not None:
+            if self.base_image:
+                problems.append("an image cannot have both a Dockerfile and a base image")
+            if not self.dockerfile.is_file():
+                problems.append(f"from_dockerfile(): {str(self.dockerfile)!r} does not exist or is not a file")
+        elif self._ref_name is not None and not self.base_image:
+            try:
+                base = config.resolve_ref_name(self._ref_name)
+                ImageRef.parse(base)
+            except (SpecError, InvalidReferenceError) as exc:
+                problems += exc.problems if isinstance(exc, SpecError) else [f"from_ref_name({self._ref_name!r}): {exc}"]
+        elif not self.base_image:
+            problems.append("the image has no base image; pass a full URI such as 'ghcr.io/org/app:1.0' to from_base()")
+        else:
+            try:
+                ImageRef.parse(self.base_image)
+            except InvalidReferenceError as exc:
+                problems.append(f"base image: {exc}")
+
+        if self._layers and not self.extendable:
+            if self.dockerfile is not None:
+                problems.append(
+                    "layers cannot be added to a from_dockerfile() image: put them in the Dockerfile, "
+                    "or make it extendable with .clone(extendable=True) to append them after its last stage"
+                )
+            else:
+                problems.append("layers cannot be added to a non-extendable image; use .clone(extendable=True) first")
+
+        if not self.is_reference:
+            if not self.name:
+                problems.append(self._no_name_problem())
+            else:
+                registry = self.effective_registry
+                repo = f"{registry.rstrip('/')}/{self.name}" if registry else self.name
+                try:
+                    ImageRef.parse(f"{repo}:{'0' * URI_TAG_LENGTH}")
+                except InvalidReferenceError as exc:
+                    problems.append(f"registry/name: {exc}")
+            bad = [p for p in self.platform if not _PLATFORM.fullmatch(p)]
+            if bad or not self.platform:
+                problems.append(f"platform {self.platform!r}: expected values like 'linux/amd64' or 'linux/arm64'")
+            elif len(self.platform) > 1:
+                problems.append(
+                    f"platform {self.platform!r}: the local builder builds one platform at a time; "
+                    "clone(platform='linux/arm64') per platform (multi-platform images need buildx)"
+                )
+
+        problems += self._combination_problems()
+        for ctx, layer in zip(self._contexts(), self._layers):
+            problems += layer.problems(ctx)
+        return problems
+
+    def _combination_problems(self) -> list[str]:
+        kinds = [type(layer) for layer in self._layers]
+        problems = []
+        if PoetryProject in kinds:
+            others = sorted({k.__name__ for k in kinds if k in (Requirements, UVProject, UVScript)})
+            if others:
+                problems.append(
+                    f"with_poetry_project() cannot be combined with {', '.join(others)}: Poetry installs from "
+                    "its lock file, another installer would fight it; add the packages to the Poetry project"
+                )
+            if kinds.count(PoetryProject) > 1:
+                problems.append("only one with_poetry_project() per image")
+        for layer in self._layers:
+            if isinstance(layer, UVScript) and layer.script.is_file():
+                try:
+                    requires = config.read_script_metadata(layer.script).requires_python
+                    if not config.python_satisfies(self.python_version, requires):
+                        v = ".".join(map(str, self.python_version))
+                        problems.append(
+                            f"{layer.describe()}: requires-python {requires!r} excludes the image's Python {v}"
+                        )
+                except SpecError:
+                    pass  # the layer reports it
+        return problems
+
+    def validate(self) -> None:
+        """Check that every file and folder exists and every combination is legal.
+
+        Raises:
+            SpecError: with *all* problems found, one per line.
+        """
+        problems = self.problems()
+        if problems:
+            raise SpecError(problems)
+
+    # ---- rendering and hashing -------------------------------------------------------
+    def _render(self, stage_root: Optional[Path] = None) -> str:
+        if self.dockerfile is not None:
+            head = self.dockerfile.read_text().rstrip("\n")
+        else:
+            head = f"FROM {self.resolved_base_image}"
+        lines = [head]
+        for ctx, layer in zip(self._contexts(stage_root), self._layers):
+            lines += layer.render(ctx)
+        return "\n".join(lines) + "\n"
+
+    def dockerfile_text(self) -> str:
+        """The Dockerfile this spec builds with (nothing is copied or staged)."""
+        self.validate()
+        return self._render()
+
+    def spec_hash(self) -> str:
+        """Hex SHA-256 over the base, platform, every layer's lines and copied files' contents.
+
+        Not covered: where the files live on this machine, the registry and name (they
+        are the URI's other parts), and the values of secrets.
+        """
+        self.validate()
+        h = hashlib.sha256(_HASH_DOMAIN)
+        if self.dockerfile is not None:
+            folder = BuildContext(self.dockerfile.parent, self.dockerfile.name)
+            h.update(_encode(("dockerfile", self.dockerfile.read_text(), folder.digest())))
+        else:
+            h.update(_encode(("base", self.resolved_base_image or "")))
+        h.update(_encode(("platform", tuple(self.platform))))
+        for ctx, layer in zip(self._contexts(), self._layers):
+            h.update(_encode((type(layer).__name__, tuple(layer.render(ctx)), tuple(layer.digests(ctx)))))
+        return h.hexdigest()
+
+    @property
+    def secrets(self) -> tuple[BuildSecret, ...]:
+        """The BuildKit secrets the layers mount (one per id)."""
+        seen: dict[str, BuildSecret] = {}
+        for layer in self._layers:
+            for s in layer.secrets:
+                seen.setdefault(s.id, s)
+        return tuple(seen.values())
+
+    def _secret_problems(self) -> list[str]:
+        problems = []
+        by_id: dict[str, set[tuple[Optional[str], Optional[str]]]] = {}
+        for layer in self._layers:
+            for s in layer.secrets:
+                by_id.setdefault(s.id, set()).add((s.src, s.env))
+        for sid, sources in sorted(by_id.items()):
+            if len(sources) > 1:
+                problems.append(f"secret {sid!r} is given different sources in different layers")
+                continue
+            src, env = next(iter(sources))
+            if env is not None and env not in os.environ:
+                problems.append(f"secret {sid!r}: environment variable {env} is not set in the building process")
+            if src is not None and not Path(src).is_file():
+                problems.append(f"secret {sid!r}: file {src!r} does not exist")
+        return problems
+
+    # ---- building ------------------------------------------------------------------
+    def to_plan(
+        self,
+        context_dir: Union[Path, str, None] = None,
+        *,
+        network: Optional[str] = None,
+        pull: bool = False,
+        no_cache: bool = False,
+    ) -> BuildPlan:
+        """Stage the build context and return the :class:`~prefect_flyimage.plan.BuildPlan`.
+
+        The plan's tag is the URI's tag, so what is pushed is exactly :attr:`uri`; its
+        backend is ``"buildkit"`` when a layer uses cache, bind or secret mounts.
+
+        Args:
+            context_dir: an empty (or missing) folder to stage the context in. ``None``: a
+                new temporary folder that the caller must remove -- prefer
+                :meth:`staged_plan`, which does. A :meth:`from_dockerfile` image without
+                layers builds its own folder and stages nothing.
+            network: network for ``RUN`` steps (``"host"`` where the default bridge has
+                no way out); default ``$PREFECT_FLYIMAGE_BUILD_NETWORK`` or
+                ``build_network`` in ``[tool.prefect-flyimage]``.
+            pull: always pull a newer base image.
+            no_cache: build without the layer cache.
+
+        Raises:
+            SpecError: the spec is invalid, refers to an existing image (nothing to
+                build), or a secret's source is missing.
+        """
+        problems = self.problems()
+        if not problems and self.is_reference:
+            problems.append(
+                f"{self.resolved_base_image} is an existing image; there is nothing to build. "
+                "Add a layer, or clone(name=..., registry=...) to copy it into another registry"
+            )
+        problems += self._secret_problems()
+        if problems:
+            raise SpecError(problems)
+        if network is None:
+            network = config.load_settings().get("build_network", env=config.ENV_PREFIX + "BUILD_NETWORK")
+        spec_hash = self.spec_hash()
+        secrets = self.secrets
+        needs_buildkit = bool(secrets) or any(layer.needs_buildkit for layer in self._layers)
+        common: dict[str, Any] = dict(
+            tag=spec_hash[:URI_TAG_LENGTH],
+            platform=self.platform[0],
+            labels={SPEC_LABEL: spec_hash},
+            secrets=secrets,
+            network=network,
+            pull=pull,
+            no_cache=no_cache,
+            backend="buildkit" if needs_buildkit else "auto",
+        )
+        if self.dockerfile is not None and not self._layers:
+            return BuildPlan.from_dockerfile(self.dockerfile.parent, self.repository, dockerfile=self.dockerfile.name, **common)
+
+        root = Path(tempfile.mkdtemp(prefix="prefect-flyimage-spec-")) if context_dir is None else Path(context_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            raise SpecError([f"context_dir {str(root)!r} must be empty: the build context is staged into it"])
+        if self.dockerfile is not None:
+            # The Dockerfile's folder is the context; our layers' files go beside it.
+            parent = BuildContext(self.dockerfile.parent, self.dockerfile.name)
+            LayerContext(0, stage_root=root).stage_entries(parent.root, ((e.path, e.kind) for e in parent.entries()), ".")
+        text = self._render(root)
+        plan = BuildPlan(context=root, dockerfile_text=text, repository=self.repository,
+                         labels=tuple(common.pop("labels").items()), **common)
+        # The staged folder is thrown away after the build: hash it without the persistent
+        # stat cache, which would otherwise keep one entry file per build.
+        plan.__dict__["build_context"] = BuildContext(plan.context, None, use_cache=False)
+        return plan
+
+    @contextmanager
+    def staged_plan(self, **options: Any) -> Iterator[BuildPlan]:
+        """``with image.staged_plan() as plan:`` -- :meth:`to_plan` in a temporary folder removed afterwards."""
+        tmp = Path(tempfile.mkdtemp(prefix="prefect-flyimage-spec-"))
+        try:
+            yield self.to_plan(tmp, **options)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def credentials(self) -> Optional[RegistryCredentials]:
+        """Credentials from ``registry_secret`` (a saved prefect-docker block is loaded by name)."""
+        secret = self._registry_secret
+        if secret is None:
+            return None
+        if isinstance(secret, str):
+            try:
+                from prefect_docker.credentials import DockerRegistryCredentials
+            except ImportError:  # pragma: no cover - prefect-docker is a dependency
+                raise SpecError([f"registry_secret {secret!r} names a block, but prefect-docker is not installed"]) from None
+            secret = DockerRegistryCredentials.load(secret, _sync=True)
+        return as_credentials(secret, registry=ImageRef.parse(f"{self.repository}:x").registry)
+
+    def build(
+        self,
+        push: bool = True,
+        credentials: CredentialsLike = None,
+        force: bool = False,
+        stream_progress_to: Optional[TextIO] = None,
+        *,
+        network: Optional[str] = None,
+        engine: Optional["Engine"] = None,
+        build_timeout: Optional[float] = None,
+        push_timeout: Optional[float] = None,
+    ) -> BuildResult:
+        """Build (and with ``push``, push) the image unless :attr:`uri` already exists.
+
+        With ``push=True`` a registry that already holds :attr:`uri` means nothing is
+        staged, built or pushed; with ``push=False`` a local image tagged :attr:`uri`
+        from this spec does. Otherwise the context is staged in a temporary folder
+        and :func:`prefect_flyimage.pipeline.ensure` builds and pushes. An image that
+        is only a reference (:attr:`is_reference`) is returned as is.
+
+        Args:
+            push: also push to the registry.
+            credentials: registry credentials (default: from ``registry_secret``, else
+                the Docker client's login).
+            force: rebuild and re-push even if the image exists.
+            stream_progress_to: a stream for build and push output.
+            network, engine, build_timeout, push_timeout: see :meth:`to_plan` and
+                :func:`~prefect_flyimage.pipeline.ensure`.
+        """
+        from ..engine import Engine
+        from ..errors import RegistryUnavailable
+        from ..pipeline import ensure
+
+        if self.is_reference:
+            uri = self.uri
+            return BuildResult(reference=uri, plan_hash="", tags=(ImageRef.parse(uri).tag or "latest",))
+        problems = self.problems()
+        if push and not self.effective_registry:
+            problems.append(
+                "pushing needs a registry: pass registry= (e.g. 'ghcr.io/acme'), set $PREFECT_FLYIMAGE_REGISTRY, "
+                "or build with push=False"
+            )
+        if problems:
+            raise SpecError(problems)
+        engine = engine or Engine()
+        creds = as_credentials(credentials, registry=ImageRef.parse(self.uri).registry) or self.credentials()
+        if not force:
+            uri, spec_hash = self.uri, self.spec_hash()
+            info = engine.local_image(uri)
+            labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+            local_id = info["Id"] if info and labels.get(SPEC_LABEL) == spec_hash else None
+            plan_hash = labels.get(PLAN_LABEL, "") if local_id else ""
+            if push:
+                try:
+                    digest = engine.registry_digest(uri, creds)
+                except RegistryUnavailable:
+                    digest = None  # ensure() decides (and reports the outage when pushing)
+                if digest:
+                    return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, digest=digest, tags=(self.tag,))
+            elif local_id:
+                return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, tags=(self.tag,))
+        with self.staged_plan(network=network) as plan:
+            return ensure(
+                plan, push=push, force=force, credentials=creds, stream_progress_to=stream_progress_to,
+                engine=engine, build_timeout=build_timeout, push_timeout=push_timeout,
+            )
+
+    def push(self, credentials: CredentialsLike = None, stream_progress_to: Optional[TextIO] = None, **options: Any) -> BuildResult:
+        """Make sure :attr:`uri` is in the registry: ``build(push=True)`` (a no-op when it is)."""
+        return self.build(push=True, credentials=credentials, stream_progress_to=stream_progress_to, **options)
+
+    def to_docker_image(
+        self,
+        credentials: CredentialsLike = None,
+        stream_progress_to: Optional[TextIO] = None,
+        **options: Any,
+    ) -> "SpecDockerImage":
+        """An object shaped like Prefect's ``DockerImage`` for ``flow.deploy(image=...)``.
+
+        Its ``build()`` only builds and ``push()`` pushes, so ``deploy(push=False)`` keeps
+        the image local. (Passing the ``Image`` itself also works, but its ``build()``
+        pushes as well.)
+        """
+        return SpecDockerImage(self, credentials=credentials, stream_progress_to=stream_progress_to, **options)
+
+    def __str__(self) -> str:
+        try:
+            return self.uri
+        except FlyImageError:
+            return repr(self)
+
+
+class SpecDockerImage:
+    """Prefect's ``DockerImage`` interface (``name``, ``tag``, ``reference``, ``build()``, ``push()``) for an :class:`Image`.
+
+    ``build()`` builds locally (skipped when the image exists); ``push()`` pushes
+    (skipped when the registry holds it). ``result`` is the last :class:`BuildResult`.
+    """
+
+    def __init__(self, image: Image, credentials: CredentialsLike = None,
+                 stream_progress_to: Optional[TextIO] = None, **options: Any) -> None:
+        self.image = image
+        self.credentials = credentials
+        self.stream_progress_to = stream_progress_to
+        self.options = options
+        self.result: Optional[BuildResult] = None
+        self.dockerfile = "spec"
+
+    @property
+    def name(self) -> str:
+        """The repository (``<registry>/<name>``), as Prefect's ``DockerImage.name``."""
+        return self.image.repository
+
+    @property
+    def tag(self) -> str:
+        """The URI's tag."""
+        return self.image.tag
+
+    @property
+    def reference(self) -> str:
+        """``name:tag``, i.e. the image's :attr:`Image.uri`."""
+        return self.image.uri
+
+    def build(self) -> None:
+        """Build the image locally (no push)."""
+        self.result = self.image.build(push=False, credentials=self.credentials,
+                                       stream_progress_to=self.stream_progress_to, **self.options)
+
+    def push(self) -> None:
+        """Push the image (a no-op when the registry already holds it)."""
+        self.result = self.image.build(push=True, credentials=self.credentials,
+                                       stream_progress_to=self.stream_progress_to, **self.options)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install prefect-flyimage for development (editable, with test extras). Idempotent.
+# The local docker/registry services for integration tests: scripts/services.sh up
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ -f pyproject.toml ]] || { echo "bootstrap: no pyproject.toml in $(pwd)" >&2; exit 1; }
+python3 -m pip --version >/dev/null 2>&1 || { echo "bootstrap: python3 has no pip" >&2; exit 1; }
+opts=(-q --disable-pip-version-check --root-user-action=ignore)
+# a Debian system python refuses pip installs (PEP 668) unless told
+if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+    opts+=(--break-system-packages)
+fi
+echo "bootstrap: python3 -m pip install ${opts[*]} -e '.[test]'" >&2
+python3 -m pip install "${opts[@]}" -e '.[test]'
+python3 -c 'import prefect_flyimage' && echo "bootstrap: prefect_flyimage importable" >&2

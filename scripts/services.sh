@@ -1,0 +1,667 @@
+#!/usr/bin/env bash
+# Local services for prefect-flyimage's integration tests.
+#
+#   scripts/services.sh up      install what is missing, start dockerd and two registries,
+#                               import/build the base images, write and print $STATE/env
+#   scripts/services.sh down    stop what `up` started (pidfiles); caches stay
+#   scripts/services.sh status  one line per service; exit 0 iff everything is up
+#   scripts/services.sh env     print $STATE/env
+#
+# Idempotent and non-interactive; meant for a Debian bookworm machine as root.
+# Nothing is pulled from a registry: the base images are made from Debian packages
+# (busybox-static, debootstrap) and PyPI wheels.  See scripts/README-services.md.
+set -euo pipefail
+
+STATE="${FLYIMAGE_STATE_DIR:-/var/tmp/prefect-flyimage}"
+DOCKERD_TIMEOUT="${FLYIMAGE_DOCKERD_TIMEOUT:-60}"
+REGISTRY_TIMEOUT="${FLYIMAGE_REGISTRY_TIMEOUT:-30}"
+BUSYBOX_IMAGE="flyimage/busybox:latest"
+PYTHON_IMAGE="flyimage/python:3.11-bookworm"
+DEFAULT_PREFECT_VERSION="3.8.8"
+FASTAPI_SPEC="fastapi<0.151"   # prefect 3.8.8's server fails to import with fastapi >= 0.151
+DEFAULT_DOCKER_HOST="unix:///var/run/docker.sock"
+IMAGE_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PYTHON_ROOTFS_KEY="python-3.11-bookworm-v2"   # bump to force a new debootstrap
+APT_PACKAGES=(docker.io docker-registry debootstrap busybox-static apache2-utils ca-certificates curl)
+export DEBIAN_FRONTEND=noninteractive
+# Our builds use only Dockerfile features of the classic builder, which every docker CLI
+# has (the docker 28 CLI has no BuildKit client of its own without the buildx plugin).
+export DOCKER_BUILDKIT=0
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+tail_log() { [[ -f "$1" ]] && { echo "----- tail of $1 -----"; tail -n "${2:-30}" "$1"; echo "-----"; } >&2 || true; }
+
+mkdir -p "$STATE"
+STATE="$(cd "$STATE" && pwd)"
+ENV_FILE="$STATE/env"
+SECRETS="$STATE/secrets"
+CACHE="$STATE/cache"
+WORK="$STATE/work"
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+
+# value of KEY in the env file (empty if absent)
+env_file_value() {
+    [[ -f "$ENV_FILE" ]] || return 0
+    sed -n "s/^export $1='\(.*\)'\$/\1/p" "$ENV_FILE" | tail -n 1
+}
+
+# Ports: the caller's, else those `up` recorded in this state dir, else 5000/5001.
+recorded="$(env_file_value FLYIMAGE_REGISTRY)"
+REG_PORT="${FLYIMAGE_REGISTRY_PORT:-${recorded##*:}}"
+REG_PORT="${REG_PORT:-5000}"
+recorded="$(env_file_value FLYIMAGE_REGISTRY_NOAUTH)"
+NOAUTH_PORT="${FLYIMAGE_REGISTRY_NOAUTH_PORT:-${recorded##*:}}"
+NOAUTH_PORT="${NOAUTH_PORT:-5001}"
+
+# Use the caller's DOCKER_HOST, else the one `up` recorded, else the default socket.
+if [[ -z "${DOCKER_HOST:-}" ]]; then
+    recorded="$(env_file_value DOCKER_HOST)"
+    export DOCKER_HOST="${recorded:-$DEFAULT_DOCKER_HOST}"
+fi
+
+random_token() { head -c "${1:-24}" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# pid from pidfile if that process is alive and its command line contains $2
+live_pid() {
+    local pidfile=$1 pattern=$2 pid
+    [[ -s "$pidfile" ]] || return 1
+    pid="$(tr -dc 0-9 <"$pidfile")"
+    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern" || return 1
+    echo "$pid"
+}
+
+stop_pid() {
+    local name=$1 pidfile=$2 pattern=$3 wait_s=${4:-30} pid i
+    if ! pid="$(live_pid "$pidfile" "$pattern")"; then
+        log "$name: not running (no live pidfile $pidfile)"
+        rm -f "$pidfile"
+        return 0
+    fi
+    log "$name: stopping pid $pid"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < wait_s * 5; i++)); do
+        [[ -d "/proc/$pid" ]] || break
+        sleep 0.2
+    done
+    if [[ -d "/proc/$pid" ]]; then
+        log "$name: still alive after ${wait_s}s, sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$pidfile"
+}
+
+docker_ok() { timeout 15 docker info >/dev/null 2>&1; }
+
+http_code() { curl -s -o /dev/null -m 3 -w '%{http_code}' "$@" 2>/dev/null || true; }
+
+image_present() { docker image inspect "$1" >/dev/null 2>&1; }
+
+prefect_version() {
+    local v=""
+    if [[ -n "${FLYIMAGE_PREFECT_VERSION:-}" ]]; then echo "$FLYIMAGE_PREFECT_VERSION"; return; fi
+    if command -v python3 >/dev/null 2>&1; then
+        v="$(python3 -c 'import importlib.metadata as m; print(m.version("prefect"))' 2>/dev/null || true)"
+    fi
+    echo "${v:-$DEFAULT_PREFECT_VERSION}"
+}
+
+host_dist_version() {  # version of an installed host distribution, or nothing
+    command -v python3 >/dev/null 2>&1 || return 0
+    python3 -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true
+}
+
+prefect_image_name() {
+    local name=""
+    if [[ -n "${FLYIMAGE_PREFECT_IMAGE:-}" ]]; then echo "$FLYIMAGE_PREFECT_IMAGE"; return; fi
+    if command -v python3 >/dev/null 2>&1; then
+        name="$(python3 -c 'from prefect.utilities.dockerutils import get_prefect_image_name; print(get_prefect_image_name())' 2>/dev/null | tail -n 1 || true)"
+    fi
+    if [[ -z "$name" ]]; then
+        local pyv="3.11"
+        if command -v python3 >/dev/null 2>&1; then
+            pyv="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)"
+        fi
+        name="prefecthq/prefect:$(prefect_version)-python$pyv"
+    fi
+    echo "$name"
+}
+
+# ---------------------------------------------------------------------------------------
+# 1. Debian packages
+# ---------------------------------------------------------------------------------------
+ensure_packages() {
+    local missing=() p s
+    for p in "${APT_PACKAGES[@]}"; do
+        s="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+        [[ "$s" == "install ok installed" ]] || missing+=("$p")
+    done
+    if ((${#missing[@]} == 0)); then
+        log "packages: all present (${APT_PACKAGES[*]})"
+        return 0
+    fi
+    [[ $EUID -eq 0 ]] || die "packages: missing ${missing[*]} and not root: install them first"
+    log "packages: installing ${missing[*]}"
+    local apt_opts=(-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    apt-get "${apt_opts[@]}" update >"$STATE/apt.log" 2>&1 || { tail_log "$STATE/apt.log"; die "packages: apt-get update failed"; }
+    apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}" >>"$STATE/apt.log" 2>&1 \
+        || { tail_log "$STATE/apt.log"; die "packages: apt-get install ${missing[*]} failed"; }
+    log "packages: installed"
+}
+
+# ---------------------------------------------------------------------------------------
+# 2. dockerd
+# ---------------------------------------------------------------------------------------
+ensure_dockerd() {
+    local pidfile="$STATE/dockerd.pid" logf="$STATE/dockerd.log" pid i
+    if docker_ok; then
+        log "dockerd: answering at $DOCKER_HOST (reused)"
+        return 0
+    fi
+    command -v dockerd >/dev/null 2>&1 || die "dockerd: not installed"
+    local args=(--iptables=false --pidfile "$pidfile")
+    case "$DOCKER_HOST" in
+        "$DEFAULT_DOCKER_HOST") ;;
+        unix://*)
+            # A second daemon beside the default one: its own socket, data, exec root and
+            # no bridge (containers here use --network host or none anyway).
+            args+=(-H "$DOCKER_HOST" --data-root "$STATE/docker-data" --exec-root "$STATE/docker-exec" --bridge=none)
+            mkdir -p "$(dirname "${DOCKER_HOST#unix://}")"
+            ;;
+        *) die "dockerd: DOCKER_HOST=$DOCKER_HOST does not answer and is not a unix socket we could start dockerd on" ;;
+    esac
+    if pid="$(live_pid "$pidfile" dockerd)"; then
+        log "dockerd: pid $pid from an earlier run is alive but not answering; waiting for it"
+    else
+        log "dockerd: starting (dockerd ${args[*]}), log $logf"
+        echo "=== $(date -Is) dockerd ${args[*]}" >>"$logf"
+        setsid nohup dockerd "${args[@]}" >>"$logf" 2>&1 </dev/null &
+        pid=$!
+    fi
+    for ((i = 0; i < DOCKERD_TIMEOUT * 2; i++)); do
+        if docker_ok; then
+            log "dockerd: up at $DOCKER_HOST after ~$((i / 2))s"
+            return 0
+        fi
+        if [[ ! -d "/proc/$pid" ]]; then
+            tail_log "$logf"
+            die "dockerd: exited while starting (see $logf)"
+        fi
+        sleep 0.5
+    done
+    tail_log "$logf"
+    die "dockerd: not answering at $DOCKER_HOST after ${DOCKERD_TIMEOUT}s (see $logf)"
+}
+
+# ---------------------------------------------------------------------------------------
+# 3. registries
+# ---------------------------------------------------------------------------------------
+secret_file() {  # secret_file NAME [prefix] -> path; generated once
+    local f="$SECRETS/$1"
+    if [[ ! -s "$f" ]]; then
+        (umask 077 && mkdir -p "$SECRETS" && printf '%s%s' "${2:-}" "$(random_token 24)" >"$f.tmp" && mv "$f.tmp" "$f")
+    fi
+    echo "$f"
+}
+
+write_registry_config() {  # name port auth(0|1)
+    local name=$1 port=$2 auth=$3 dir="$STATE/registry-$1"
+    mkdir -p "$dir/data"
+    local secret
+    secret="$(cat "$(secret_file "registry-http-secret")")"
+    {
+        echo "# generated by scripts/services.sh; rewritten on every start"
+        echo "version: 0.1"
+        echo "log:"
+        echo "  level: info"
+        echo "  formatter: text"
+        echo "  fields:"
+        echo "    service: flyimage-registry-$name"
+        echo "storage:"
+        echo "  filesystem:"
+        echo "    rootdirectory: $dir/data"
+        echo "  delete:"
+        echo "    enabled: true"
+        echo "  maintenance:"
+        echo "    uploadpurging:"
+        echo "      enabled: false"
+        echo "http:"
+        echo "  addr: 127.0.0.1:$port"
+        echo "  secret: $secret"
+        echo "  headers:"
+        echo "    X-Content-Type-Options: [nosniff]"
+        if [[ $auth == 1 ]]; then
+            echo "auth:"
+            echo "  htpasswd:"
+            echo "    realm: flyimage"
+            echo "    path: $dir/htpasswd"
+        fi
+    } >"$dir/config.yml"
+    if [[ $auth == 1 ]]; then
+        local pw token
+        pw="$(cat "$(secret_file registry-password)")"
+        token="$(cat "$(secret_file fly-token)")"
+        { htpasswd -Bbn flyimage "$pw"; htpasswd -Bbn x "$token"; } | sed '/^$/d' >"$dir/htpasswd.tmp"
+        chmod 600 "$dir/htpasswd.tmp"
+        mv "$dir/htpasswd.tmp" "$dir/htpasswd"
+    fi
+}
+
+registry_creds_ok() {  # port -> both users accepted
+    local port=$1 pw token
+    pw="$(cat "$SECRETS/registry-password" 2>/dev/null || true)"
+    token="$(cat "$SECRETS/fly-token" 2>/dev/null || true)"
+    [[ -n "$pw" && -n "$token" ]] || return 1
+    [[ "$(http_code -u "flyimage:$pw" "http://127.0.0.1:$port/v2/")" == 200 ]] || return 1
+    [[ "$(http_code -u "x:$token" "http://127.0.0.1:$port/v2/")" == 200 ]] || return 1
+}
+
+ensure_registry() {  # name port auth(0|1)
+    local name=$1 port=$2 auth=$3 dir="$STATE/registry-$1" want=200 code pid i
+    [[ $auth == 1 ]] && want=401
+    local label="registry $name (127.0.0.1:$port)"
+    local pidfile="$dir/registry.pid" logf="$dir/registry.log"
+    code="$(http_code "http://127.0.0.1:$port/v2/")"
+    if [[ "$code" == "$want" ]]; then
+        if [[ $auth == 1 ]] && ! registry_creds_ok "$port"; then
+            die "$label: answers but rejects our credentials (not ours? stop it or set FLYIMAGE_REGISTRY_PORT)"
+        fi
+        if live_pid "$pidfile" docker-registry >/dev/null; then
+            log "$label: up (reused)"
+        else
+            log "$label: answering (not started by us: storage dir may differ)"
+        fi
+        return 0
+    fi
+    if pid="$(live_pid "$pidfile" docker-registry)"; then
+        log "$label: pid $pid alive but /v2/ answered '$code'; restarting it"
+        stop_pid "$label" "$pidfile" docker-registry 10
+    fi
+    code="$(http_code "http://127.0.0.1:$port/v2/")"
+    if [[ "$code" != 000 ]]; then
+        die "$label: port $port is taken by something else (GET /v2/ -> $code)"
+    fi
+    command -v docker-registry >/dev/null 2>&1 || die "$label: docker-registry is not installed"
+    mkdir -p "$dir"
+    write_registry_config "$name" "$port" "$auth"
+    log "$label: starting, storage $dir/data, log $logf"
+    echo "=== $(date -Is) docker-registry serve $dir/config.yml" >>"$logf"
+    # The inner shell writes its own pid, then execs, so the pidfile names the registry.
+    setsid nohup sh -c 'echo $$ >"$1"; exec docker-registry serve "$2"' sh "$pidfile" "$dir/config.yml" \
+        >>"$logf" 2>&1 </dev/null &
+    pid=$!
+    for ((i = 0; i < REGISTRY_TIMEOUT * 5; i++)); do
+        code="$(http_code "http://127.0.0.1:$port/v2/")"
+        if [[ "$code" == "$want" ]]; then
+            if [[ $auth == 1 ]] && ! registry_creds_ok "$port"; then
+                tail_log "$logf"
+                die "$label: up but rejects the generated credentials"
+            fi
+            log "$label: up (GET /v2/ -> $code)"
+            return 0
+        fi
+        if [[ ! -d "/proc/$pid" ]]; then
+            tail_log "$logf"
+            die "$label: exited while starting (see $logf)"
+        fi
+        sleep 0.2
+    done
+    tail_log "$logf"
+    die "$label: GET /v2/ did not return $want within ${REGISTRY_TIMEOUT}s (last: '$code')"
+}
+
+# ---------------------------------------------------------------------------------------
+# 4. base images
+# ---------------------------------------------------------------------------------------
+ensure_busybox_image() {
+    if image_present "$BUSYBOX_IMAGE"; then
+        log "image $BUSYBOX_IMAGE: present"
+        return 0
+    fi
+    local bb
+    bb="$(command -v busybox 2>/dev/null || true)"
+    [[ -x /bin/busybox ]] && bb=/bin/busybox
+    [[ -n "$bb" ]] || die "image $BUSYBOX_IMAGE: no busybox binary (busybox-static)"
+    log "image $BUSYBOX_IMAGE: importing from $bb"
+    mkdir -p "$WORK"
+    local root
+    root="$(mktemp -d "$WORK/busybox.XXXXXX")"
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,var/tmp,proc,sys,dev,home}
+    chmod 1777 "$root/tmp" "$root/var/tmp"
+    chmod 700 "$root/root"
+    cp "$bb" "$root/bin/busybox"
+    local applet
+    while read -r applet; do
+        [[ -z "$applet" || "$applet" == bin/busybox ]] && continue
+        mkdir -p "$root/$(dirname "$applet")"
+        ln -sf /bin/busybox "$root/$applet"
+    done < <("$bb" --list-full)
+    [[ -e "$root/bin/sh" ]] || ln -sf /bin/busybox "$root/bin/sh"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+    tar --numeric-owner --owner=0 --group=0 -C "$root" -c . \
+        | docker import --change 'CMD ["sh"]' --change "ENV PATH=$IMAGE_PATH" \
+            --message "flyimage busybox from $bb" - "$BUSYBOX_IMAGE" >/dev/null \
+        || { rm -rf "$root"; die "image $BUSYBOX_IMAGE: docker import failed"; }
+    rm -rf "$root"
+    docker run --rm --network none "$BUSYBOX_IMAGE" sh -c 'echo ok' >/dev/null \
+        || die "image $BUSYBOX_IMAGE: imported but 'sh -c echo ok' fails"
+    log "image $BUSYBOX_IMAGE: imported"
+}
+
+# first Debian archive URI of the host's apt sources for suite bookworm, else deb.debian.org
+debian_mirror() {
+    local f uri=""
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -f "$f" ]] || continue
+        uri="$(awk '$1 == "deb" { l = $0; gsub(/\[[^]]*\]/, " ", l); n = split(l, a, /[ \t]+/)
+                                  if (a[3] == "bookworm") { print a[2]; exit } }' "$f")"
+        [[ -n "$uri" ]] && { echo "$uri"; return; }
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -f "$f" ]] || continue
+        # deb822 stanzas: the first URI of a "deb" stanza whose Suites include "bookworm"
+        uri="$(awk 'BEGIN { RS = ""; FS = "\n" }
+            { uris = ""; suites = ""; types = ""
+              for (i = 1; i <= NF; i++) {
+                if ($i ~ /^URIs:/) { uris = $i; sub(/^URIs:[ \t]*/, "", uris) }
+                if ($i ~ /^Suites:/) { suites = $i; sub(/^Suites:/, "", suites); suites = " " suites " "; gsub(/\t/, " ", suites) }
+                if ($i ~ /^Types:/) { types = $i " " }
+              }
+              if (types ~ /[ \t]deb[ \t]/ && index(suites, " bookworm ") && uris != "") { split(uris, u, /[ \t]+/); print u[1]; exit } }' "$f")"
+        [[ -n "$uri" ]] && { echo "$uri"; return; }
+    done
+    echo "http://deb.debian.org/debian"
+}
+
+unmount_under() {  # unmount anything mounted below $1 (deepest first)
+    local dir=$1 m
+    [[ -d "$dir" ]] || return 0
+    while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done < <(awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+}
+
+safe_rm_tree() {
+    local dir=$1
+    [[ -n "$dir" && "$dir" == "$WORK"/* ]] || die "refusing to remove $dir"
+    unmount_under "$dir"
+    rm -rf --one-file-system "$dir"
+}
+
+build_python_rootfs() {  # -> tarball path in cache
+    local tarball=$1 mirror root logf="$STATE/debootstrap.log"
+    mirror="$(debian_mirror)"
+    mkdir -p "$WORK" "$CACHE"
+    root="$WORK/python-rootfs"
+    [[ -e "$root" ]] && safe_rm_tree "$root"
+    mkdir -p "$root"
+    log "image $PYTHON_IMAGE: debootstrap bookworm from $mirror (about a minute; log $logf)"
+    local incl="python3,python3-pip,python3-venv,ca-certificates"
+    if ! debootstrap --variant=minbase --include="$incl" bookworm "$root" "$mirror" >"$logf" 2>&1; then
+        unmount_under "$root"
+        tail_log "$logf"
+        [[ -f "$root/debootstrap/debootstrap.log" ]] && tail_log "$root/debootstrap/debootstrap.log"
+        die "image $PYTHON_IMAGE: debootstrap failed (see $logf)"
+    fi
+    unmount_under "$root"
+    # the host's CA bundle and extra CAs (so TLS works the same inside, e.g. for pip)
+    if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+        cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    fi
+    if compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
+        mkdir -p "$root/usr/local/share/ca-certificates"
+        cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+    fi
+    # the host's apt sources (so apt-get inside builds reaches the same mirror); only
+    # files apt reads, whose keyrings exist in the image
+    local f k ok
+    # debootstrap's own sources.list would duplicate the host's entries
+    rm -f "$root/etc/apt/sources.list"
+    if [[ -f /etc/apt/sources.list ]]; then cp /etc/apt/sources.list "$root/etc/apt/sources.list"; fi
+    for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [[ -f "$f" ]] || continue
+        ok=1
+        while read -r k; do
+            [[ -e "$root$k" ]] || ok=0
+        done < <(grep -o -i -E '(signed-by[:=] *)(/[^] ]+)' "$f" | sed -E 's/^[Ss]igned-[Bb]y[:=] *//')
+        if [[ $ok == 1 ]]; then cp "$f" "$root/etc/apt/sources.list.d/"; fi
+    done
+    if [[ ! -s "$root/etc/apt/sources.list" ]] && ! compgen -G "$root/etc/apt/sources.list.d/*" >/dev/null; then
+        echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+    fi
+    # behave like the official python images: `python` exists, `pip install` is allowed
+    ln -sf python3 "$root/usr/bin/python"
+    [[ -e "$root/usr/bin/pip" ]] || ln -sf pip3 "$root/usr/bin/pip"
+    rm -f "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
+    # slim it down
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
+        "$root"/debootstrap "$root"/var/log/*.log "$root"/etc/hostname "$root"/usr/share/doc/* \
+        "$root"/usr/share/man/* "$root"/usr/share/locale/*
+    find "$root/usr/lib" -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+    : >"$root/etc/resolv.conf"
+    log "image $PYTHON_IMAGE: packing rootfs into $tarball"
+    tar --numeric-owner -C "$root" --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
+        -cf "$tarball.tmp" . || die "image $PYTHON_IMAGE: tar of the rootfs failed"
+    mv "$tarball.tmp" "$tarball"
+    safe_rm_tree "$root"
+}
+
+ensure_python_image() {
+    if image_present "$PYTHON_IMAGE"; then
+        log "image $PYTHON_IMAGE: present"
+        return 0
+    fi
+    local tarball="$CACHE/$PYTHON_ROOTFS_KEY.tar"
+    if [[ -s "$tarball" ]]; then
+        log "image $PYTHON_IMAGE: using cached rootfs $tarball"
+    else
+        build_python_rootfs "$tarball"
+    fi
+    log "image $PYTHON_IMAGE: importing"
+    docker import --change "ENV PATH=$IMAGE_PATH" --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["python3"]' --message "flyimage debootstrap bookworm minbase + python3" \
+        "$tarball" "$PYTHON_IMAGE" >/dev/null \
+        || die "image $PYTHON_IMAGE: docker import of $tarball failed (delete it to rebuild)"
+    local v
+    v="$(docker run --rm --network none "$PYTHON_IMAGE" python -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>&1)" \
+        || die "image $PYTHON_IMAGE: python does not run: $v"
+    [[ "$v" == 3.11 ]] || die "image $PYTHON_IMAGE: expected python 3.11, got '$v'"
+    log "image $PYTHON_IMAGE: imported (python $v)"
+}
+
+ensure_prefect_image() {
+    local tag=$1 version=$2
+    if image_present "$tag"; then
+        log "image $tag: present"
+        return 0
+    fi
+    local pd uvv reqs
+    pd="$(host_dist_version prefect-docker)"
+    uvv="$(host_dist_version uv)"
+    reqs=("prefect==$version" "$FASTAPI_SPEC" "uv${uvv:+==$uvv}" "prefect-docker${pd:+==$pd}")
+    # a `docker save` of an earlier build (for a fresh daemon with the same state dir)
+    local saved="$CACHE/prefect-image-$PYTHON_ROOTFS_KEY-$(printf '%s' "$tag ${reqs[*]}" | md5sum | cut -c1-12).tar"
+    if [[ -s "$saved" ]]; then
+        log "image $tag: loading $saved"
+        if docker load -q -i "$saved" >/dev/null 2>&1 && image_present "$tag"; then
+            log "image $tag: loaded"
+            return 0
+        fi
+        log "image $tag: load failed; rebuilding"
+        rm -f "$saved"
+    fi
+    local wh="$CACHE/wheels-prefect-$version"
+    local stamp="$wh/.complete"
+    if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "${reqs[*]}" ]]; then
+        log "image $tag: building a wheelhouse for ${reqs[*]} in $wh (network: host, PyPI)"
+        rm -rf "$wh"
+        mkdir -p "$wh"
+        # Resolve and build the wheels in the target image itself, so they fit its python.
+        if ! docker run --rm --network host -v "$wh:/wheels" \
+            -e PIP_CERT=/etc/ssl/certs/ca-certificates.crt -e PIP_DISABLE_PIP_VERSION_CHECK=1 \
+            -e PIP_DEFAULT_TIMEOUT=120 \
+            "$PYTHON_IMAGE" sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip wheel -q --wheel-dir /wheels "$@"' sh "${reqs[@]}" \
+            >"$STATE/wheelhouse.log" 2>&1; then
+            tail_log "$STATE/wheelhouse.log"
+            die "image $tag: pip wheel failed (see $STATE/wheelhouse.log)"
+        fi
+        printf '%s' "${reqs[*]}" >"$stamp"
+    fi
+    local ctx="$WORK/prefect-context"
+    rm -rf "$ctx"
+    mkdir -p "$ctx"
+    cp -al "$wh" "$ctx/wheels" 2>/dev/null || cp -a "$wh" "$ctx/wheels"
+    local quoted="" r
+    for r in "${reqs[@]}"; do quoted+=" '$r'"; done
+    cat >"$ctx/Dockerfile" <<EOF
+# Stand-in for the official Prefect image (nothing can be pulled here).
+FROM $PYTHON_IMAGE AS install
+LABEL io.flyimage.stage=prefect-install
+COPY wheels /wheels
+RUN python3 -m venv /opt/prefect-venv \\
+ && /opt/prefect-venv/bin/pip install -q --no-cache-dir --disable-pip-version-check \\
+      --no-index --find-links /wheels$quoted
+
+FROM $PYTHON_IMAGE
+COPY --from=install /opt/prefect-venv /opt/prefect-venv
+ENV VIRTUAL_ENV=/opt/prefect-venv \\
+    PATH=/opt/prefect-venv/bin:$IMAGE_PATH \\
+    LANG=C.UTF-8
+WORKDIR /opt/prefect
+LABEL io.flyimage.standin=prefect io.flyimage.prefect-version=$version
+CMD ["python3"]
+EOF
+    log "image $tag: docker build (prefect $version)"
+    if ! docker build --network host -t "$tag" "$ctx" >"$STATE/prefect-build.log" 2>&1; then
+        tail_log "$STATE/prefect-build.log"
+        die "image $tag: docker build failed (see $STATE/prefect-build.log)"
+    fi
+    rm -rf "$ctx"
+    docker image prune -f --filter label=io.flyimage.stage=prefect-install >/dev/null 2>&1 || true
+    local out
+    out="$(docker run --rm --network none "$tag" prefect version 2>&1)" \
+        || { docker rmi -f "$tag" >/dev/null 2>&1 || true; die "image $tag: 'prefect version' fails: $out"; }
+    out="$(docker run --rm --network none "$tag" uv --version 2>&1)" \
+        || { docker rmi -f "$tag" >/dev/null 2>&1 || true; die "image $tag: 'uv --version' fails: $out"; }
+    log "image $tag: built ($out); saving it to $saved"
+    rm -f "$CACHE"/prefect-image-*.tar
+    docker save -o "$saved.tmp" "$tag" && mv "$saved.tmp" "$saved" || { rm -f "$saved.tmp"; log "image $tag: docker save failed (not fatal)"; }
+}
+
+# ---------------------------------------------------------------------------------------
+# 5. env file
+# ---------------------------------------------------------------------------------------
+write_env() {
+    local prefect_tag=$1
+    local tmp="$ENV_FILE.tmp"
+    {
+        echo "# written by scripts/services.sh up on $(date -Is); source it"
+        printf "export DOCKER_HOST='%s'\n" "$DOCKER_HOST"
+        printf "export FLYIMAGE_STATE_DIR='%s'\n" "$STATE"
+        printf "export FLYIMAGE_REGISTRY='%s'\n" "127.0.0.1:$REG_PORT"
+        printf "export FLYIMAGE_REGISTRY_USER='%s'\n" flyimage
+        printf "export FLYIMAGE_REGISTRY_PASSWORD='%s'\n" "$(cat "$SECRETS/registry-password")"
+        printf "export FLYIMAGE_FLY_TOKEN='%s'\n" "$(cat "$SECRETS/fly-token")"
+        printf "export FLYIMAGE_REGISTRY_STORAGE='%s'\n" "$STATE/registry-auth/data"
+        printf "export FLYIMAGE_REGISTRY_NOAUTH='%s'\n" "127.0.0.1:$NOAUTH_PORT"
+        printf "export FLYIMAGE_REGISTRY_NOAUTH_STORAGE='%s'\n" "$STATE/registry-noauth/data"
+        printf "export FLYIMAGE_BUSYBOX_IMAGE='%s'\n" "$BUSYBOX_IMAGE"
+        printf "export FLYIMAGE_PYTHON_IMAGE='%s'\n" "$PYTHON_IMAGE"
+        printf "export FLYIMAGE_PREFECT_IMAGE='%s'\n" "$prefect_tag"
+    } >"$tmp"
+    chmod 600 "$tmp"
+    mv "$tmp" "$ENV_FILE"
+}
+
+# ---------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------
+cmd_up() {
+    local t0=$SECONDS
+    log "state dir $STATE"
+    ensure_packages
+    ensure_dockerd
+    ensure_registry auth "$REG_PORT" 1
+    ensure_registry noauth "$NOAUTH_PORT" 0
+    ensure_busybox_image
+    ensure_python_image
+    local ptag pver
+    ptag="$(prefect_image_name)"
+    pver="$(prefect_version)"
+    ensure_prefect_image "$ptag" "$pver"
+    write_env "$ptag"
+    log "all services up in $((SECONDS - t0))s; env in $ENV_FILE"
+    cat "$ENV_FILE"
+}
+
+cmd_down() {
+    stop_pid "registry auth" "$STATE/registry-auth/registry.pid" docker-registry 10
+    stop_pid "registry noauth" "$STATE/registry-noauth/registry.pid" docker-registry 10
+    stop_pid "dockerd" "$STATE/dockerd.pid" dockerd 60
+    # a second daemon's exec root keeps its netns bind mount after exit
+    if [[ -d "$STATE/docker-exec" ]] && ! live_pid "$STATE/dockerd.pid" dockerd >/dev/null; then
+        unmount_under "$STATE/docker-exec"
+    fi
+    log "down (caches kept in $STATE)"
+}
+
+cmd_status() {
+    local all=0 code ptag img dok=0
+    docker_ok || dok=1
+    if [[ $dok == 0 ]]; then
+        echo "dockerd: up ($DOCKER_HOST)"
+    else
+        echo "dockerd: down ($DOCKER_HOST)"
+        all=1
+    fi
+    code="$(http_code "http://127.0.0.1:$REG_PORT/v2/")"
+    if [[ "$code" == 401 ]] && registry_creds_ok "$REG_PORT"; then
+        echo "registry auth 127.0.0.1:$REG_PORT: up"
+    else
+        echo "registry auth 127.0.0.1:$REG_PORT: down (GET /v2/ -> $code)"
+        all=1
+    fi
+    code="$(http_code "http://127.0.0.1:$NOAUTH_PORT/v2/")"
+    if [[ "$code" == 200 ]]; then
+        echo "registry noauth 127.0.0.1:$NOAUTH_PORT: up"
+    else
+        echo "registry noauth 127.0.0.1:$NOAUTH_PORT: down (GET /v2/ -> $code)"
+        all=1
+    fi
+    ptag="$(env_file_value FLYIMAGE_PREFECT_IMAGE)"
+    [[ -n "$ptag" ]] || ptag="$(prefect_image_name)"
+    for img in "$BUSYBOX_IMAGE" "$PYTHON_IMAGE" "$ptag"; do
+        if [[ $dok == 0 ]] && image_present "$img"; then
+            echo "image $img: up"
+        else
+            echo "image $img: down"
+            all=1
+        fi
+    done
+    if [[ -s "$ENV_FILE" ]]; then
+        echo "env file $ENV_FILE: up"
+    else
+        echo "env file $ENV_FILE: down"
+        all=1
+    fi
+    return $all
+}
+
+cmd_env() {
+    [[ -s "$ENV_FILE" ]] || die "no env file at $ENV_FILE: run scripts/services.sh up"
+    cat "$ENV_FILE"
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,453 @@
+"""Shared pytest fixtures for prefect-flyimage.
+
+Integration tests (``@pytest.mark.integration``) use the local services that
+``scripts/services.sh up`` provides: a dockerd, a Distribution registry with htpasswd auth
+on 127.0.0.1:5000 (users ``flyimage`` and ``x``, the "fly token" user), one without auth
+on 127.0.0.1:5001, and base images made without pulling anything (busybox, python 3.11,
+a stand-in for Prefect's official image).
+
+The ``services`` fixture starts them once per session if ``services.sh status`` says
+something is down.  When that fails the test is skipped, or failed when ``CI=true``.
+
+Only pytest, docker (imported lazily) and the standard library are used here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICES_SH = REPO_ROOT / "scripts" / "services.sh"
+DEFAULT_STATE_DIR = "/var/tmp/prefect-flyimage"
+SERVICES_UP_TIMEOUT = 1800  # a fresh machine installs packages, debootstraps, builds
+
+#: variables that ``services.sh up`` writes to ``$STATE/env``
+SERVICE_ENV_KEYS = (
+    "DOCKER_HOST",
+    "FLYIMAGE_STATE_DIR",
+    "FLYIMAGE_REGISTRY",
+    "FLYIMAGE_REGISTRY_USER",
+    "FLYIMAGE_REGISTRY_PASSWORD",
+    "FLYIMAGE_FLY_TOKEN",
+    "FLYIMAGE_REGISTRY_STORAGE",
+    "FLYIMAGE_REGISTRY_NOAUTH",
+    "FLYIMAGE_REGISTRY_NOAUTH_STORAGE",
+    "FLYIMAGE_BUSYBOX_IMAGE",
+    "FLYIMAGE_PYTHON_IMAGE",
+    "FLYIMAGE_PREFECT_IMAGE",
+)
+REQUIRED_ENV_KEYS = (
+    "FLYIMAGE_REGISTRY",
+    "FLYIMAGE_REGISTRY_USER",
+    "FLYIMAGE_REGISTRY_PASSWORD",
+    "FLYIMAGE_FLY_TOKEN",
+    "FLYIMAGE_REGISTRY_NOAUTH",
+    "FLYIMAGE_BUSYBOX_IMAGE",
+    "FLYIMAGE_PYTHON_IMAGE",
+    "FLYIMAGE_PREFECT_IMAGE",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    registered = {line.split(":", 1)[0].strip() for line in config.getini("markers")}
+    if "integration" not in registered:
+        config.addinivalue_line(
+            "markers", "integration: needs the real dockerd and registry (scripts/services.sh up)"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# services
+# ---------------------------------------------------------------------------------------
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("FLYIMAGE_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _unavailable(reason: str) -> None:
+    """Skip, or fail when running in CI, where the services must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """Read ``export KEY='value'`` lines (as written by services.sh)."""
+    env: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            parts = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        if parts and parts[0] == "export":
+            parts = parts[1:]
+        for part in parts:
+            key, sep, value = part.partition("=")
+            if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                env[key] = value
+    return env
+
+
+def _run_services(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SERVICES_SH), command],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+
+
+_SERVICES_CACHE: dict[str, Any] = {}
+
+
+def _start_services() -> dict[str, str]:
+    """Run ``services.sh up`` if needed and return the env file's variables.
+
+    The outcome (env or failure reason) is cached for the whole session.
+    """
+    if "env" in _SERVICES_CACHE:
+        return _SERVICES_CACHE["env"]
+    if "error" in _SERVICES_CACHE:
+        _unavailable(_SERVICES_CACHE["error"])
+
+    def failed(reason: str) -> None:
+        _SERVICES_CACHE["error"] = reason
+        _unavailable(reason)
+
+    if not SERVICES_SH.is_file():
+        failed(f"{SERVICES_SH} is missing")
+    try:
+        status = _run_services("status", timeout=120)
+        if status.returncode != 0:
+            up = _run_services("up", timeout=SERVICES_UP_TIMEOUT)
+            if up.returncode != 0:
+                failed(
+                    f"scripts/services.sh up failed (exit {up.returncode}); output tail:\n"
+                    + _tail(up.stdout)
+                )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.output.decode() if isinstance(exc.output, bytes) else (exc.output or "")
+        failed(f"scripts/services.sh timed out after {exc.timeout}s; output tail:\n{_tail(out)}")
+    except OSError as exc:
+        failed(f"cannot run scripts/services.sh: {exc}")
+
+    env_file = _state_dir() / "env"
+    if not env_file.is_file():
+        failed(f"scripts/services.sh left no env file at {env_file}")
+    env = parse_env_file(env_file)
+    missing = [key for key in REQUIRED_ENV_KEYS if not env.get(key)]
+    if missing:
+        failed(f"{env_file} lacks {', '.join(missing)}")
+    _SERVICES_CACHE["env"] = env
+    return env
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[dict[str, str]]:
+    """The services' variables (see SERVICE_ENV_KEYS), also set in os.environ."""
+    env = _start_services()
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield dict(env)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def docker_client(services: dict[str, str]) -> Iterator[Any]:
+    """A docker-py ``DockerClient`` for the services' daemon."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:  # docker.errors.DockerException, requests errors
+        _unavailable(f"dockerd does not answer at {os.environ.get('DOCKER_HOST')}: {exc}")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------------
+# registries and images
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A registry reachable at ``host`` (``127.0.0.1:PORT``), over plain HTTP."""
+
+    host: str
+    username: str | None = None
+    password: str | None = None
+    storage: str | None = None  # its filesystem storage root, when known
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def auth_config(self) -> dict[str, str] | None:
+        """docker-py's ``auth_config`` for this registry (None without credentials)."""
+        if self.username is None:
+            return None
+        return {"username": self.username, "password": self.password or ""}
+
+
+@pytest.fixture(scope="session")
+def registry(services: dict[str, str]) -> Registry:
+    """The registry with htpasswd auth, user ``flyimage``."""
+    return Registry(
+        host=services["FLYIMAGE_REGISTRY"],
+        username=services["FLYIMAGE_REGISTRY_USER"],
+        password=services["FLYIMAGE_REGISTRY_PASSWORD"],
+        storage=services.get("FLYIMAGE_REGISTRY_STORAGE"),
+    )
+
+
+@pytest.fixture(scope="session")
+def registry_noauth(services: dict[str, str]) -> Registry:
+    """The registry without auth."""
+    return Registry(
+        host=services["FLYIMAGE_REGISTRY_NOAUTH"],
+        storage=services.get("FLYIMAGE_REGISTRY_NOAUTH_STORAGE"),
+    )
+
+
+@pytest.fixture(scope="session")
+def fly_registry(services: dict[str, str]) -> Registry:
+    """The auth registry as Fly's is used: user ``x``, the API token as password."""
+    return Registry(
+        host=services["FLYIMAGE_REGISTRY"],
+        username="x",
+        password=services["FLYIMAGE_FLY_TOKEN"],
+        storage=services.get("FLYIMAGE_REGISTRY_STORAGE"),
+    )
+
+
+@pytest.fixture(scope="session")
+def busybox_image(services: dict[str, str]) -> str:
+    return services["FLYIMAGE_BUSYBOX_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def python_image(services: dict[str, str]) -> str:
+    return services["FLYIMAGE_PYTHON_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def prefect_image(services: dict[str, str]) -> str:
+    return services["FLYIMAGE_PREFECT_IMAGE"]
+
+
+# ---------------------------------------------------------------------------------------
+# per-test helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _slug(text: str, limit: int) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    slug = slug[:limit].strip("-")
+    return slug or "test"
+
+
+def _remove_images_named(name: str) -> None:
+    """Force-remove every local image with a repo tag containing ``name``; never raises."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+    except Exception:
+        return
+    try:
+        for image in client.images.list():
+            for tag in image.tags:
+                if name in tag:
+                    try:
+                        client.images.remove(tag, force=True)
+                    except Exception:
+                        pass
+    except Exception:
+        pass
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``t-<test-name-slug>-<8 hex>``: a fresh repository name, valid for Distribution.
+
+    At teardown every local image whose tags contain it is removed.
+    """
+    suffix = secrets.token_hex(4)
+    name = f"t-{_slug(request.node.name, 60 - len(suffix) - 3)}-{suffix}"
+    yield name
+    _remove_images_named(name)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+class EphemeralRegistry:
+    """A no-auth ``docker-registry`` on a free loopback port with its own temp storage.
+
+    Shaped like :class:`Registry` (``host``, ``url``, ``username``/``password`` None,
+    ``auth_config()``) plus ``stop()``/``start()``, ``running``, ``port``, ``log_path``.
+    """
+
+    username = None
+    password = None
+
+    def auth_config(self) -> None:
+        return None
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.storage = workdir / "data"
+        self.config_path = workdir / "config.yml"
+        self.log_path = workdir / "registry.log"
+        self.port = _free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _write_config(self) -> None:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            "version: 0.1\n"
+            "log:\n  level: info\n  formatter: text\n"
+            "storage:\n"
+            f"  filesystem:\n    rootdirectory: {self.storage}\n"
+            "  delete:\n    enabled: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+            "http:\n"
+            f"  addr: {self.host}\n"
+            f"  secret: {secrets.token_hex(16)}\n"
+        )
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start (again, on the same port and storage); no-op when running."""
+        if self.running:
+            return
+        self._write_config()
+        log = open(self.log_path, "ab")
+        try:
+            self._process = subprocess.Popen(
+                [self.binary, "serve", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _http_status(f"{self.url}/v2/", timeout=1) == 200:
+                return
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(
+            f"ephemeral registry on {self.host} did not come up; log tail:\n"
+            + _tail(self.log_path.read_text(errors="replace"), 20)
+        )
+
+    def stop(self) -> None:
+        """Stop it (idempotent); the port then refuses connections."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def __repr__(self) -> str:
+        return f"EphemeralRegistry(host={self.host!r}, running={self.running})"
+
+
+@pytest.fixture
+def ephemeral_registry(services: dict[str, str]) -> Iterator[EphemeralRegistry]:
+    """A fresh no-auth registry for one test; ``.stop()`` simulates it going away."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        _unavailable("docker-registry is not installed (scripts/services.sh up installs it)")
+    workdir = Path(tempfile.mkdtemp(prefix="flyimage-ephemeral-registry-"))
+    reg: EphemeralRegistry | None = None
+    try:
+        last_error: Exception | None = None
+        for _ in range(3):  # the free port may be taken between probe and bind
+            reg = EphemeralRegistry(binary, workdir)
+            try:
+                reg.start()
+                break
+            except RuntimeError as exc:
+                last_error = exc
+                reg = None
+        if reg is None:
+            _unavailable(f"cannot start an ephemeral registry: {last_error}")
+        yield reg
+    finally:
+        if reg is not None:
+            reg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
