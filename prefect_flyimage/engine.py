@@ -80,6 +80,11 @@ def docker_cli() -> str:
     return found
 
 
+def _local_daemon() -> bool:
+    """True when DOCKER_HOST is a unix socket, i.e. the daemon shares this kernel."""
+    return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+
+
 def _client_from_env(timeout: int = 120) -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=timeout)
@@ -209,14 +214,22 @@ class Engine:
             return docker.APIClient(base_url=base.base_url, version=base._version, timeout=base.timeout)
         return docker.APIClient(**docker.utils.kwargs_from_env(), version=base._version, timeout=base.timeout)
 
-    def _default_buildkit_network(self) -> Optional[str]:
-        # BuildKit's default RUN network is the "bridge" network; a daemon started with
-        # --bridge=none has none, and BuildKit then fails every RUN step ("network bridge
-        # not found") where the classic builder quietly uses no network. Host networking
-        # is what such daemons are meant to be used with, so fall back to it.
+    def default_build_network(self) -> Optional[str]:
+        """Network for RUN steps when the plan names none: the daemon's default, or
+        ``host`` when the daemon has no bridge interface.
+
+        A daemon started with ``--bridge=none`` (as ``scripts/services.sh`` does, so no
+        container sits on a private-range bridge) has no default network: BuildKit then
+        fails every RUN step ("network bridge not found") and the classic builder runs
+        them offline. Users expect builds to reach package indexes, so use the host's
+        network, which is what such daemons are meant to be used with.
+        """
         if self._bridge is None:
             try:
-                self._bridge = bool(self.client.api.networks(names=["bridge"]))
+                nets = self.client.api.networks(names=["bridge"])
+                iface = (nets[0].get("Options") or {}).get("com.docker.network.bridge.name", "docker0") if nets else None
+                # The network may be listed while its interface is gone; ask the kernel.
+                self._bridge = bool(iface) and os.path.exists(f"/sys/class/net/{iface}") if _local_daemon() else bool(nets)
             except docker.errors.APIError:
                 self._bridge = True
         return None if self._bridge else "host"
@@ -481,6 +494,8 @@ class Engine:
         image_id: Optional[str] = None
         what = tag or str(context)
         kwargs = {k: v for k, v in kwargs.items() if k != "decode"}
+        if not kwargs.get("network_mode"):
+            kwargs["network_mode"] = self.default_build_network()
         kwargs.setdefault("rm", True)
         kwargs.setdefault("forcerm", True)  # no stopped containers left behind by a failed step
         try:
@@ -535,7 +550,7 @@ class Engine:
                 cmd += ["--target", plan.target]
             if plan.platform:
                 cmd += ["--platform", plan.platform]
-            network = plan.network or self._default_buildkit_network()
+            network = plan.network or self.default_build_network()
             if network:
                 cmd += ["--network", network]
             if plan.pull:

@@ -239,11 +239,12 @@ def _flyctl_auth_docker(host: str) -> None:
     """``flyctl auth docker``: flyctl writes the registry login into the docker config itself."""
     from .engine import run_streaming
 
-    flyctl = shutil.which("flyctl") or shutil.which("fly")
+    # Only `flyctl`: a bare `fly` on PATH may be another tool (Concourse's CLI is `fly`).
+    flyctl = shutil.which("flyctl")
     if flyctl is None:
         raise _missing_token(host)
-    logger.info("no Fly API token configured; logging in with `%s auth docker`", os.path.basename(flyctl))
-    code, tail, _, timed_out = run_streaming([flyctl, "auth", "docker"], env=dict(os.environ), timeout=LOGIN_TIMEOUT)
+    logger.info("no Fly API token configured; logging in with `flyctl auth docker` (%s)", flyctl)
+    code, tail, _, timed_out = run_streaming([flyctl, "auth", "docker"], timeout=LOGIN_TIMEOUT)
     output = "\n".join(tail)
     if timed_out:
         raise RegistryUnavailable(
@@ -259,19 +260,17 @@ def _flyctl_auth_docker(host: str) -> None:
         )
 
 
-def _login(token: TokenLike, registry: Optional[str], engine: Optional["Engine"]) -> Optional[RegistryCredentials]:
-    """Make the docker CLI config able to push to the Fly registry; return the credentials used."""
+def _login(token: TokenLike, registry: Optional[str], engine: Optional["Engine"]) -> None:
+    """Store a login for the Fly registry in the docker config (``docker login`` or flyctl)."""
     host = fly_registry_host(registry)
-    creds = fly_credentials(token, registry=host)
+    creds = _credentials_or_flyctl(token, host)
     if creds is None:
-        _flyctl_auth_docker(host)
-        return None
+        return
     from .engine import Engine
 
     logger.info("logging in to %s as %r (token from %s)", host, creds.username, _token_source(token))
     (engine or Engine()).cli_login(creds, timeout=LOGIN_TIMEOUT)
     logger.info("docker is logged in to %s", host)
-    return creds
 
 
 def _token_source(token: TokenLike) -> str:
@@ -488,8 +487,8 @@ async def ensure_image(
     tag: str = DEFAULT_TAG,
     token: TokenLike = None,
     docker_context: Optional[Path | str] = None,
-    build_timeout: float = 600,
-    push_timeout: float = 600,
+    build_timeout: Optional[float] = 600,
+    push_timeout: Optional[float] = 600,
     platform: Optional[str] = DEFAULT_PLATFORM,
     registry: Optional[str] = None,
     force: bool = False,
@@ -547,7 +546,7 @@ async def docker_build(
     tag: str = DEFAULT_TAG,
     platform: Optional[str] = DEFAULT_PLATFORM,
     docker_context: Optional[Path | str] = None,
-    timeout: float = 600,
+    timeout: Optional[float] = 600,
     registry: Optional[str] = None,
     network: Optional[str] = None,
     engine: Optional["Engine"] = None,
@@ -586,7 +585,7 @@ async def docker_push(
     app_name: str,
     *,
     tag: str = DEFAULT_TAG,
-    timeout: float = 600,
+    timeout: Optional[float] = 600,
     token: TokenLike = None,
     registry: Optional[str] = None,
     engine: Optional["Engine"] = None,

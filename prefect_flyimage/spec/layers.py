@@ -533,7 +533,7 @@ class UVProject(PipOptions):
             + f"python3 -m pip install --target {tool} {_q(UV_REQUIREMENT)}"
             + f" && mkdir -p {work} && cp -a {src}/. {work}/ && cd {work}"
             + f' && UV_PROJECT_ENVIRONMENT="{PY_PREFIX}" UV_PYTHON="$(command -v python3)" UV_PYTHON_DOWNLOADS=never'
-            + f" UV_LINK_MODE=copy PYTHONPATH={tool} python3 -m uv {_q(*sync, *self.install_args())}"
+            + f" UV_LINK_MODE=copy {tool}/bin/uv {_q(*sync, *self.install_args())}"
             + f" && cd / && rm -rf {work} {tool}"
         )
         mounts = [PIP_CACHE, UV_CACHE, f"--mount=type=bind,source={rel},target={src}", *_secret_mounts(self.secret_mounts)]

@@ -174,6 +174,33 @@ def test_flaude_style_build_login_push(app_name, context, creds, fly_registry, f
     assert not [args for args in sampler.seen if fly_registry.password in args]
 
 
+def test_without_token_flyctl_login_is_used_by_ensure(
+    app_name, context, creds, fly_registry, fly_env, tmp_path, monkeypatch, cleanup_repo
+):
+    """No token anywhere: `flyctl auth docker` stores the login, and the pipeline uses it.
+
+    The stand-in flyctl does what the real one does (a docker login into $DOCKER_CONFIG);
+    the token reaches it through a file, as flyctl reads its own config.
+    """
+    cleanup_repo.append(f"{fly_registry.host}/{app_name}")
+    token_file = tmp_path / "fly-token"
+    token_file.write_text(fly_registry.password)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    flyctl = bindir / "flyctl"
+    flyctl.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1 $2" = "auth docker" ] || exit 64\n'
+        f"exec docker login --username x --password-stdin {fly_registry.host} < {token_file}\n"
+    )
+    flyctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    result = fly.ensure_image_result(app_name, docker_context=context, network="none")
+    assert result.built and result.pushed
+    assert Engine().registry_digest(result.reference, creds) == result.digest
+    assert fly_registry.host in json.loads((fly_env / "config.json").read_text())["auths"]
+
+
 def test_wrong_token_fails_fast_without_building(app_name, context, fly_registry, docker_client, caplog):
     wrong = "FlyV1 wrong-" + uuid.uuid4().hex
     caplog.set_level(logging.DEBUG)

@@ -159,11 +159,17 @@ def test_build_timeout_cancels_the_build(project, unique_name, docker_client):
 
 
 def test_buildkit_cache_mount_and_secret_stay_out_of_layers(project, unique_name, docker_client, monkeypatch, tmp_path):
-    monkeypatch.setenv("FLYIMAGE_TEST_SECRET", "s3cr3t-value-xyz")
+    import hashlib
+
+    secret = "s3cr3t-value-xyz"
+    monkeypatch.setenv("FLYIMAGE_TEST_SECRET", secret)
+    digest = hashlib.sha256(secret.encode()).hexdigest()
     (project / "Dockerfile").write_text(
         (project / "Dockerfile").read_text()
         + "RUN --mount=type=cache,target=/cache echo cached > /cache/x && cat /cache/x > /cache-used\n"
-        + "RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = s3cr3t-value-xyz && echo secret-ok > /secret-ok\n"
+        # Compare hashes so the Dockerfile itself never holds the secret.
+        + f"RUN --mount=type=secret,id=tok test \"$(sha256sum /run/secrets/tok | cut -c1-64)\" = {digest} "
+        + "&& echo secret-ok > /secret-ok\n"
     )
     plan = BuildPlan.from_dockerfile(
         project, f"127.0.0.1:5001/{unique_name}", secrets=(BuildSecret("tok", env="FLYIMAGE_TEST_SECRET"),)
