@@ -67,11 +67,12 @@ random_token() { head -c "${1:-24}" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 # pid from pidfile if that process is alive and its command line contains $2
 live_pid() {
-    local pidfile=$1 pattern=$2 pid
+    local pidfile=$1 pattern=$2 pid cmd
     [[ -s "$pidfile" ]] || return 1
     pid="$(tr -dc 0-9 <"$pidfile")"
     [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern" || return 1
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+    [[ "$cmd" == *"$pattern"* ]] || return 1
     echo "$pid"
 }
 
@@ -164,13 +165,15 @@ ensure_dockerd() {
         return 0
     fi
     command -v dockerd >/dev/null 2>&1 || die "dockerd: not installed"
-    local args=(--iptables=false --pidfile "$pidfile")
+    # No default bridge: a bridge would put containers on a private address range (and
+    # with --iptables=false it has no NAT anyway). Containers here use --network host or
+    # none; prefect-flyimage's engine builds with host networking on such a daemon.
+    local args=(--iptables=false --bridge=none --pidfile "$pidfile")
     case "$DOCKER_HOST" in
         "$DEFAULT_DOCKER_HOST") ;;
         unix://*)
-            # A second daemon beside the default one: its own socket, data, exec root and
-            # no bridge (containers here use --network host or none anyway).
-            args+=(-H "$DOCKER_HOST" --data-root "$STATE/docker-data" --exec-root "$STATE/docker-exec" --bridge=none)
+            # A second daemon beside the default one: its own socket, data and exec root.
+            args+=(-H "$DOCKER_HOST" --data-root "$STATE/docker-data" --exec-root "$STATE/docker-exec")
             mkdir -p "$(dirname "${DOCKER_HOST#unix://}")"
             ;;
         *) die "dockerd: DOCKER_HOST=$DOCKER_HOST does not answer and is not a unix socket we could start dockerd on" ;;

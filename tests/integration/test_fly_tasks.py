@@ -7,7 +7,6 @@ retry loop on a refused token cannot go unnoticed.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -111,9 +110,10 @@ def test_unreachable_registry_is_retried(app_name, context, fly_registry):
     assert task_run.run_count == 2
 
 
-def test_task_with_secret_block_token_pushes_and_records_artifact(app_name, context, fly_registry, monkeypatch, caplog):
+def test_task_with_secret_block_token_pushes_and_records_artifact(app_name, context, fly_registry, monkeypatch):
     from prefect import get_client
     from prefect.blocks.system import Secret
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
 
     from prefect_flyimage.fly_tasks import ensure_fly_image
 
@@ -121,7 +121,6 @@ def test_task_with_secret_block_token_pushes_and_records_artifact(app_name, cont
     block = f"fly-token-{uuid.uuid4().hex[:8]}"
     Secret(value=token).save(block)
     monkeypatch.setenv(fly.TOKEN_SECRET_ENV, block)
-    caplog.set_level(logging.DEBUG)
 
     state, task_run = run_task(ensure_fly_image, app_name=app_name, docker_context=context)
     assert state.is_completed(), state
@@ -129,29 +128,35 @@ def test_task_with_secret_block_token_pushes_and_records_artifact(app_name, cont
     assert ref == f"{fly_registry.host}/{app_name}:latest"
     assert task_run.run_count == 1
 
-    # Second run: the registry holds it, the task says so and does nothing.
-    state2, _ = run_task(ensure_fly_image, app_name=app_name, docker_context=context)
+    # Second run: the registry holds it; the task says so in the run's logs and does nothing.
+    state2, task_run2 = run_task(ensure_fly_image, app_name=app_name, docker_context=context)
     assert state2.result() == ref
-    assert "already in the registry" in caplog.text
 
-    async def read() -> tuple[list[Any], list[Any]]:
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
-
+    async def read() -> tuple[list[Any], list[str], list[str]]:
         async with get_client() as client:
             artifacts = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"fly-image-{app_name}"]))
             )
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[task_run.flow_run_id]))
-            )
+            logs = []
+            for run in (task_run, task_run2):
+                # Logs are shipped in batches: wait for the task's summary line.
+                for _ in range(50):
+                    found = await client.read_logs(
+                        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.flow_run_id]))
+                    )
+                    messages = [log.message for log in found]
+                    if any(ref in m for m in messages):
+                        break
+                    await asyncio.sleep(0.2)
+                logs.append("\n".join(messages))
         return artifacts, logs
 
-    artifacts, logs = asyncio.run(read())
-    assert artifacts and ref in str(artifacts[0].data)
-    assert "sha256:" in str(artifacts[0].data)
+    artifacts, (first_logs, second_logs) = asyncio.run(read())
+    assert "built=True pushed=True" in first_logs
+    assert "already in the registry" in second_logs and "built=True" not in second_logs
+    assert len(artifacts) == 2 and all(ref in str(a.data) and "sha256:" in str(a.data) for a in artifacts)
     assert token not in "".join(str(a.data) + str(a.description) for a in artifacts)
-    assert logs and token not in "".join(log.message for log in logs)
-    assert token not in caplog.text
+    assert token not in first_logs + second_logs
 
 
 def test_docker_registry_credentials_block_logs_in(fly_registry, monkeypatch):
