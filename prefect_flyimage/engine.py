@@ -31,10 +31,12 @@ from .credentials import RegistryCredentials, registry_host
 from .errors import (
     AuthenticationError,
     BuildError,
+    BuildTimeout,
     DockerUnavailable,
     FlyImageError,
     PushAuthenticationError,
     PushError,
+    PushTimeout,
     PushUnavailableError,
     RegistryError,
     RegistryUnavailable,
@@ -416,14 +418,14 @@ class Engine:
             raise classify_registry_error(str(exc.explanation or exc), r.registry, push=True, secrets=secrets) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
             if watchdog.fired:
-                raise PushError(f"push of {r} timed out after {timeout}s and was aborted", r.registry) from None
+                raise PushTimeout(f"push of {r} timed out after {timeout}s and was aborted", r.registry) from None
             raise DockerUnavailable(f"lost the Docker daemon while pushing {r}: {exc}") from None
         finally:
             watchdog.cancel()
             if api is not self.client.api:
                 api.close()
         if watchdog.fired:
-            raise PushError(f"push of {r} timed out after {timeout}s and was aborted", r.registry)
+            raise PushTimeout(f"push of {r} timed out after {timeout}s and was aborted", r.registry)
         if not digest:
             raise PushError(f"push of {r} finished without the registry reporting a digest", r.registry)
         return digest
@@ -520,7 +522,7 @@ class Engine:
             raise BuildError(f"build of {what} failed: {exc.explanation or exc}", step=step, output="\n".join(tail)) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
             if watchdog.fired:
-                raise BuildError(
+                raise BuildTimeout(
                     f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail)
                 ) from None
             raise DockerUnavailable(f"lost the Docker daemon while building {what}: {exc}") from None
@@ -529,7 +531,7 @@ class Engine:
             if api is not self.client.api:
                 api.close()
         if watchdog.fired:
-            raise BuildError(f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail))
+            raise BuildTimeout(f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail))
         if not image_id:
             raise BuildError(f"build of {what} finished without an image id", step=step, output="\n".join(tail))
         return image_id
@@ -570,7 +572,7 @@ class Engine:
             cmd.append(str(plan.context))
             code, tail, step, timed_out = run_streaming(cmd, env=env, stream=stream, timeout=timeout, step_pattern=_STEP)
             if timed_out:
-                raise BuildError(
+                raise BuildTimeout(
                     f"build of {refs[0]} timed out after {timeout}s and was killed", step=step,
                     output="\n".join(tail), returncode=code,
                 )

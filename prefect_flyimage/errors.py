@@ -102,8 +102,16 @@ class BuildError(ImageBuildError):
         super().__init__(message, returncode, output or "")
 
 
+class BuildTimeout(BuildError, TimeoutError):
+    """A build that ran past its timeout and was cancelled (its process group killed)."""
+
+
 class PushError(RegistryError):
     """Raised when a Docker image push fails (same name as Prefect's ``PushError``)."""
+
+
+class PushTimeout(PushError, TimeoutError):
+    """A push that ran past its timeout and was aborted."""
 
 
 class PushAuthenticationError(PushError, AuthenticationError):

@@ -477,10 +477,13 @@ def push_image_task(
     Returns the result with the registry ``digest`` and ``pushed``; ``built`` and the build
     timings are carried over so the last artifact tells the whole story.
     """
-    repo = ImageRef.parse(image.repository)
-    creds = as_credentials(credentials, repo.registry)
-    with RunLoggerStream(secrets=_secrets(creds)) as stream:
-        result = _push(image, creds, force=force, stream=stream, timeout=push_timeout)
+    creds = as_credentials(credentials, ImageRef.parse(image.repository).registry)
+    engine = Engine()
+    try:
+        with RunLoggerStream(secrets=_secrets(creds)) as stream:
+            result = _push(image, creds, force=force, stream=stream, timeout=push_timeout, engine=engine)
+    finally:
+        _close(engine)
     _remember(ImageTarget.of(image, push=True), result)
     return result
 

@@ -42,9 +42,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
-
-from typing_extensions import TypedDict
+from typing import Any, Optional, TypedDict
 
 from .. import pipeline
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
@@ -53,7 +51,7 @@ from ..dockerfile import default_dockerfile_text
 from ..engine import Engine
 from ..errors import FlyImageError, PushError
 from ..names import ImageRef, parse_image_tag
-from ..plan import BuildResult
+from ..plan import PLAN_LABEL, BuildResult
 
 __all__ = [
     "BuildDockerImageResult",
@@ -62,6 +60,7 @@ __all__ = [
     "build_docker_image",
     "ensure_image",
     "push_docker_image",
+    "push_reference",
 ]
 
 
@@ -283,8 +282,6 @@ def push_reference(
 
 
 def _plan_label(info: dict[str, Any]) -> str:
-    from ..plan import PLAN_LABEL
-
     return ((info.get("Config") or {}).get("Labels") or {}).get(PLAN_LABEL, "")
 
 

@@ -598,6 +598,9 @@ class Image:
     def uri(self) -> str:
         """``<registry>/<name>:<hash>``; for an unchanged base or reference, that image's URI.
 
+        Computed from the files' contents at each access (cheap: unchanged files are
+        recognised by their ``stat``), so it always names the image a build would make now.
+
         Raises:
             SpecError: the spec is invalid (see :meth:`validate`).
         """

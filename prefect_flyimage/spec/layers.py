@@ -523,7 +523,7 @@ class UVProject(PipOptions):
             ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         if self.uvlock:
             ctx.stage_file(self.uvlock, f"{rel}/uv.lock")
-        src, work, tool = ctx.scratch("uv-src"), ctx.scratch("uv-work"), ctx.scratch("uv-tool")
+        src, work, tool, tmp = (ctx.scratch(k) for k in ("uv-src", "uv-work", "uv-tool", "uv-tmp"))
         sync = ["sync", "--inexact"]
         if self.uvlock:
             sync.append("--locked")
@@ -531,10 +531,13 @@ class UVProject(PipOptions):
         command = (
             _secret_exports(self.secret_mounts)
             + f"python3 -m pip install --target {tool} {_q(UV_REQUIREMENT)}"
-            + f" && mkdir -p {work} && cp -a {src}/. {work}/ && cd {work}"
-            + f' && UV_PROJECT_ENVIRONMENT="{PY_PREFIX}" UV_PYTHON="$(command -v python3)" UV_PYTHON_DOWNLOADS=never'
-            + f" UV_LINK_MODE=copy {tool}/bin/uv {_q(*sync, *self.install_args())}"
-            + f" && cd / && rm -rf {work} {tool}"
+            + f" && mkdir -p {work} {tmp} && cp -a {src}/. {work}/ && cd {work}"
+            # uv leaves lock files in $TMPDIR: keep them out of the image.
+            + f' && TMPDIR={tmp} UV_PROJECT_ENVIRONMENT="{PY_PREFIX}" UV_PYTHON="$(command -v python3)" UV_PYTHON_DOWNLOADS=never'
+            # The image's CA store (which may hold a company CA), not uv's bundled roots;
+            # UV_NATIVE_TLS is the older uv releases' name for it.
+            + f" UV_LINK_MODE=copy UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1 {tool}/bin/uv {_q(*sync, *self.install_args())}"
+            + f" && cd / && rm -rf {work} {tool} {tmp}"
         )
         mounts = [PIP_CACHE, UV_CACHE, f"--mount=type=bind,source={rel},target={src}", *_secret_mounts(self.secret_mounts)]
         return [_run(mounts, command)]
@@ -587,7 +590,7 @@ class PoetryProject(Layer):
             ctx.stage_entries(self.pyproject.parent, _project_entries(self.pyproject.parent, ctx.ignore, [self.pyproject]), rel)
         ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         ctx.stage_file(self.poetry_lock, f"{rel}/poetry.lock")
-        src, work, tool = ctx.scratch("poetry-src"), ctx.scratch("poetry-work"), ctx.scratch("poetry-tool")
+        src, work, tool, tmp = (ctx.scratch(k) for k in ("poetry-src", "poetry-work", "poetry-tool", "poetry-tmp"))
         args = ["install", "--no-interaction", "--no-ansi"]
         if self.project_install_mode == "dependencies_only":
             args.append("--no-root")
@@ -597,9 +600,9 @@ class PoetryProject(Layer):
             _secret_exports(self.secret_mounts)
             + f'VIRTUAL_ENV="${{VIRTUAL_ENV:-{PY_PREFIX}}}" && export VIRTUAL_ENV'
             + f" && python3 -m venv {tool} && {tool}/bin/pip install {_q(POETRY_REQUIREMENT)}"
-            + f" && mkdir -p {work} && cp -a {src}/. {work}/ && cd {work}"
-            + f" && POETRY_VIRTUALENVS_CREATE=false {tool}/bin/poetry {_q(*args)}"
-            + f" && cd / && rm -rf {work} {tool}"
+            + f" && mkdir -p {work} {tmp} && cp -a {src}/. {work}/ && cd {work}"
+            + f" && TMPDIR={tmp} POETRY_VIRTUALENVS_CREATE=false {tool}/bin/poetry {_q(*args)}"
+            + f" && cd / && rm -rf {work} {tool} {tmp}"
         )
         mounts = [PIP_CACHE, POETRY_CACHE, f"--mount=type=bind,source={rel},target={src}", *_secret_mounts(self.secret_mounts)]
         return [_run(mounts, command)]

@@ -81,6 +81,8 @@ def test_secret_reaches_the_build_but_not_the_image(unique_name, engine, run_in,
     token_file.write_text("file-" + value)
     image = (
         Image.from_debian_base(install_prefect=False, python_version=(3, 11), name=unique_name)
+        # Secrets are not part of BuildKit's cache key (nor of the uri): a fresh layer per test run.
+        .with_env_vars({"RUN_ID": unique_name})
         .with_commands(
             [
                 # Only hashes of the secrets are kept, as proof that they arrived.
@@ -110,6 +112,7 @@ def test_from_dockerfile_and_its_extension(tmp_path, unique_name, run_in):
     (folder / "Dockerfile").write_text("FROM flyimage/busybox:latest\nCOPY hello.txt /hello.txt\n")
     (folder / "hello.txt").write_text("hello v1\n")
     image = Image.from_dockerfile(folder / "Dockerfile", registry="127.0.0.1:5001", name=unique_name)
+    first_uri = image.uri
     with pytest.raises(SpecError, match="extendable"):
         image.with_env_vars({"A": "1"}).build(push=False)
     result = image.build(push=False)
@@ -125,7 +128,8 @@ def test_from_dockerfile_and_its_extension(tmp_path, unique_name, run_in):
 
     (folder / "hello.txt").write_text("hello v2\n")  # a context file changes the image
     changed = Image.from_dockerfile(folder / "Dockerfile", registry="127.0.0.1:5001", name=unique_name)
-    assert changed.uri != image.uri
+    assert changed.uri != first_uri
+    assert image.uri == changed.uri, "the uri reflects the files' current contents"
     changed.build(push=False)
     assert run_in(changed.uri, "cat /hello.txt").strip() == "hello v2"
 

@@ -165,7 +165,7 @@ def test_uv_and_poetry_render(tmp_path):
     assert "--mount=type=cache,target=/root/.cache/uv" in run
     assert "--mount=type=bind,source=layers/00-uv,target=/tmp/prefect-flyimage/00-uv-src" in run
     assert "uv sync --inexact --locked --no-install-project --no-dev" in run
-    assert run.rstrip().endswith("rm -rf /tmp/prefect-flyimage/00-uv-work /tmp/prefect-flyimage/00-uv-tool")
+    assert run.rstrip().endswith("rm -rf /tmp/prefect-flyimage/00-uv-work /tmp/prefect-flyimage/00-uv-tool /tmp/prefect-flyimage/00-uv-tmp")
     poetry = named().with_poetry_project(tmp_path / "pyproject.toml", project_install_mode="install_project")
     (run,) = run_lines(poetry.dockerfile_text())
     assert "poetry install --no-interaction --no-ansi" in run and "--no-root" not in run
