@@ -221,7 +221,9 @@ def check_run(runs: dict[str, dict[str, Any]], changed_marker: str, engine: Engi
         if runs["c"]["reference"] == runs["a"]["reference"]:
             problems.append("c: reference equals a's although a file changed")
     # The changed file must be in (c)'s image.
-    code, output = engine.run(runs["c"]["reference"], ["tail", "-n", "1", f"/opt/prefect/app/{changed_rel}"], timeout=120)
+    code, output = engine.run(
+        runs["c"]["reference"], ["tail", "-n", "1", f"/opt/prefect/app/{changed_rel}"], timeout=120
+    )
     if code != 0 or changed_marker not in output:
         problems.append(f"c: image does not hold the changed file ({code}: {output.strip()[-200:]})")
     return problems
@@ -249,7 +251,7 @@ def cleanup(engine: Engine, registry: Registry, repos: list[str], keep_ids: set[
             refs.append(ref)
             ours.update(i for i in image_chain(engine, ref) if i not in keep_ids)
     # Stopped containers that builds left behind (Prefect's RUN steps) on our images.
-    for container in api.containers(all=True, filters={"status": "exited"}):
+    for container in api.containers(all=True):
         if container.get("ImageID") in ours:
             try:
                 api.remove_container(container["Id"], force=True)

@@ -17,17 +17,17 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
+
 from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TextIO
 
 import docker
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from .credentials import RegistryCredentials, registry_host
+from .credentials import RegistryCredentials
 from .errors import (
     AuthenticationError,
     BuildError,

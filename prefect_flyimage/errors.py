@@ -122,6 +122,21 @@ class PushUnavailableError(PushError, RegistryUnavailable):
     """A push that could not reach the registry: both a PushError and a RegistryUnavailable."""
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a retry may cure; the one rule every retrying task uses.
+
+    Transient: an unreachable registry (:class:`RegistryUnavailable`, including
+    :class:`PushUnavailableError`) or daemon (:class:`DockerUnavailable`), and any
+    ``TimeoutError``/``ConnectionError`` — among them :class:`BuildTimeout` and
+    :class:`PushTimeout` (a slow mirror or link may be faster next time). Permanent:
+    a refused login (checked first: :class:`PushAuthenticationError` is a
+    ``PushError`` too), a failing Dockerfile step, bad input, and everything else.
+    """
+    if isinstance(exc, AuthenticationError):
+        return False
+    return isinstance(exc, (RegistryUnavailable, DockerUnavailable, TimeoutError, ConnectionError))
+
+
 def redact(text: str, secrets: Iterable[Optional[str]]) -> str:
     """Replace every occurrence of each non-empty secret in ``text`` with ``***``."""
     for secret in secrets:

@@ -36,11 +36,11 @@ from .credentials import RegistryCredentials, registry_host
 from .errors import (
     AuthenticationError,
     ContextError,
-    DockerUnavailable,
     FlyImageError,
     ImageBuildError,
     PushError,
     RegistryUnavailable,
+    is_transient,
     redact,
 )
 
@@ -635,17 +635,6 @@ async def docker_login_fly(
 
 
 # ---- retry policy ------------------------------------------------------------------------
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures worth retrying: an unreachable registry or daemon, an aborted push.
-
-    Authentication errors, invalid input and build failures (including timeouts)
-    return ``False``: retrying them would fail the same way.
-    """
-    if isinstance(exc, (AuthenticationError, ValueError)):
-        return False
-    return isinstance(exc, (RegistryUnavailable, DockerUnavailable, PushError))
 
 
 _TASKS = ("ensure_fly_image", "build_fly_image", "push_fly_image", "login_fly_registry", "retry_on_transient")

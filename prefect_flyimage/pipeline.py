@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from .credentials import CredentialsLike, RegistryCredentials, as_credentials
 from .engine import Engine
@@ -53,6 +53,40 @@ def exists(plan: BuildPlan, credentials: CredentialsLike = None, engine: Optiona
     engine = engine or Engine()
     digest = engine.registry_digest(plan.content_ref, plan_credentials(plan, credentials)) if remote else None
     return Existence(local_match(engine, plan), digest)
+
+
+def publish(
+    engine: Engine,
+    image_id: str,
+    repository: str,
+    tags: Sequence[str],
+    credentials: Optional[RegistryCredentials] = None,
+    *,
+    main_tag: Optional[str] = None,
+    stream_progress_to: Optional[TextIO] = None,
+    timeout: Optional[float] = None,
+) -> str:
+    """Push ``image_id`` as ``repository:tag`` for every tag; return the digest of ``main_tag``.
+
+    Tags missing in the daemon are added first. After the pushes the registry is asked
+    again: the digest is only returned when the registry really holds it, so nothing is
+    ever reported as published that the registry lacks.
+    """
+    main_tag = main_tag or tags[0]
+    digest: Optional[str] = None
+    for tag in tags:
+        ref = ImageRef.parse(f"{repository}:{tag}")
+        info = engine.local_image(ref)
+        if info is None or info["Id"] != image_id:
+            engine.tag(image_id, ref)
+        pushed = engine.push(ref, credentials, stream_progress_to, timeout)
+        if tag == main_tag:
+            digest = pushed
+    main = ImageRef.parse(f"{repository}:{main_tag}")
+    held = engine.registry_digest(main, credentials)
+    if held is None or held != digest:
+        raise PushError(f"pushed {main} as {digest} but the registry reports {held or 'nothing'}", main.registry)
+    return held
 
 
 def ensure(
@@ -124,9 +158,8 @@ def ensure(
             if local_id is None:
                 local_id = engine.pull(plan.content_ref, creds)
                 lap("pull")
-            for t in stale:
-                engine.tag(local_id, refs[t])
-                engine.push(refs[t], creds, stream_progress_to, push_timeout)
+            publish(engine, local_id, plan.repository, [plan.content_tag, *stale], creds,
+                    stream_progress_to=stream_progress_to, timeout=push_timeout)
             lap("push")
             logger.info("%s was in the registry; added tags %s", plan.content_ref, ", ".join(stale))
             return result(image_id=local_id, digest=remote, pushed=True)
@@ -151,21 +184,13 @@ def ensure(
     if not push:
         return result(image_id=image_id, built=built)
 
-    digest: Optional[str] = None
-    for t in tags:
-        pushed_digest = engine.push(refs[t], creds, stream_progress_to, push_timeout)
-        if t == plan.content_tag:
-            digest = pushed_digest
+    digest = publish(
+        engine, image_id, plan.repository, tags, creds,
+        main_tag=plan.content_tag, stream_progress_to=stream_progress_to, timeout=push_timeout,
+    )
     lap("push")
-    # Never report an image as published unless the registry really holds that digest.
-    held = engine.registry_digest(plan.content_ref, creds)
-    if held != digest:
-        raise PushError(
-            f"pushed {plan.content_ref} as {digest} but the registry reports {held or 'nothing'}",
-            ref.registry,
-        )
     logger.info("pushed %s (%s)", ref, digest)
     return result(image_id=image_id, digest=digest, built=built, pushed=True)
 
 
-__all__ = ["Existence", "ensure", "exists", "local_match", "plan_credentials"]
+__all__ = ["Existence", "ensure", "exists", "local_match", "plan_credentials", "publish"]

@@ -56,12 +56,8 @@ from .artifacts import create_build_artifact
 from .credentials import CredentialsLike, RegistryCredentials, as_credentials
 from .engine import Engine
 from .errors import (
-    AuthenticationError,
-    BuildError,
-    DockerUnavailable,
     FlyImageError,
-    PushError,
-    RegistryUnavailable,
+    is_transient,
     redact,
 )
 from .names import ImageRef
@@ -110,27 +106,6 @@ def retry_delays(retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_RETRY_
 
 
 # ---- which failures are worth retrying ---------------------------------------------
-
-_TIMED_OUT = re.compile(r"\btimed out after\b")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures a retry may cure.
-
-    Transient: :class:`RegistryUnavailable` (including ``PushUnavailableError``),
-    :class:`DockerUnavailable`, any ``TimeoutError``/``ConnectionError``, and a build or
-    push the engine cancelled for taking too long. Permanent (never retried): a refused
-    login (:class:`AuthenticationError`), a failing Dockerfile (:class:`BuildError`), a bad
-    context or reference (:class:`ContextError`, :class:`InvalidReferenceError` — both
-    ``ValueError``), and every other error.
-    """
-    if isinstance(exc, AuthenticationError):
-        return False  # checked first: PushAuthenticationError is also a PushError
-    if isinstance(exc, (RegistryUnavailable, DockerUnavailable, TimeoutError, ConnectionError)):
-        return True
-    # The engine reports its own timeouts as BuildError/PushError; only the message tells.
-    return isinstance(exc, (BuildError, PushError)) and bool(_TIMED_OUT.search(str(exc)))
-
 
 def retry_on_transient(task: Task[..., Any], task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only when :func:`is_transient` says so."""
@@ -521,18 +496,9 @@ def _push(
             "(build_image_task) or use ensure_image_task, which builds as needed"
         )
     mark = time.monotonic()
-    digest: Optional[str] = None
-    for tag in target.tags:
-        if engine.local_image(target.ref(tag)) is None:
-            engine.tag(local["Id"], target.ref(tag))
-        pushed = engine.push(target.ref(tag), creds, stream, timeout)
-        if tag == target.content_tag:
-            digest = pushed
+    digest = pipeline.publish(engine, local["Id"], target.repository, target.tags, creds,
+                     main_tag=target.content_tag, stream_progress_to=stream, timeout=timeout)
     timings["push"] = round(time.monotonic() - mark, 4)
-    # As in pipeline.ensure: never report an image as published unless the registry holds it.
-    held = engine.registry_digest(content_ref, creds)
-    if held != digest:
-        raise PushError(f"pushed {content_ref} as {digest} but the registry reports {held or 'nothing'}", content_ref.registry)
     return done(digest=digest, pushed=True, image_id=local["Id"])
 
 

@@ -49,7 +49,7 @@ from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..docker_image import plan_for_build, resolve_image_name
 from ..dockerfile import default_dockerfile_text
 from ..engine import Engine
-from ..errors import FlyImageError, PushError
+from ..errors import FlyImageError
 from ..names import ImageRef, parse_image_tag
 from ..plan import PLAN_LABEL, BuildResult
 
@@ -264,16 +264,8 @@ def push_reference(
                 size=local.get("Size"), tags=tuple(tags), timings=timings,
             )
     mark = time.monotonic()
-    digest: Optional[str] = None
-    for ref in refs:
-        if engine.local_image(ref) is None:
-            engine.tag(local["Id"], ref)
-        pushed = engine.push(ref, credentials, sys.stdout)
-        digest = digest or pushed
+    digest = pipeline.publish(engine, local["Id"], name, tags, credentials, stream_progress_to=sys.stdout)
     timings["push"] = round(time.monotonic() - mark, 4)
-    held = engine.registry_digest(main, credentials)
-    if held != digest:
-        raise PushError(f"pushed {main} as {digest} but the registry reports {held or 'nothing'}", main.registry)
     timings["total"] = round(time.monotonic() - started, 4)
     return BuildResult(
         reference=str(main), plan_hash=_plan_label(local), image_id=local["Id"], digest=digest, pushed=True,

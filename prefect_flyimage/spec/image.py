@@ -590,9 +590,7 @@ class Image:
     @property
     def tag(self) -> str:
         """The tag of :attr:`uri`: the first :data:`URI_TAG_LENGTH` hex digits of the spec hash."""
-        if self.is_reference:
-            return ImageRef.parse(self.uri).tag or "latest"
-        return self.spec_hash()[:URI_TAG_LENGTH]
+        return ImageRef.parse(self.uri).tag or "latest"
 
     @property
     def uri(self) -> str:
@@ -609,7 +607,7 @@ class Image:
             base = self.resolved_base_image
             assert base is not None  # validate() checked
             return base
-        return f"{self.repository}:{self.tag}"
+        return f"{self.repository}:{self._hash()[:URI_TAG_LENGTH]}"
 
     @property
     def reference(self) -> str:
@@ -746,6 +744,9 @@ class Image:
         are the URI's other parts), and the values of secrets.
         """
         self.validate()
+        return self._hash()
+
+    def _hash(self) -> str:
         h = hashlib.sha256(_HASH_DOMAIN)
         if self.dockerfile is not None:
             folder = BuildContext(self.dockerfile.parent, self.dockerfile.name)
@@ -823,7 +824,7 @@ class Image:
             raise SpecError(problems)
         if network is None:
             network = config.load_settings().get("build_network", env=config.ENV_PREFIX + "BUILD_NETWORK")
-        spec_hash = self.spec_hash()
+        spec_hash = self._hash()
         secrets = self.secrets
         needs_buildkit = bool(secrets) or any(layer.needs_buildkit for layer in self._layers)
         common: dict[str, Any] = dict(
@@ -922,9 +923,10 @@ class Image:
         if problems:
             raise SpecError(problems)
         engine = engine or Engine()
-        creds = as_credentials(credentials, registry=ImageRef.parse(self.uri).registry) or self.credentials()
+        creds = as_credentials(credentials, registry=ImageRef.parse(f"{self.repository}:x").registry) or self.credentials()
         if not force:
-            uri, spec_hash = self.uri, self.spec_hash()
+            spec_hash = self._hash()
+            uri = f"{self.repository}:{spec_hash[:URI_TAG_LENGTH]}"
             info = engine.local_image(uri)
             labels = ((info or {}).get("Config") or {}).get("Labels") or {}
             local_id = info["Id"] if info and labels.get(SPEC_LABEL) == spec_hash else None
@@ -935,9 +937,9 @@ class Image:
                 except RegistryUnavailable:
                     digest = None  # ensure() decides (and reports the outage when pushing)
                 if digest:
-                    return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, digest=digest, tags=(self.tag,))
+                    return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, digest=digest, tags=(spec_hash[:URI_TAG_LENGTH],))
             elif local_id:
-                return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, tags=(self.tag,))
+                return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, tags=(spec_hash[:URI_TAG_LENGTH],))
         with self.staged_plan(network=network) as plan:
             return ensure(
                 plan, push=push, force=force, credentials=creds, stream_progress_to=stream_progress_to,

@@ -24,7 +24,7 @@ import shlex
 import shutil
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import ClassVar, Iterable, Literal, Optional, Sequence, Union
@@ -220,10 +220,10 @@ class FolderContext(BuildContext):
 
     def paths(self) -> list[str]:  # noqa: D102 - see BuildContext.paths
         patterns = [*self.patterns, *read_dockerignore(self.root)]
-        cache = self._cache
-        cacheable = cache is not None and not any(p.startswith("!") for p in patterns)
+        # '!' patterns make docker-py walk excluded folders too: list those trees afresh.
+        cache = self._cache if not any(p.startswith("!") for p in patterns) else None
         key = json.dumps([patterns, None, "spec-folder"])
-        if cacheable:
+        if cache is not None:
             cached = cache.listing(key, self.root)
             if cached is not None:
                 return cached
@@ -231,7 +231,7 @@ class FolderContext(BuildContext):
             found = sorted(p.replace(os.sep, "/") for p in exclude_paths(str(self.root), list(patterns)))
         except OSError as exc:
             raise ContextError(f"cannot list folder {str(self.root)!r}: {exc}", exc.filename) from None
-        if cacheable:
+        if cache is not None:
             cache.put_listing(key, self.root, found)
         return found
 
@@ -412,7 +412,11 @@ class PipPackages(PipOptions):
         problems = super().problems(ctx)
         if not self.packages:
             problems.append("with_pip_packages(): no packages given")
-        problems += [f"with_pip_packages(): package spec {p!r} must not contain a line break" for p in self.packages if "\n" in p]
+        for p in self.packages:
+            if "\n" in p:
+                problems.append(f"with_pip_packages(): package spec {p!r} must not contain a line break")
+            elif p.startswith("-"):
+                problems.append(f"with_pip_packages(): {p!r} is an option, not a package; pass options in extra_args=")
         return problems
 
     def describe(self) -> str:  # noqa: D102
@@ -483,16 +487,10 @@ InstallMode = Literal["dependencies_only", "install_project"]
 _INSTALL_MODES = ("dependencies_only", "install_project")
 
 
-def _project_entries(src: Path, patterns: Sequence[str], always: Sequence[Path]) -> list[tuple[str, str]]:
-    """A project folder's entries after ``.dockerignore``, forcing ``always`` in (lock files)."""
+def _project_entries(src: Path, patterns: Sequence[str]) -> list[tuple[str, str]]:
+    """A project folder's entries after ``.dockerignore`` (its pyproject and lock are staged separately)."""
     ctx = FolderContext(src, patterns)
-    entries = [(e.path, e.kind) for e in ctx.entries()]
-    have = {p for p, _ in entries}
-    for path in always:
-        rel = path.name
-        if rel not in have:
-            entries.append((rel, "file"))
-    return entries
+    return [(e.path, e.kind) for e in ctx.entries()]
 
 
 @dataclass(frozen=True)
@@ -516,7 +514,7 @@ class UVProject(PipOptions):
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         rel = ctx.path(self.kind)
         if self.project_install_mode == "install_project":
-            ctx.stage_entries(self.pyproject.parent, _project_entries(self.pyproject.parent, ctx.ignore, self._files()), rel)
+            ctx.stage_entries(self.pyproject.parent, _project_entries(self.pyproject.parent, ctx.ignore), rel)
             # A lock or pyproject that .dockerignore or another name hid must still be there.
             ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         else:
@@ -563,10 +561,12 @@ class UVProject(PipOptions):
 
 @dataclass(frozen=True)
 class PoetryProject(Layer):
-    """``poetry install`` of a Poetry project into the image's Python.
+    """``poetry install --no-root`` of a Poetry project into the image's Python.
 
     Poetry runs from a throw-away virtualenv and installs into the environment of the
-    image's ``python3`` (``$VIRTUAL_ENV`` when the base activates one).
+    image's ``python3`` (``$VIRTUAL_ENV`` when the base activates one). With
+    ``install_project`` the project itself is then built and installed with
+    ``pip install --no-deps .`` (not editable: its sources are not kept).
     """
 
     pyproject: Path = Path("pyproject.toml")
@@ -587,21 +587,26 @@ class PoetryProject(Layer):
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         rel = ctx.path(self.kind)
         if self.project_install_mode == "install_project":
-            ctx.stage_entries(self.pyproject.parent, _project_entries(self.pyproject.parent, ctx.ignore, [self.pyproject]), rel)
+            ctx.stage_entries(self.pyproject.parent, _project_entries(self.pyproject.parent, ctx.ignore), rel)
         ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         ctx.stage_file(self.poetry_lock, f"{rel}/poetry.lock")
         src, work, tool, tmp = (ctx.scratch(k) for k in ("poetry-src", "poetry-work", "poetry-tool", "poetry-tmp"))
-        args = ["install", "--no-interaction", "--no-ansi"]
-        if self.project_install_mode == "dependencies_only":
-            args.append("--no-root")
+        # Poetry installs the project itself only in editable mode, pointing into the work
+        # folder this step deletes: install the dependencies with Poetry, the project with pip.
+        args = ["install", "--no-interaction", "--no-ansi", "--no-root"]
         if self.extra_args:
-            args += [a for a in shlex.split(self.extra_args) if not (a == "--no-root" and "--no-root" in args)]
+            args += [a for a in shlex.split(self.extra_args) if a != "--no-root"]
+        install_root = " && python3 -m pip install --no-deps ." if self.project_install_mode == "install_project" else ""
         command = (
             _secret_exports(self.secret_mounts)
             + f'VIRTUAL_ENV="${{VIRTUAL_ENV:-{PY_PREFIX}}}" && export VIRTUAL_ENV'
             + f" && python3 -m venv {tool} && {tool}/bin/pip install {_q(POETRY_REQUIREMENT)}"
             + f" && mkdir -p {work} {tmp} && cp -a {src}/. {work}/ && cd {work}"
-            + f" && TMPDIR={tmp} POETRY_VIRTUALENVS_CREATE=false {tool}/bin/poetry {_q(*args)}"
+            # Poetry's requests trusts certifi only: point it at the image's CA store (which
+            # may hold a company CA) unless the caller chose a bundle.
+            + " && { [ -n \"${REQUESTS_CA_BUNDLE:-}\" ] || [ ! -f /etc/ssl/certs/ca-certificates.crt ]"
+            + " || { REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt && export REQUESTS_CA_BUNDLE; }; }"
+            + f" && TMPDIR={tmp} POETRY_VIRTUALENVS_CREATE=false {tool}/bin/poetry {_q(*args)}{install_root}"
             + f" && cd / && rm -rf {work} {tool} {tmp}"
         )
         mounts = [PIP_CACHE, POETRY_CACHE, f"--mount=type=bind,source={rel},target={src}", *_secret_mounts(self.secret_mounts)]

@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Lo
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
-from prefect_flyimage import AuthenticationError, BuildError, BuildPlan, Engine, RegistryCredentials
+from prefect_flyimage import AuthenticationError, BuildError, BuildPlan, BuildTimeout, Engine, RegistryCredentials
 from prefect_flyimage.artifacts import artifact_key
 from prefect_flyimage.tasks import (
     build_image_task,
@@ -329,6 +329,6 @@ def test_build_timeout_is_retried(prefect_server, tmp_path, busybox_image, regis
     plan = plan_of(tmp_path, f"{registry_noauth.host}/{unique_name}")
     state = _run(configure_retries(build_image_task, retries=1, backoff=0), plan, build_timeout=2)
     assert state.is_failed()
-    with pytest.raises(BuildError, match="timed out"):
+    with pytest.raises(BuildTimeout, match="timed out"):
         state.result()
     assert _attempts(state) == 2

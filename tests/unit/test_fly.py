@@ -224,7 +224,9 @@ def test_missing_dockerfile_in_default_context_names_the_cwd(monkeypatch: pytest
     [
         (errors.RegistryUnavailable("down", "r"), True),
         (errors.PushUnavailableError("down", "r"), True),
-        (errors.PushError("aborted", "r"), True),
+        (errors.PushTimeout("aborted", "r"), True),
+        (errors.BuildTimeout("timed out"), True),
+        (errors.PushError("manifest invalid", "r"), False),
         (errors.DockerUnavailable("no daemon"), True),
         (errors.AuthenticationError("denied", "r"), False),
         (errors.PushAuthenticationError("denied", "r"), False),

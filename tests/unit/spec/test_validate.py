@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -81,6 +80,7 @@ def test_missing_dockerfile_and_bad_names(tmp_path):
         (lambda i: i.with_commands(["echo a\necho b"]), "several lines"),
         (lambda i: i.with_commands([]), "no commands"),
         (lambda i: i.with_pip_packages(), "no packages"),
+        (lambda i: i.with_pip_packages("--no-deps", "six"), "pass options in extra_args"),
         (lambda i: i.with_pip_packages("six", index_url="https://user:hunter2@pypi.example/simple"), "embeds a password"),
         (lambda i: i.with_pip_packages("six", extra_args="--opt 'unclosed"), "cannot be split"),
         (lambda i: i.with_apt_packages("--allow-unauthenticated"), "not a package name"),
