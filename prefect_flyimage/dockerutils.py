@@ -74,9 +74,10 @@ def build_image(
     if tag is not None:
         ImageRef.parse(tag)  # a bad tag is an input error, not a daemon error
     labels = {**IMAGE_LABELS, **(kwargs.pop("labels", None) or {})}
-    return Engine().build_classic(
-        root, dockerfile, tag, stream=stream_progress_to, pull=pull, platform=platform, labels=labels, **kwargs
-    )
+    with Engine() as engine:
+        return engine.build_classic(
+            root, dockerfile, tag, stream=stream_progress_to, pull=pull, platform=platform, labels=labels, **kwargs
+        )
 
 
 def push_image(
@@ -102,10 +103,10 @@ def push_image(
         tag = slugify(pendulum.now("UTC").isoformat())
     registry = urlsplit(registry_url).netloc if "://" in registry_url else registry_url.split("/")[0]
     ref = ImageRef.parse(f"{registry}/{name}:{tag}")
-    engine = Engine()
-    engine.tag(image_id, ref)
-    try:
-        engine.push(ref, stream=stream_progress_to)
-    finally:
-        engine.remove(ref)
+    with Engine() as engine:
+        engine.tag(image_id, ref)
+        try:
+            engine.push(ref, stream=stream_progress_to)
+        finally:
+            engine.remove(ref)
     return str(ref)

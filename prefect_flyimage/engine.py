@@ -194,7 +194,20 @@ class Engine:
 
     def __init__(self, client: Optional[docker.DockerClient] = None) -> None:
         self._client = client
+        self._owns_client = client is None
         self._bridge: Optional[bool] = None
+
+    def close(self) -> None:
+        """Close the docker-py client if this engine created it."""
+        if self._client is not None and self._owns_client:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def client(self) -> docker.DockerClient:

@@ -50,7 +50,9 @@ def local_match(engine: Engine, plan: BuildPlan) -> Optional[str]:
 
 def exists(plan: BuildPlan, credentials: CredentialsLike = None, engine: Optional[Engine] = None, *, remote: bool = True) -> Existence:
     """Check the daemon and (if ``remote``) the registry for the plan's content tag."""
-    engine = engine or Engine()
+    if engine is None:
+        with Engine() as own:
+            return exists(plan, credentials, own, remote=remote)
     digest = engine.registry_digest(plan.content_ref, plan_credentials(plan, credentials)) if remote else None
     return Existence(local_match(engine, plan), digest)
 
@@ -114,7 +116,13 @@ def ensure(
     - After a push, the registry is asked again: a result is only returned when the
       registry holds the pushed digest.
     """
-    engine = engine or Engine()
+    if engine is None:
+        with Engine() as own:
+            return ensure(
+                plan, push=push, force=force, credentials=credentials, stream_progress_to=stream_progress_to,
+                engine=own, build_timeout=build_timeout, push_timeout=push_timeout, verify=verify,
+                build_kwargs=build_kwargs,
+            )
     creds = plan_credentials(plan, credentials)
     timings: dict[str, float] = {}
     started = time.monotonic()
