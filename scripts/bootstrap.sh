@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -f pyproject.toml ]] || { echo "bootstrap: no pyproject.toml in $(pwd)" >&2; exit 1; }
-python3 -m pip --version >/dev/null 2>&1 || { echo "bootstrap: python3 has no pip" >&2; exit 1; }
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    # A bare Debian python3 has no pip: take Debian's.
+    echo "bootstrap: installing python3-pip with apt-get" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip python3-venv >/dev/null
+fi
 opts=(-q --disable-pip-version-check --root-user-action=ignore)
 # a Debian system python refuses pip installs (PEP 668) unless told
 if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
