@@ -33,7 +33,8 @@ neither contestant pays for uploading them. Contestants alternate who goes first
 each repeat. Differences that are the products' own are kept: ours hashes the
 context (cold in (a)), checks the registry and re-reads the digest after a push,
 and removes intermediate containers (docker-py's ``rm=True``); Prefect's build leaves
-the RUN step's stopped container behind (docker-py's default ``rm=False``).
+the RUN and LABEL steps' stopped containers behind (docker-py's default ``rm=False``;
+``--prefect-rm`` gives Prefect ``rm=True`` too, to compare like with like).
 
 Results are medians over ``--repeats`` runs and ratios Prefect time / our time
 (> 1: ours faster). Nothing asserts; aims are printed next to the figures.
@@ -44,7 +45,7 @@ collection), temp dirs.
 Usage (services up: ``source /var/tmp/prefect-flyimage/env``)::
 
     python3 benchmarks/deploy_image.py [--repeats 3] [--files 2000] [--mib 20] [--ignored-mib 50]
-        [--base prefect|busybox] [--registry auth|noauth|HOST:PORT] [--json out.json]
+        [--base prefect|busybox] [--registry auth|noauth|HOST:PORT] [--prefect-rm] [--json out.json]
 
 Not part of the test suite.
 """
@@ -190,11 +191,11 @@ class Registry:
 
 
 # ---- one deploy ----------------------------------------------------------------------------
-def deploy(contestant: str, name: str, project: Path) -> dict[str, Any]:
+def deploy(contestant: str, name: str, project: Path, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Construct, build and push; return times and what happened."""
     cls: Callable[..., Any] = PrefectDockerImage if contestant == "prefect" else FlyDockerImage
     t0 = time.perf_counter()
-    image = cls(name, dockerfile="Dockerfile", stream_progress_to=None, context=project, **BUILD_KWARGS)
+    image = cls(name, dockerfile="Dockerfile", stream_progress_to=None, context=project, **BUILD_KWARGS, **(extra or {}))
     image.build()
     t1 = time.perf_counter()
     image.push()
@@ -283,6 +284,9 @@ def main() -> None:
                     help="auth ($FLYIMAGE_REGISTRY, logged in via a temp DOCKER_CONFIG; default), "
                          "noauth ($FLYIMAGE_REGISTRY_NOAUTH) or HOST:PORT (no auth)")
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where the temporary project goes")
+    ap.add_argument("--prefect-rm", action="store_true",
+                    help="pass rm=True, forcerm=True to Prefect's build too (ours always removes intermediate "
+                         "containers; Prefect by default leaves them), to compare like with like")
     ap.add_argument("--json", type=Path, help="also write every measurement to this file")
     args = ap.parse_args()
 
@@ -320,11 +324,15 @@ def main() -> None:
     try:
         if creds:
             engine.cli_login(creds, config_dir=str(docker_config))
+            engine.close()
             engine = Engine()  # a client that has read the new docker config
         print(f"project: {args.files} files, {args.mib:g} MiB + data/ {args.ignored_mib:g} MiB ignored, at {project}")
         sources = make_project(project, args.files, int(args.mib * (1 << 20)), int(args.ignored_mib * (1 << 20)), base_image)
         print(f"base image {base_image}; registry {host} ({'auth, docker login' if creds else 'no auth'}); "
-              f"{args.repeats} repeat(s); load average {os.getloadavg()[0]:.2f}")
+              f"{args.repeats} repeat(s); {os.cpu_count()} cores; docker {engine.client.version().get('Version')}; "
+              f"load average {os.getloadavg()[0]:.2f}")
+        if args.prefect_rm:
+            print("Prefect's build gets rm=True, forcerm=True (--prefect-rm)")
 
         # Put the base image's layers in the registry once, so neither contestant's first
         # push pays for them (both then mount/skip them the same way).
@@ -344,15 +352,16 @@ def main() -> None:
                 rewrite_in_place(project / "salt.txt", f"{run} {contestant} {r} {uuid.uuid4()}\n")
                 shutil.rmtree(cache, ignore_errors=True)
                 os.environ["PREFECT_FLYIMAGE_CACHE_DIR"] = str(cache)
-                runs["a"] = deploy(contestant, name, project)
+                extra = {"rm": True, "forcerm": True} if args.prefect_rm and contestant == "prefect" else None
+                runs["a"] = deploy(contestant, name, project, extra)
                 # (b) nothing changed.
-                runs["b"] = deploy(contestant, name, project)
+                runs["b"] = deploy(contestant, name, project, extra)
                 # (c) one source file edited.
                 changed = rng.choice(sources)
                 marker = f"# edited {uuid.uuid4().hex}"
                 path = project / changed
                 rewrite_in_place(path, path.read_text() + f"\n{marker}\n")
-                runs["c"] = deploy(contestant, name, project)
+                runs["c"] = deploy(contestant, name, project, extra)
                 problems += [f"{contestant} r{r} {p}" for p in check_run(runs, marker, engine, changed)]
                 for s in SCENARIOS:
                     samples[contestant][s].append(runs[s])
@@ -363,6 +372,7 @@ def main() -> None:
         try:
             cleanup(engine, registry, repos, keep_ids)
         finally:
+            engine.close()
             shutil.rmtree(work, ignore_errors=True)
             for k, v in saved_env.items():
                 if v is None:

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from docker.utils.build import exclude_paths
 
@@ -208,12 +208,23 @@ class BuildContext:
         dockerfile: the Dockerfile's path relative to ``root`` (docker always sends it,
             even when ``.dockerignore`` excludes it), or ``None`` when the Dockerfile
             lives outside the context.
-        use_cache: keep and consult the persistent stat cache.
+        use_cache: keep and consult the persistent stat cache (off for throw-away
+            folders, which would otherwise leave one cache file each).
+        extra_patterns: ``.dockerignore`` patterns applied before the folder's own file
+            (so a ``!`` line in the folder can re-include what they exclude).
     """
 
-    def __init__(self, root: Path | str, dockerfile: Optional[str] = "Dockerfile", *, use_cache: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        dockerfile: Optional[str] = "Dockerfile",
+        *,
+        use_cache: bool = True,
+        extra_patterns: Sequence[str] = (),
+    ) -> None:
         self.root = check_context_dir(root)
         self.dockerfile = dockerfile
+        self.extra_patterns = tuple(extra_patterns)
         self.use_cache = use_cache
         self._entries: Optional[list[ContextEntry]] = None
         self._cache: Optional[StatCache] = StatCache(self.root) if use_cache else None
@@ -226,7 +237,7 @@ class BuildContext:
         Patterns with ``!`` exceptions make docker-py walk excluded folders too, so
         those trees are always listed afresh.
         """
-        patterns = read_dockerignore(self.root)
+        patterns = [*self.extra_patterns, *read_dockerignore(self.root)]
         cacheable = self._cache is not None and not any(p.startswith("!") for p in patterns)
         key = json.dumps([patterns, self.dockerfile])
         if cacheable:

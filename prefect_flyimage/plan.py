@@ -82,6 +82,8 @@ class BuildPlan:
     no_cache: bool = False
     backend: str = "auto"
     dockerfile_name: Optional[str] = field(default=None, compare=False)
+    #: Use the persistent stat cache when hashing the context; off for staged, throw-away contexts.
+    stat_cache: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", check_context_dir(self.context))
@@ -144,7 +146,7 @@ class BuildPlan:
     @cached_property
     def build_context(self) -> BuildContext:
         """The :class:`BuildContext` (file list and digests) this plan sends to Docker."""
-        return BuildContext(self.context, self.dockerfile_name)
+        return BuildContext(self.context, self.dockerfile_name, use_cache=self.stat_cache)
 
     @cached_property
     def hash(self) -> str:

@@ -849,12 +849,10 @@ class Image:
             parent = BuildContext(self.dockerfile.parent, self.dockerfile.name)
             LayerContext(0, stage_root=root).stage_entries(parent.root, ((e.path, e.kind) for e in parent.entries()), ".")
         text = self._render(root)
-        plan = BuildPlan(context=root, dockerfile_text=text, repository=self.repository,
-                         labels=tuple(common.pop("labels").items()), **common)
         # The staged folder is thrown away after the build: hash it without the persistent
         # stat cache, which would otherwise keep one entry file per build.
-        plan.__dict__["build_context"] = BuildContext(plan.context, None, use_cache=False)
-        return plan
+        return BuildPlan(context=root, dockerfile_text=text, repository=self.repository,
+                         labels=tuple(common.pop("labels").items()), stat_cache=False, **common)
 
     @contextmanager
     def staged_plan(self, **options: Any) -> Iterator[BuildPlan]:

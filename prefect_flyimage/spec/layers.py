@@ -30,10 +30,10 @@ from types import ModuleType
 from typing import ClassVar, Iterable, Literal, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
-from docker.utils.build import PatternMatcher, exclude_paths
+from docker.utils.build import PatternMatcher
 
 from ..context import BuildContext, hash_file, read_dockerignore
-from ..errors import ContextError, SpecError
+from ..errors import SpecError
 from ..plan import BuildSecret
 from .config import read_script_metadata
 
@@ -206,34 +206,14 @@ def file_digest(path: Path) -> str:
         raise SpecError([f"cannot read {str(path)!r}: {exc.strerror or exc}"]) from None
 
 
-class FolderContext(BuildContext):
+def FolderContext(root: Path | str, patterns: Sequence[str] = ()) -> BuildContext:
     """A :class:`BuildContext` of a folder with extra ``.dockerignore`` patterns.
 
     ``patterns`` come first, then the folder's own ``.dockerignore``, so a ``!`` line in
-    the folder can re-include what a default pattern excludes. Digests still go through
-    the persistent stat cache of the folder.
+    the folder can re-include what a default pattern excludes. Digests go through the
+    persistent stat cache of the folder.
     """
-
-    def __init__(self, root: Path | str, patterns: Sequence[str] = ()) -> None:
-        super().__init__(root, None)
-        self.patterns = tuple(patterns)
-
-    def paths(self) -> list[str]:  # noqa: D102 - see BuildContext.paths
-        patterns = [*self.patterns, *read_dockerignore(self.root)]
-        # '!' patterns make docker-py walk excluded folders too: list those trees afresh.
-        cache = self._cache if not any(p.startswith("!") for p in patterns) else None
-        key = json.dumps([patterns, None, "spec-folder"])
-        if cache is not None:
-            cached = cache.listing(key, self.root)
-            if cached is not None:
-                return cached
-        try:
-            found = sorted(p.replace(os.sep, "/") for p in exclude_paths(str(self.root), list(patterns)))
-        except OSError as exc:
-            raise ContextError(f"cannot list folder {str(self.root)!r}: {exc}", exc.filename) from None
-        if cache is not None:
-            cache.put_listing(key, self.root, found)
-        return found
+    return BuildContext(root, None, extra_patterns=patterns)
 
 
 @dataclass

@@ -169,3 +169,15 @@ def test_uv_and_poetry_render(tmp_path):
     (run,) = run_lines(poetry.dockerfile_text())
     assert "poetry install --no-interaction --no-ansi --no-root && python3 -m pip install --no-deps ." in run
     assert "POETRY_VIRTUALENVS_CREATE=false" in run
+
+
+def test_staging_keeps_symlinks_and_modes(project):
+    (project / "src" / "link.py").symlink_to("pkg/core.py")
+    (project / "src" / "pkg" / "tool.sh").write_text("#!/bin/sh\n")
+    os.chmod(project / "src" / "pkg" / "tool.sh", 0o750)
+    os.chmod(project / "src" / "pkg", 0o750)
+    with named().with_source_folder(project / "src").staged_plan() as plan:
+        staged = plan.context / "layers" / "00-folder"
+        assert os.readlink(staged / "link.py") == "pkg/core.py"
+        assert os.stat(staged / "pkg" / "tool.sh").st_mode & 0o777 == 0o750
+        assert os.stat(staged / "pkg").st_mode & 0o777 == 0o750
