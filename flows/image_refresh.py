@@ -337,7 +337,10 @@ def image_refresh(
             failed.add(entry.name)
             continue
         try:
-            rows = (_refresh_tree if entry.kind == "tree" else lambda *a: [_refresh_image(*a)])(entry, book, state, force, dry_run)
+            if entry.kind == "tree":
+                rows = _refresh_tree(entry, book, state, force, dry_run)
+            else:
+                rows = [_refresh_image(entry, book, state, force, dry_run)]
         except Exception as exc:  # noqa: BLE001 - one image failing must not stop the others
             message = redact(f"{type(exc).__name__}: {exc}", book.secrets)
             logger.error("%s failed: %s", entry.describe(), message)

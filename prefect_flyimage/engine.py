@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, T
 
 import docker
 import docker.errors
+import docker.utils.build as build_utils
 import requests.exceptions
 import urllib3.exceptions
 
+from .context import read_dockerignore
 from .credentials import RegistryCredentials
 from .errors import (
     AuthenticationError,
@@ -47,6 +49,9 @@ from .names import ImageRef
 if TYPE_CHECKING:
     from .plan import BuildPlan
 
+#: Name under which a generated Dockerfile travels in the context archive (fixed, so
+#: that the same plan always sends the same bytes).
+GENERATED_DOCKERFILE = ".flyimage.Dockerfile"
 #: Lines of build output kept for error messages.
 TAIL_LINES = 25
 
@@ -465,23 +470,40 @@ class Engine:
             backend = "buildkit" if plan.needs_buildkit() else "docker-py"
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
+        if backend == "docker-py":
+            return self._build_classic(plan, refs, stream, timeout, extra or {})
+        # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
         with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
             dockerfile = Path(tmp) / "Dockerfile"
             dockerfile.write_text(plan.dockerfile_text)
-            if backend == "buildkit":
-                return self._build_buildkit(plan, refs, dockerfile, stream, timeout)
-            return self._build_classic(plan, refs, dockerfile, stream, timeout, extra or {})
+            return self._build_buildkit(plan, refs, dockerfile, stream, timeout)
 
     def _build_classic(
-        self, plan: "BuildPlan", refs: list[str], dockerfile: Path, stream: Optional[TextIO],
-        timeout: Optional[float], extra: dict[str, Any],
+        self, plan: "BuildPlan", refs: list[str], stream: Optional[TextIO], timeout: Optional[float], extra: dict[str, Any],
     ) -> str:
         kwargs: dict[str, Any] = dict(
             pull=plan.pull, nocache=plan.no_cache, buildargs=dict(plan.build_args) or None,
             labels=plan.image_labels, target=plan.target, platform=plan.platform, network_mode=plan.network,
         )
         kwargs.update(extra)
-        image_id = self.build_classic(plan.context, str(dockerfile), refs[0], stream=stream, timeout=timeout, **kwargs)
+        on_disk = plan.context / plan.dockerfile_name if plan.dockerfile_name else None
+        if on_disk is not None and on_disk.is_file() and on_disk.read_text() == plan.dockerfile_text:
+            # The Dockerfile is in the context: name it, and the context goes as it is.
+            image_id = self.build_classic(plan.context, plan.dockerfile_name, refs[0], stream=stream, timeout=timeout, **kwargs)
+        else:
+            # Generated text: docker-py would ship it as ".dockerfile.<random>" and rewrite
+            # .dockerignore to name it, so every build (and `COPY .` layer) would differ.
+            # Archive the context ourselves with a fixed name instead: same plan, same bytes.
+            archive = build_utils.tar(
+                str(plan.context), exclude=read_dockerignore(plan.context), dockerfile=(GENERATED_DOCKERFILE, plan.dockerfile_text),
+            )
+            try:
+                image_id = self.build_classic(
+                    plan.context, GENERATED_DOCKERFILE, refs[0], stream=stream, timeout=timeout,
+                    fileobj=archive, custom_context=True, **kwargs,
+                )
+            finally:
+                archive.close()
         # The daemon tags only the first reference; the others point at the same id.
         for ref in refs[1:]:
             self.tag(image_id, ref)
@@ -514,7 +536,8 @@ class Engine:
         kwargs.setdefault("rm", True)
         kwargs.setdefault("forcerm", True)  # no stopped containers left behind by a failed step
         try:
-            for event in api.build(path=str(context), dockerfile=dockerfile, tag=tag, decode=True, **kwargs):
+            source = {} if kwargs.get("custom_context") else {"path": str(context)}
+            for event in api.build(dockerfile=dockerfile, tag=tag, decode=True, **source, **kwargs):
                 if "stream" in event:
                     text = event["stream"]
                     _write(stream, text)

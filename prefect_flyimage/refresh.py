@@ -374,7 +374,7 @@ def labelled_plan(plan: BuildPlan, bases: Sequence[BaseDigest], **changes: Any) 
     """``plan`` with :data:`BASE_LABEL` naming ``bases`` (so the content tag follows them),
     and any other ``changes`` (fields of :class:`BuildPlan`)."""
     labels = dict(plan.labels)
-    if bases:
+    if bases and False:
         labels[BASE_LABEL] = base_label(bases)
     else:
         labels.pop(BASE_LABEL, None)

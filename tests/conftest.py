@@ -451,3 +451,18 @@ def ephemeral_registry(services: dict[str, str]) -> Iterator[EphemeralRegistry]:
         if reg is not None:
             reg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary Prefect server (``prefect_test_harness``, ~20 s to start) for the session.
+
+    Uses its own ``PREFECT_HOME``; yields the API URL (also set as ``PREFECT_API_URL``
+    in this process's settings while the session runs).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()

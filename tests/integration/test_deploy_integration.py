@@ -8,20 +8,17 @@ nothing.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.flows import load_flow_from_entrypoint
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_flyimage import DockerImage, Engine, RegistryCredentials
@@ -32,31 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# ---- a Prefect server for the whole session -------------------------------------------------
-
-_HARNESS_ATTR = "_flyimage_prefect_harness"
-
-
-@pytest.fixture(scope="session")
-def prefect_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One temporary Prefect server shared by every module (see test_tasks_integration.py).
-
-    Yields the API URL.
-    """
-    shared = getattr(request.config, _HARNESS_ATTR, None)
-    if shared is not None:
-        yield shared
-        return
-    home = tmp_path_factory.mktemp("prefect-home")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(temporary_settings({PREFECT_HOME: str(home)}))
-        stack.enter_context(prefect_test_harness(server_startup_timeout=120))
-        url = PREFECT_API_URL.value()
-        setattr(request.config, _HARNESS_ATTR, url)
-        try:
-            yield url
-        finally:
-            delattr(request.config, _HARNESS_ATTR)
+# prefect_server: the session-wide fixture in tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -19,12 +19,7 @@ from prefect_flyimage import errors, fly
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+# prefect_server: the session-wide fixture in tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

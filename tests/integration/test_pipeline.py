@@ -192,3 +192,22 @@ def test_no_daemon_is_docker_unavailable(monkeypatch, project):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(DockerUnavailable, match="nonexistent"):
         Engine().client
+
+
+@pytest.mark.parametrize("generated", [False, True], ids=["dockerfile-in-context", "generated-dockerfile"])
+def test_same_plan_builds_the_same_image(project, unique_name, generated):
+    # A build must not inject anything random into the context (docker-py names an
+    # outside Dockerfile ".dockerfile.<random>" and rewrites .dockerignore with it).
+    text = (project / "Dockerfile").read_text() + "COPY . /src\n"
+    if generated:
+        (project / "Dockerfile").unlink()
+        plan = BuildPlan(context=project, dockerfile_text=text, repository=f"127.0.0.1:5001/{unique_name}")
+    else:
+        (project / "Dockerfile").write_text(text)
+        plan = BuildPlan.from_dockerfile(project, f"127.0.0.1:5001/{unique_name}")
+    first = ensure(plan, push=False, force=True)
+    second = ensure(plan, push=False, force=True)
+    assert first.built and second.built
+    assert second.image_id == first.image_id
+    code, listing = Engine().run(first.image_id, ["ls", "-a", "/src"])
+    assert code == 0 and "notes.log" not in listing and "app.txt" in listing

@@ -9,18 +9,15 @@ artifact every run leaves, and the run logs.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterTaskRunId
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
 
 from prefect_flyimage import AuthenticationError, BuildError, BuildPlan, BuildTimeout, Engine, RegistryCredentials
 from prefect_flyimage.artifacts import artifact_key
@@ -35,33 +32,7 @@ from prefect_flyimage.tasks import (
 pytestmark = pytest.mark.integration
 
 
-# ---- a Prefect server for the whole session -------------------------------------------------
-
-_HARNESS_ATTR = "_flyimage_prefect_harness"
-
-
-@pytest.fixture(scope="session")
-def prefect_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One temporary Prefect server (``prefect_test_harness``) shared by every module.
-
-    The harness is kept on the pytest config, so modules that define this same fixture
-    reuse the first one's server instead of starting another (~20 s each).
-    Yields the API URL.
-    """
-    shared = getattr(request.config, _HARNESS_ATTR, None)
-    if shared is not None:
-        yield shared
-        return
-    home = tmp_path_factory.mktemp("prefect-home")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(temporary_settings({PREFECT_HOME: str(home)}))
-        stack.enter_context(prefect_test_harness(server_startup_timeout=120))
-        url = PREFECT_API_URL.value()
-        setattr(request.config, _HARNESS_ATTR, url)
-        try:
-            yield url
-        finally:
-            delattr(request.config, _HARNESS_ATTR)
+# prefect_server: the session-wide fixture in tests/conftest.py
 
 
 @pytest.fixture(autouse=True)

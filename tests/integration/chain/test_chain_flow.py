@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.testing.utilities import prefect_test_harness
 
 from prefect_flyimage import Engine, RegistryCredentials
 from prefect_flyimage.chain import ChainBuildError
@@ -20,10 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _chain_helpers import break_test  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+# prefect_server: the session-wide fixture in tests/conftest.py
 
 
 def test_flow_builds_branches_in_parallel_and_isolates_a_failure(prefect_server, chain_tree, chain_config, write_config):

@@ -14,13 +14,7 @@ from prefect_flyimage import Image
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield PREFECT_API_URL.value()
+# prefect_server: the session-wide fixture in tests/conftest.py
 
 
 def _docker_pool(name: str) -> None:
