@@ -30,6 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentUpdate
+from prefect.exceptions import ObjectNotFound
 
 from prefect_flyimage import refresh as rf
 from prefect_flyimage.chain.builder import DockerBuilder
@@ -169,8 +170,8 @@ def update_deployments(names: list[str], image: str) -> list[str]:
         for name in names:
             try:
                 deployment = client.read_deployment_by_name(name)
-            except Exception as exc:  # noqa: BLE001 - ObjectNotFound, or a deployment we cannot read
-                logger.warning("deployment %s not updated: %s", name, exc)
+            except ObjectNotFound:
+                logger.warning("deployment %s does not exist: not updated", name)
                 continue
             variables = dict(deployment.job_variables or {})
             if variables.get("image") == image:
@@ -262,14 +263,19 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
     return outcomes
 
 
-def _refresh_tree(entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.RefreshState, force: bool, dry_run: bool) -> list[rf.ImageReport]:
+def _refresh_tree(
+    entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.RefreshState, force: bool, dry_run: bool, secrets: list[str]
+) -> list[rf.ImageReport]:
     builder = rf.scan_tree(entry)
+    own = rf.tree_credentials(builder)
+    if own is not None:
+        secrets.append(own.secret)  # the tree's config.yaml holds a password of its own
     previous = {img.short_name: state.get(f"{entry.name}/{img.short_name}") or {} for img in builder.all_images}
     checks = check_tree(entry.name, builder, book, entry.base_source, entry.max_age, previous, force)
     stale = [c for c in checks.values() if c.stale]
     outcomes: dict[str, dict[str, Any]] = {}
     if stale and not dry_run:
-        pin_bases(list({b.ref: b for c in stale for b in c.bases}.values()), book.including(rf.tree_credentials(builder)))
+        pin_bases(list({b.ref: b for c in stale for b in c.bases}.values()), book.including(own))
         outcomes = _run_tree_jobs(entry, builder, checks)
     reports = []
     for name, check in checks.items():
@@ -330,6 +336,7 @@ def image_refresh(
 
     reports: list[rf.ImageReport] = []
     failed: set[str] = set()
+    secrets = list(book.secrets)
     for entry in order:
         blocked_by = [p for p in parents[entry.name] if p in failed]
         if blocked_by:
@@ -338,11 +345,11 @@ def image_refresh(
             continue
         try:
             if entry.kind == "tree":
-                rows = _refresh_tree(entry, book, state, force, dry_run)
+                rows = _refresh_tree(entry, book, state, force, dry_run, secrets)
             else:
                 rows = [_refresh_image(entry, book, state, force, dry_run)]
         except Exception as exc:  # noqa: BLE001 - one image failing must not stop the others
-            message = redact(f"{type(exc).__name__}: {exc}", book.secrets)
+            message = redact(f"{type(exc).__name__}: {exc}", secrets)
             logger.error("%s failed: %s", entry.describe(), message)
             rows = [rf.ImageReport(entry.name, entry.kind, "failed", error=message)]
         reports += rows
@@ -352,7 +359,7 @@ def image_refresh(
             print(f"{r.name}: {r.status}" + (f" ({'; '.join(r.reasons)})" if r.reasons and r.status != "fresh" else ""))
 
     state.save()
-    markdown = rf.summary_markdown(reports, config_path=str(config.path), dry_run=dry_run, secrets=book.secrets)
+    markdown = rf.summary_markdown(reports, config_path=str(config.path), dry_run=dry_run, secrets=secrets)
     create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY, description="image refresh: stale images, rebuilds, digests")
     if raise_on_failure and failed:
         raise RefreshFailed(f"{len(failed)} image(s) failed or were blocked: {', '.join(sorted(failed))} (see the artifact)")

@@ -94,7 +94,6 @@ DEFAULT_CONFIG = "flows/refresh.yaml"
 #: Where the state file goes when the configuration names none.
 DEFAULT_STATE_DIR = "/var/tmp/prefect-flyimage"
 
-KINDS = ("dockerfile", "spec", "tree")
 BASE_SOURCES = ("auto", "registry", "local")
 
 
@@ -374,7 +373,7 @@ def labelled_plan(plan: BuildPlan, bases: Sequence[BaseDigest], **changes: Any) 
     """``plan`` with :data:`BASE_LABEL` naming ``bases`` (so the content tag follows them),
     and any other ``changes`` (fields of :class:`BuildPlan`)."""
     labels = dict(plan.labels)
-    if bases and False:
+    if bases:
         labels[BASE_LABEL] = base_label(bases)
     else:
         labels.pop(BASE_LABEL, None)
@@ -781,7 +780,7 @@ def load_config(path: Path | str) -> RefreshConfig:
         entry = _parse_entry(item, i, config_path.parent, defaults, problems)
         if entry is not None:
             entries.append(entry)
-    names = [e.name for e in entries]
+    names = [str(item.get("name")) for item in images_raw if isinstance(item, dict) and item.get("name")]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"image name {dup!r} is used more than once")
 

@@ -1,4 +1,5 @@
-"""A small example flow, deployed with prefect-flyimage's DockerImage (see prefect.yaml)."""
+"""A small example flow, deployed in its own image: by ``prefect.yaml`` (prefect-flyimage's
+build and push steps) or by ``deploy.py`` (prefect-flyimage's ``DockerImage``)."""
 
 from __future__ import annotations
 
