@@ -254,6 +254,28 @@ class Engine:
                 self._bridge = True
         return None if self._bridge else "host"
 
+    @contextlib.contextmanager
+    def _streaming_call(self, timeout: Optional[float], timed_out: Callable[[], Exception], doing: str) -> Iterator[docker.APIClient]:
+        """A low-level client for one long streaming call (build or push), with a timeout.
+
+        On timeout the connection is shut down (the daemon then cancels the operation) and
+        ``timed_out()`` is raised; a connection lost otherwise is :class:`DockerUnavailable`.
+        """
+        api = self._fresh_api() if timeout else self.client.api
+        watchdog = _Watchdog(timeout, _aborter(api))
+        try:
+            yield api
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
+            if watchdog.fired:
+                raise timed_out() from None
+            raise DockerUnavailable(f"lost the Docker daemon while {doing}: {exc}") from None
+        finally:
+            watchdog.cancel()
+            if api is not self.client.api:
+                api.close()
+        if watchdog.fired:
+            raise timed_out()
+
     # ---- images in the daemon -------------------------------------------------
     def local_image(self, ref: ImageRef | str) -> Optional[dict[str, Any]]:
         """``docker inspect`` of ``ref`` in the daemon, or ``None`` if it is not there."""
@@ -411,39 +433,32 @@ class Engine:
         """
         r = ImageRef.parse(str(ref))
         secrets = [credentials.secret] if credentials else []
-        api = self._fresh_api() if timeout else self.client.api
-        watchdog = _Watchdog(timeout, _aborter(api))
         digest: Optional[str] = None
-        try:
-            events = api.push(
-                r.name, tag=r.tag, stream=True, decode=True,
-                auth_config=credentials.auth_config() if credentials else None,
-            )
-            for event in events:
-                if "error" in event:
-                    raise classify_registry_error(event["error"], r.registry, push=True, secrets=secrets)
-                if "status" in event and stream is not None:
-                    line = event["status"]
-                    if event.get("id"):
-                        line = f"{event['id']}: {line}"
-                    if event.get("progress"):
-                        line += " " + event["progress"]
-                    _write(stream, line + "\n")
-                aux = event.get("aux") or {}
-                if aux.get("Digest"):
-                    digest = aux["Digest"]
-        except docker.errors.APIError as exc:
-            raise classify_registry_error(str(exc.explanation or exc), r.registry, push=True, secrets=secrets) from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
-            if watchdog.fired:
-                raise PushTimeout(f"push of {r} timed out after {timeout}s and was aborted", r.registry) from None
-            raise DockerUnavailable(f"lost the Docker daemon while pushing {r}: {exc}") from None
-        finally:
-            watchdog.cancel()
-            if api is not self.client.api:
-                api.close()
-        if watchdog.fired:
-            raise PushTimeout(f"push of {r} timed out after {timeout}s and was aborted", r.registry)
+
+        def timed_out() -> Exception:
+            return PushTimeout(f"push of {r} timed out after {timeout}s and was aborted", r.registry)
+
+        with self._streaming_call(timeout, timed_out, f"pushing {r}") as api:
+            try:
+                events = api.push(
+                    r.name, tag=r.tag, stream=True, decode=True,
+                    auth_config=credentials.auth_config() if credentials else None,
+                )
+                for event in events:
+                    if "error" in event:
+                        raise classify_registry_error(event["error"], r.registry, push=True, secrets=secrets)
+                    if "status" in event and stream is not None:
+                        line = event["status"]
+                        if event.get("id"):
+                            line = f"{event['id']}: {line}"
+                        if event.get("progress"):
+                            line += " " + event["progress"]
+                        _write(stream, line + "\n")
+                    aux = event.get("aux") or {}
+                    if aux.get("Digest"):
+                        digest = aux["Digest"]
+            except docker.errors.APIError as exc:
+                raise classify_registry_error(str(exc.explanation or exc), r.registry, push=True, secrets=secrets) from None
         if not digest:
             raise PushError(f"push of {r} finished without the registry reporting a digest", r.registry)
         return digest
@@ -524,8 +539,6 @@ class Engine:
         ``dockerfile`` is relative to ``context`` or absolute (docker-py then ships it
         inside the context archive). Build output streams to ``stream`` as it comes.
         """
-        api = self._fresh_api() if timeout else self.client.api
-        watchdog = _Watchdog(timeout, _aborter(api))
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         step: Optional[str] = None
         image_id: Optional[str] = None
@@ -535,39 +548,32 @@ class Engine:
             kwargs["network_mode"] = self.default_build_network()
         kwargs.setdefault("rm", True)
         kwargs.setdefault("forcerm", True)  # no stopped containers left behind by a failed step
-        try:
-            source = {} if kwargs.get("custom_context") else {"path": str(context)}
-            for event in api.build(dockerfile=dockerfile, tag=tag, decode=True, **source, **kwargs):
-                if "stream" in event:
-                    text = event["stream"]
-                    _write(stream, text)
-                    for line in text.splitlines():
-                        if _STEP.match(line.strip()):
-                            step = line.strip()
-                        if line.strip():
-                            tail.append(line.rstrip())
-                elif "aux" in event and isinstance(event["aux"], dict) and "ID" in event["aux"]:
-                    image_id = event["aux"]["ID"]
-                elif "error" in event or "message" in event:
-                    message = event.get("error") or event.get("message")
-                    raise BuildError(
-                        f"build of {what} failed at {step or 'an unknown step'}: {message}",
-                        step=step, output="\n".join(tail),
-                    )
-        except docker.errors.APIError as exc:
-            raise BuildError(f"build of {what} failed: {exc.explanation or exc}", step=step, output="\n".join(tail)) from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
-            if watchdog.fired:
-                raise BuildTimeout(
-                    f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail)
-                ) from None
-            raise DockerUnavailable(f"lost the Docker daemon while building {what}: {exc}") from None
-        finally:
-            watchdog.cancel()
-            if api is not self.client.api:
-                api.close()
-        if watchdog.fired:
-            raise BuildTimeout(f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail))
+
+        def timed_out() -> Exception:
+            return BuildTimeout(f"build of {what} timed out after {timeout}s and was cancelled", step=step, output="\n".join(tail))
+
+        with self._streaming_call(timeout, timed_out, f"building {what}") as api:
+            try:
+                source = {} if kwargs.get("custom_context") else {"path": str(context)}
+                for event in api.build(dockerfile=dockerfile, tag=tag, decode=True, **source, **kwargs):
+                    if "stream" in event:
+                        text = event["stream"]
+                        _write(stream, text)
+                        for line in text.splitlines():
+                            if _STEP.match(line.strip()):
+                                step = line.strip()
+                            if line.strip():
+                                tail.append(line.rstrip())
+                    elif "aux" in event and isinstance(event["aux"], dict) and "ID" in event["aux"]:
+                        image_id = event["aux"]["ID"]
+                    elif "error" in event or "message" in event:
+                        message = event.get("error") or event.get("message")
+                        raise BuildError(
+                            f"build of {what} failed at {step or 'an unknown step'}: {message}",
+                            step=step, output="\n".join(tail),
+                        )
+            except docker.errors.APIError as exc:
+                raise BuildError(f"build of {what} failed: {exc.explanation or exc}", step=step, output="\n".join(tail)) from None
         if not image_id:
             raise BuildError(f"build of {what} finished without an image id", step=step, output="\n".join(tail))
         return image_id

@@ -5,7 +5,8 @@ and the authenticated registry. A copy of the repository's ``prefect.yaml`` and
 ``flows/`` is deployed with ``FLYIMAGE_REGISTRY`` pointing at a fresh namespace of the
 auth registry, so nothing here touches images other tests use.
 
-The end-to-end test starts ``prefect worker start --type docker --run-once``: the worker
+``flows/example/deploy.py`` (``flow.deploy`` with our ``DockerImage``) must find that
+image already built and pushed. The end-to-end test starts ``prefect worker start --type docker --run-once``: the worker
 pulls the image the deploy pushed (its local copy is removed first) with the work
 pool's ``DockerRegistryCredentials`` block, and runs the flow in it with host networking.
 """
@@ -159,12 +160,52 @@ def test_prefect_deploy_creates_both_deployments(deployed: Deployed, registry: A
     ]
 
 
+def test_docker_image_deploy_reuses_the_image_the_steps_pushed(deployed: Deployed) -> None:
+    # flows/example/deploy.py: flow.deploy with our DockerImage, the Python front door.
+    proc = subprocess.run(
+        [sys.executable, "flows/example/deploy.py"], cwd=deployed.project, env=deployed.env,
+        capture_output=True, text=True, timeout=600,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    image = deployed.example.job_variables["image"]
+    assert f"{image} sha256:" in output and "built=False pushed=False" in output  # same content tag: nothing to do
+    python = _read(lambda c: c.read_deployment_by_name("hello/example-python"))
+    assert python.job_variables["image"] == image
+    assert python.entrypoint == "flows/example/hello.py:hello"
+    assert deployed.env["FLYIMAGE_REGISTRY_PASSWORD"] not in output
+
+
+def test_shipped_refresh_config_keeps_the_example_deployment_fresh(
+    deployed: Deployed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # flows/refresh.yaml as shipped: the example image, verified in the image, its deployment following.
+    from prefect.flows import load_flow_from_entrypoint
+
+    for key in ("FLYIMAGE_REGISTRY", "PREFECT_FLYIMAGE_CACHE_DIR"):
+        monkeypatch.setenv(key, deployed.env[key])
+    monkeypatch.setenv("FLYIMAGE_STATE_DIR", str(tmp_path))
+    image_refresh = load_flow_from_entrypoint(str(deployed.project / "flows" / "image_refresh.py:image_refresh"))
+    config = str(deployed.project / "flows" / "refresh.yaml")
+
+    # The steps' image has no base digest label, so the refresh publishes its labelled twin
+    # and points the deployment at it; then there is nothing left to do.
+    (first,) = image_refresh(config)
+    assert first["status"] == "rebuilt" and first["deployments"] == ["hello/example"]
+    assert first["reference"].startswith(deployed.repository + ":")
+    assert first["bases_after"] == {"prefecthq/prefect:3.8.8-python3.11": Engine().local_image("prefecthq/prefect:3.8.8-python3.11")["Id"]}
+    assert _read(lambda c: c.read_deployment_by_name("hello/example")).job_variables["image"] == first["reference"]
+    (second,) = image_refresh(config)
+    assert second["status"] == "fresh" and second["reference"] == first["reference"] and second["deployments"] == []
+
+
 @pytest.mark.slow
 def test_docker_worker_runs_the_example_in_the_pushed_image(deployed: Deployed, registry: Any, tmp_path: Path) -> None:
     from prefect.deployments import run_deployment
 
     engine = Engine()
-    image = deployed.example.job_variables["image"]
+    image = _read(lambda c: c.read_deployment_by_name("hello/example")).job_variables["image"]
+    assert image.startswith(deployed.repository + ":")
     # The worker must pull the image from the authenticated registry: drop the local copy.
     engine.remove(image, force=True)
     assert engine.local_image(image) is None

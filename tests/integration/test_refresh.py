@@ -210,6 +210,15 @@ def test_refresh_rebuilds_what_builds_on_a_changed_base(world: dict[str, Any], p
     # And quiet again.
     state, reports, _ = run(world["config"])
     assert statuses(reports) == dict.fromkeys(names, "fresh")
+    rebuilt = {n: reports[n]["digest_after"] for n in names}
+
+    # force=True rebuilds images whose plan did not change (as max_age does): new images, same tags.
+    state, reports, _ = run(world["config"], force=True)
+    assert statuses(reports) == dict.fromkeys(names, "rebuilt")
+    assert all(reports[n]["digest_after"] not in (None, rebuilt[n]) for n in names)
+    assert reports["tree/troot"]["reasons"] == ["rebuild forced (force=True)"]
+    assert reports["tree/tleaf"]["reasons"] == ["parent troot is rebuilt"]
+    assert engine.registry_digest(f"{world['tree_ns']}/tleaf:1.0-1", creds) == reports["tree/tleaf"]["digest_after"]
 
 
 def test_refresh_rebuilds_an_image_older_than_max_age(tmp_path: Path, prefect_server: str, unique_name: str, registry_noauth: Any, busybox_image: str) -> None:
