@@ -113,7 +113,8 @@ class BuildPlan:
         """Plan a build of ``context`` with the Dockerfile at ``dockerfile``.
 
         ``dockerfile`` is relative to the context (as in ``docker build -f``) or
-        absolute. A missing Dockerfile raises :class:`ContextError` naming it.
+        absolute. A missing Dockerfile, or one outside the context, raises
+        :class:`ContextError` naming it.
         """
         root = check_context_dir(context)
         path = Path(dockerfile)
@@ -127,7 +128,13 @@ class BuildPlan:
         try:
             rel = str(full.resolve().relative_to(root))
         except ValueError:
-            rel = None  # outside the context: docker-py ships it inside the archive
+            # docker would accept it, but then the Dockerfile is not part of what the
+            # context hash and .dockerignore describe: almost always a wrong path.
+            raise ContextError(
+                f"Dockerfile {str(dockerfile)!r} is outside the build context {str(root)!r}; move it into "
+                "the context, or pass its text as BuildPlan(dockerfile_text=...)",
+                full,
+            ) from None
         return cls(
             context=root,
             dockerfile_text=full.read_text(),

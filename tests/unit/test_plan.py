@@ -85,11 +85,12 @@ def test_bad_inputs_are_typed(project, tmp_path):
         BuildPlan.from_dockerfile(tmp_path / "missing", "app")
 
 
-def test_dockerfile_outside_context_is_read(project, tmp_path_factory):
+def test_dockerfile_outside_context_is_refused(project, tmp_path_factory):
     other = tmp_path_factory.mktemp("df") / "Dockerfile.ci"
     other.write_text("FROM busybox\n")
-    p = BuildPlan.from_dockerfile(project, "app", dockerfile=other)
-    assert p.dockerfile_text == "FROM busybox\n" and p.dockerfile_name is None
+    with pytest.raises(ContextError, match="Dockerfile.ci.*is outside the build context") as err:
+        BuildPlan.from_dockerfile(project, "app", dockerfile=other)
+    assert err.value.path == other
 
 
 def test_secret_repr_hides_source():
