@@ -69,11 +69,6 @@ class RefreshFailed(FlyImageError):
     """Some images could not be checked, rebuilt or published (see the run's artifact)."""
 
 
-def _close(engine: Engine) -> None:
-    if engine._client is not None:  # only a client this engine made
-        engine._client.close()
-
-
 # ---- tasks ------------------------------------------------------------------------------
 
 
@@ -89,14 +84,11 @@ def check_image(
     force: bool = False,
 ) -> rf.Check:
     """Look up the base digests and decide whether the image of ``plan`` is stale."""
-    engine = Engine()
-    try:
+    with Engine() as engine:
         check = rf.check_plan(
             engine, name, plan, base_refs, book,
             base_source=base_source, max_age=max_age, previous=previous, force=force,
         )
-    finally:
-        _close(engine)
     logger = get_run_logger()
     for base in check.bases:
         logger.info("base %s is %s (%s)", base.ref, base.digest, base.source)
@@ -118,13 +110,9 @@ def check_tree(
     force: bool = False,
 ) -> dict[str, rf.TreeImageCheck]:
     """Label the tree's plans with their base digests and find its stale images."""
-    engine = Engine()
-    try:
-        checks = rf.check_tree(
-            engine, builder, book, base_source=base_source, max_age=max_age, previous=previous or {}, force=force,
-        )
-    finally:
-        _close(engine)
+    checks = rf.check_tree(
+        builder.engine, builder, book, base_source=base_source, max_age=max_age, previous=previous, force=force,
+    )
     logger = get_run_logger()
     for check in checks.values():
         logger.info("%s: %s", check.label, "; ".join(check.reasons) if check.stale else "fresh")
@@ -134,11 +122,8 @@ def check_tree(
 @task(name="pin-bases", **_TASK_OPTIONS)
 def pin_bases(bases: list[rf.BaseDigest], book: rf.CredentialBook) -> list[str]:
     """Make each registry base's tag name the digest that was checked; return what was pulled."""
-    engine = Engine()
-    try:
+    with Engine() as engine:
         pulled = [f"{b.ref}@{b.digest}" for b in bases if rf.pin_base(engine, b, book.for_ref(b.ref))]
-    finally:
-        _close(engine)
     if pulled:
         get_run_logger().info("pulled %s", ", ".join(pulled))
     return pulled
@@ -147,12 +132,9 @@ def pin_bases(bases: list[rf.BaseDigest], book: rf.CredentialBook) -> list[str]:
 @task(name="verify-image", task_run_name="verify {image.reference}", **_TASK_OPTIONS)
 def verify_image(image: BuildResult, plan: BuildPlan, command: list[str], timeout: float = 300.0) -> str:
     """Check a rebuilt image before it is pushed (labels; ``command`` in the image, no network)."""
-    engine = Engine()
-    try:
-        assert image.image_id, "build results always carry the image id"
+    assert image.image_id, "build results always carry the image id"
+    with Engine() as engine:
         checked = rf.verify_image(engine, image.image_id, plan, command, timeout=timeout)
-    finally:
-        _close(engine)
     get_run_logger().info("%s verified (%s)", image.reference, checked)
     return checked
 
@@ -225,15 +207,11 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
     """Build, verify (``test.sh``) and publish the stale images, parents first, with the chain's task."""
     images = {img.short_name: img for img in builder.all_images}
     names = [n for n, c in checks.items() if c.stale]
-    engine = Engine()
-    try:
-        for name in names:
-            if checks[name].force:
-                # Its plan's image exists: drop the local content tag so the chain rebuilds it.
-                engine.remove(images[name].plan.content_ref)
-                images[name].state, images[name].image_id = ImageFSM.STATE_TO_BUILD, None
-    finally:
-        _close(engine)
+    for name in names:
+        if checks[name].force:
+            # Its plan's image exists: drop the local content tag so the chain rebuilds it.
+            builder.engine.remove(images[name].plan.content_ref)
+            images[name].state, images[name].image_id = ImageFSM.STATE_TO_BUILD, None
     parents = {n: [p.short_name for p in images[n].parents if p.short_name in names] for n in names}
     outcomes: dict[str, dict[str, Any]] = {}
 
@@ -266,7 +244,14 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
 def _refresh_tree(
     entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.RefreshState, force: bool, dry_run: bool, secrets: list[str]
 ) -> list[rf.ImageReport]:
-    builder = rf.scan_tree(entry)
+    with Engine() as engine:  # one Docker client for the scan and checks of all the tree's images
+        return _refresh_tree_with(entry, book, state, force, dry_run, secrets, rf.scan_tree(entry, engine))
+
+
+def _refresh_tree_with(
+    entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.RefreshState, force: bool, dry_run: bool,
+    secrets: list[str], builder: DockerBuilder,
+) -> list[rf.ImageReport]:
     own = rf.tree_credentials(builder)
     if own is not None:
         secrets.append(own.secret)  # the tree's config.yaml holds a password of its own

@@ -377,7 +377,12 @@ def labelled_plan(plan: BuildPlan, bases: Sequence[BaseDigest], **changes: Any) 
         labels[BASE_LABEL] = base_label(bases)
     else:
         labels.pop(BASE_LABEL, None)
-    new = plan.with_(labels=tuple(labels.items()), **changes)
+    return _replan(plan, labels=tuple(labels.items()), **changes)
+
+
+def _replan(plan: BuildPlan, **changes: Any) -> BuildPlan:
+    """``plan.with_(**changes)`` for changes that keep the context (labels, tags, how to build)."""
+    new = plan.with_(**changes)
     if "build_context" in plan.__dict__:
         # Same folder, same file list: keep the context object the plan was made with
         # (a staged spec context is hashed without the persistent stat cache).
@@ -590,7 +595,7 @@ _ENTRY_KEYS = {
     "name", "dockerfile", "context", "repository", "tag", "tags", "build_args", "network", "spec",
     "tree", "tree_config", "selection", "max_age", "base_source", "verify", "verify_timeout", "deployments",
 }
-_KIND_KEYS = {"dockerfile": "dockerfile", "spec": "spec", "tree": "tree"}
+_KIND_KEYS = ("dockerfile", "spec", "tree")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -832,19 +837,22 @@ def prepared_plan(entry: ImageEntry) -> Iterator[BuildPlan]:
     elif entry.kind == "spec":
         image = load_spec(entry)
         with image.staged_plan(network=entry.network) as plan:
-            yield plan.with_(extra_tags=tuple(t for t in entry.tags if t != plan.tag)) if entry.tags else plan
+            yield _replan(plan, extra_tags=tuple(t for t in entry.tags if t != plan.tag)) if entry.tags else plan
     else:
         raise ValueError(f"image {entry.name!r} is a tree; trees have one plan per image")
 
 
-def scan_tree(entry: ImageEntry) -> "DockerBuilder":
-    """The entry's docker-pkg tree, scanned and checked without any Docker call."""
+def scan_tree(entry: ImageEntry, engine: Optional["Engine"] = None) -> "DockerBuilder":
+    """The entry's docker-pkg tree, scanned and checked without any Docker call.
+
+    ``engine`` is the one its images will use later (default: one each, from the environment).
+    """
     from .chain.builder import DockerBuilder
     from .chain.config import read_config
 
     assert entry.tree_config is not None
     config = read_config(entry.tree_config, user_config=False)
-    builder = DockerBuilder(entry.path, config, entry.selection, nocache=True, pull=True)
+    builder = DockerBuilder(entry.path, config, entry.selection, nocache=True, pull=True, engine=engine)
     builder.scan(inspect=False)
     return builder
 
@@ -1051,7 +1059,7 @@ def check_tree(
     *,
     base_source: str = "auto",
     max_age: Optional[pendulum.Duration] = None,
-    previous: Mapping[str, Mapping[str, Any]] = {},
+    previous: Optional[Mapping[str, Mapping[str, Any]]] = None,
     force: bool = False,
     now: Optional[pendulum.DateTime] = None,
 ) -> dict[str, TreeImageCheck]:
@@ -1067,6 +1075,7 @@ def check_tree(
     from .chain.fsm import ImageFSM
     from .chain.graph import build_order
 
+    previous = previous or {}
     own_creds = tree_credentials(builder)
     if own_creds is None:
         raise RefreshConfigError([f"tree {builder.root}: its config.yaml needs registry, username and password "

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.asyncutils import run_coro_as_sync
 
@@ -58,20 +58,31 @@ def push_base(root: Path, repository: str, busybox: str, version: str) -> str:
 
 
 def run(config: Path, **params: Any) -> tuple[Any, dict[str, dict[str, Any]], str]:
-    """Run the flow; return its final state, the reports by image name and the summary artifact."""
+    """Run the flow; return its final state, the reports by image name and the summary
+    artifact (followed by every log line of the run, so one ``not in`` checks both for secrets)."""
     state = image_refresh(str(config), return_state=True, **params)
     flow_run_id = state.state_details.flow_run_id
 
-    async def artifact() -> str:
+    async def artifact_and_logs() -> str:
         async with get_client() as client:
             found = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
             )
-        return "\n".join(a.data for a in found if a.key == "image-refresh")
+            logs: list[Any] = []
+            while True:  # the API pages at 200
+                page = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), offset=len(logs)
+                )
+                logs += page
+                if not page:
+                    break
+        summary = "\n".join(a.data for a in found if a.key == "image-refresh")
+        assert summary, "the run left no image-refresh artifact"
+        return summary + "\n--- logs ---\n" + "\n".join(log.message for log in logs)
 
     reports = state.result(raise_on_failure=False)
     by_name = {r["name"]: r for r in reports} if isinstance(reports, list) else {}
-    return state, by_name, run_coro_as_sync(artifact())
+    return state, by_name, run_coro_as_sync(artifact_and_logs())
 
 
 def statuses(reports: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -157,8 +168,10 @@ def test_refresh_rebuilds_what_builds_on_a_changed_base(world: dict[str, Any], p
     child_ref = f"{world['ns']}/child:latest"
 
     # First run: nothing exists yet, everything is built, verified and published.
-    state, reports, _ = run(world["config"])
+    state, reports, output = run(world["config"])
     assert state.is_completed(), state
+    assert "checking 4 image(s)" in output and "verified (labels" in output  # the run's logs are there...
+    assert creds.secret not in output  # ...and neither they nor the artifact hold the password
     assert statuses(reports) == dict.fromkeys(names, "rebuilt")
     published = {n: reports[n]["digest_after"] for n in names}
     assert all(published.values())
@@ -308,7 +321,7 @@ def test_refresh_isolates_failures(tmp_path: Path, prefect_server: str, unique_n
 def _reports_from(summary: str) -> list[dict[str, str]]:
     """(name, status) of every row of a summary table."""
     rows = []
-    for line in summary.splitlines():
+    for line in summary.split("--- logs ---")[0].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| **") and len(cells) >= 2:
             rows.append({"name": cells[0].split("**")[1], "status": cells[1]})
