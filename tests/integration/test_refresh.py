@@ -80,6 +80,9 @@ def run(config: Path, **params: Any) -> tuple[Any, dict[str, dict[str, Any]], st
         assert summary, "the run left no image-refresh artifact"
         return summary + "\n--- logs ---\n" + "\n".join(log.message for log in logs)
 
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)  # run logs are shipped in batches: send what is still queued
     reports = state.result(raise_on_failure=False)
     by_name = {r["name"]: r for r in reports} if isinstance(reports, list) else {}
     return state, by_name, run_coro_as_sync(artifact_and_logs())

@@ -78,10 +78,30 @@ async def _artifacts(key: str) -> list[Any]:
         return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
-async def _logs(task_run_id: Any) -> list[str]:
-    async with get_client() as client:
-        logs = await client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id])))
-    return [log.message for log in logs]
+async def _logs(task_run_id: Any, until: str = "digest: sha256:", timeout: float = 30.0) -> list[str]:
+    """The task run's log lines, once the line containing ``until`` has reached the server.
+
+    Run logs are shipped to the server in batches by a background worker, so a read right
+    after the run may see only the first of them.
+    """
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        logs: list[Any] = []
+        async with get_client() as client:
+            while True:  # the API pages at 200
+                page = await client.read_logs(
+                    log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id])), offset=len(logs)
+                )
+                logs += page
+                if not page:
+                    break
+        messages = [log.message for log in logs]
+        if any(until in m for m in messages) or time.monotonic() > deadline:
+            return messages
+        await asyncio.sleep(0.5)
 
 
 def _run(task_, *args: Any, **kwargs: Any) -> Any:
