@@ -169,6 +169,13 @@ def _start_services() -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets a private stat cache and an empty docker config (no stored logins)."""
+    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[dict[str, str]]:
     """The services' variables (see SERVICE_ENV_KEYS), also set in os.environ."""
@@ -466,3 +473,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("prefect-home")
     with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def creds(registry: Registry):
+    """:class:`prefect_flyimage.RegistryCredentials` for the authenticated registry."""
+    from prefect_flyimage import RegistryCredentials
+
+    return RegistryCredentials(registry.host, registry.username, registry.password)

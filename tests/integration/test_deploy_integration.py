@@ -21,7 +21,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from prefect_flyimage import DockerImage, Engine, RegistryCredentials
+from prefect_flyimage import DockerImage, Engine
 from prefect_flyimage.dockerfile import default_dockerfile_text
 from prefect_flyimage.plan import BuildPlan
 
@@ -30,17 +30,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # prefect_server: the session-wide fixture in tests/conftest.py
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
-
-
-@pytest.fixture
-def creds(registry) -> RegistryCredentials:
-    return RegistryCredentials(registry.host, registry.username, registry.password)
 
 
 @pytest.fixture

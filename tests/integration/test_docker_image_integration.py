@@ -7,26 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from prefect_flyimage import (
-    AuthenticationError,
-    DockerImage,
-    Engine,
-    RegistryCredentials,
-)
+from prefect_flyimage import AuthenticationError, DockerImage, Engine
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
-    # An empty docker config: no credentials unless a test logs in.
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
-
-
-@pytest.fixture
-def creds(registry) -> RegistryCredentials:
-    return RegistryCredentials(registry.host, registry.username, registry.password)
 
 
 @pytest.fixture

@@ -24,16 +24,6 @@ from prefect_flyimage import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture
-def creds(registry) -> RegistryCredentials:
-    return RegistryCredentials(registry.host, registry.username, registry.password)
-
-
 @pytest.fixture
 def project(tmp_path: Path, busybox_image: str) -> Path:
     (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY app.txt /app.txt\nCMD [\"cat\", \"/app.txt\"]\n")

@@ -31,17 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 image_refresh = load_flow_from_entrypoint(str(REPO_ROOT / "flows" / "image_refresh.py:image_refresh"))
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
-
-
-@pytest.fixture
-def creds(registry: Any) -> RegistryCredentials:
-    return RegistryCredentials(registry.host, registry.username, registry.password)
-
-
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))

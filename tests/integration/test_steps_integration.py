@@ -14,12 +14,6 @@ from prefect_flyimage.dockerfile import default_dockerfile_text
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
-
-
 @pytest.fixture
 def creds(registry) -> dict[str, str]:
     # What `{{ prefect.blocks.docker-registry-credentials.NAME }}` templates to.

@@ -41,11 +41,6 @@ def _stat_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def creds(registry) -> RegistryCredentials:
-    return RegistryCredentials(registry.host, registry.username, registry.password)
-
-
-@pytest.fixture
 def project(tmp_path: Path, busybox_image: str) -> Path:
     root = tmp_path / "project"
     root.mkdir()

@@ -12,11 +12,6 @@ from prefect_flyimage.context import BuildContext, StatCache, check_context_dir
 from prefect_flyimage.errors import ContextError
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-
-
 def make_tree(root: Path) -> Path:
     (root / "src").mkdir(parents=True)
     (root / "src" / "app.py").write_text("print('hi')\n")

@@ -10,11 +10,6 @@ from prefect_flyimage.errors import ContextError, InvalidReferenceError
 from prefect_flyimage.plan import PLAN_LABEL, TAG_LENGTH, BuildPlan, BuildResult, BuildSecret
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY . /app\n")

@@ -10,7 +10,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from prefect_flyimage.credentials import RegistryCredentials
 from prefect_flyimage.engine import Engine
 
 
@@ -63,11 +62,6 @@ def spec_settings(services: dict[str, str], python_image: str, tmp_path_factory:
 @pytest.fixture
 def engine(docker_client: Any) -> Engine:
     return Engine(docker_client)
-
-
-@pytest.fixture
-def creds(registry: Any) -> RegistryCredentials:
-    return RegistryCredentials(registry.host, registry.username, registry.password)
 
 
 @pytest.fixture
