@@ -287,6 +287,8 @@ def main() -> None:
     ap.add_argument("--prefect-rm", action="store_true",
                     help="pass rm=True, forcerm=True to Prefect's build too (ours always removes intermediate "
                          "containers; Prefect by default leaves them), to compare like with like")
+    ap.add_argument("--ours-backend", choices=("auto", "docker-py", "buildkit"), default="auto",
+                    help="our build backend (default auto: the classic builder unless the Dockerfile needs BuildKit)")
     ap.add_argument("--json", type=Path, help="also write every measurement to this file")
     args = ap.parse_args()
 
@@ -353,6 +355,8 @@ def main() -> None:
                 shutil.rmtree(cache, ignore_errors=True)
                 os.environ["PREFECT_FLYIMAGE_CACHE_DIR"] = str(cache)
                 extra = {"rm": True, "forcerm": True} if args.prefect_rm and contestant == "prefect" else None
+                if contestant == "ours" and args.ours_backend != "auto":
+                    extra = {"build_backend": args.ours_backend}
                 runs["a"] = deploy(contestant, name, project, extra)
                 # (b) nothing changed.
                 runs["b"] = deploy(contestant, name, project, extra)

