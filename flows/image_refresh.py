@@ -8,14 +8,15 @@ FROM another configured image is checked after it, so a rebuilt parent makes it 
 How staleness is decided (base digests as a build label, hence in the content tag) is
 explained in :mod:`prefect_flyimage.refresh`.
 
-Every step is a Prefect task: check (one per image or tree), pin bases, build, verify,
-push (the package's retried build/push tasks), update deployments; tree images run as
-the chain's per-image tasks. The run ends with a markdown artifact (key
+Every step is a Prefect task: check (one per image or tree), pin bases, rebuild (the
+pipeline's ``ensure`` with the verification between build and push), update
+deployments; tree images run as the chain's per-image tasks. The run ends with a markdown artifact (key
 ``image-refresh``): what was stale and why, what was rebuilt, base and image digests
 before and after. Secrets never appear in it.
 
-Run it ad hoc with ``python flows/image_refresh.py [config]``, or deployed on a schedule
-from ``prefect.yaml`` (deployment ``image-refresh/nightly``).
+Run it ad hoc with ``python flows/image_refresh.py [config]`` (exit 2 with the problems
+when the configuration is invalid), or deployed on a schedule from ``prefect.yaml``
+(deployment ``image-refresh/nightly``).
 """
 
 from __future__ import annotations
@@ -39,15 +40,10 @@ from prefect_flyimage.chain.flows import build_image as build_tree_image
 from prefect_flyimage.chain.fsm import ImageFSM
 from prefect_flyimage.chain.scheduler import run_dag
 from prefect_flyimage.engine import Engine
-from prefect_flyimage.errors import FlyImageError, redact
+from prefect_flyimage.errors import ConfigError, RefreshFailed, redact
+from prefect_flyimage.pipeline import ensure
 from prefect_flyimage.plan import BuildPlan, BuildResult
-from prefect_flyimage.tasks import (
-    DEFAULT_RETRIES,
-    build_image_task,
-    push_image_task,
-    retry_delays,
-    retry_on_transient,
-)
+from prefect_flyimage.tasks import DEFAULT_RETRIES, retry_delays, retry_on_transient
 
 #: Key of the run summary artifact.
 ARTIFACT_KEY = "image-refresh"
@@ -63,10 +59,6 @@ _TASK_OPTIONS: dict[str, Any] = dict(
     retry_delay_seconds=retry_delays(),
     retry_condition_fn=retry_on_transient,
 )
-
-
-class RefreshFailed(FlyImageError):
-    """Some images could not be checked, rebuilt or published (see the run's artifact)."""
 
 
 # ---- tasks ------------------------------------------------------------------------------
@@ -129,14 +121,22 @@ def pin_bases(bases: list[rf.BaseDigest], book: rf.CredentialBook) -> list[str]:
     return pulled
 
 
-@task(name="verify-image", task_run_name="verify {image.reference}", **_TASK_OPTIONS)
-def verify_image(image: BuildResult, plan: BuildPlan, command: list[str], timeout: float = 300.0) -> str:
-    """Check a rebuilt image before it is pushed (labels; ``command`` in the image, no network)."""
-    assert image.image_id, "build results always carry the image id"
+@task(name="rebuild-image", task_run_name="rebuild {name}", **_TASK_OPTIONS)
+def rebuild_image(
+    name: str, plan: BuildPlan, book: rf.CredentialBook, command: list[str], timeout: float = 300.0, force: bool = False
+) -> BuildResult:
+    """Build, verify (labels; ``command`` in the image, no network) and publish ``plan``'s image.
+
+    The pipeline decides what exists: with ``force`` (too old, or forced) it builds anew
+    although the content tag is published; a failed verification publishes nothing.
+    """
+    logger = get_run_logger()
     with Engine() as engine:
-        checked = rf.verify_image(engine, image.image_id, plan, command, timeout=timeout)
-    get_run_logger().info("%s verified (%s)", image.reference, checked)
-    return checked
+        def verify(image_id: str) -> None:
+            checked = rf.verify_image(engine, image_id, plan, command, timeout=timeout, secrets=book.secrets)
+            logger.info("%s verified (%s)", plan.ref, checked)
+
+        return ensure(plan, push=True, force=force, credentials=book.for_ref(plan.repository), engine=engine, verify=verify)
 
 
 @task(name="update-deployments", **_TASK_OPTIONS)
@@ -190,10 +190,8 @@ def _refresh_image(entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.Refr
 
         pin_bases(list(check.bases), book)
         # Too old (or forced): same plan, so rebuild over the content tag without the layer cache.
-        plan = rf.labelled_plan(check.plan, check.bases, no_cache=True) if check.force else check.plan
-        built = build_image_task(plan, force=check.force)
-        verify_image(built, plan, list(entry.verify), entry.verify_timeout)
-        pushed = push_image_task(built, credentials=book.for_ref(plan.repository), force=check.force)
+        plan = check.plan.with_(no_cache=True) if check.force else check.plan
+        pushed = rebuild_image(entry.name, plan, book, list(entry.verify), entry.verify_timeout, check.force)
         state.record(entry.name, reference=check.reference, content_tag=plan.content_tag, digest=pushed.digest,
                      bases=check.bases, built_at=pendulum.now("UTC").isoformat())
         updated = update_deployments(list(entry.deployments), check.reference) if entry.deployments else []
@@ -209,12 +207,7 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
     names = [n for n, c in checks.items() if c.stale]
     for name in names:
         if checks[name].force:
-            # Its plan's image exists: drop the local content tag so the chain rebuilds it.
-            builder.engine.remove(images[name].plan.content_ref)
-            # ...and skip the layer cache: BuildKit's cache outlives the tag, and would hand
-            # back the very same image.
-            images[name].plan = images[name].plan.with_(no_cache=True)
-            images[name].state, images[name].image_id = ImageFSM.STATE_TO_BUILD, None
+            images[name].force_rebuild()  # its plan's image exists: build it anew
     parents = {n: [p.short_name for p in images[n].parents if p.short_name in names] for n in names}
     outcomes: dict[str, dict[str, Any]] = {}
 
@@ -354,5 +347,27 @@ def image_refresh(
     return [r.as_dict() for r in reports]
 
 
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python flows/image_refresh.py [CONFIG]``: run the flow; exit 2 (with the problems,
+    each naming its file and line) when the configuration is invalid, 1 when images failed."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or any(a.startswith("-") for a in args):
+        print("usage: python flows/image_refresh.py [CONFIG]  (default: flows/refresh.yaml beside this file)",
+              file=sys.stderr)
+        return 2
+    config = args[0] if args else str(Path(__file__).with_name("refresh.yaml"))
+    try:
+        rf.load_config(config)  # fail before starting a flow run
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        image_refresh(config)
+    except RefreshFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    image_refresh(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).with_name("refresh.yaml")))
+    raise SystemExit(main())

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 from uuid import UUID
 
 from .plan import BuildResult
 
-__all__ = ["artifact_key", "build_result_markdown", "create_build_artifact", "result_status"]
+__all__ = [
+    "artifact_key",
+    "build_result_markdown",
+    "create_build_artifact",
+    "markdown_cell",
+    "markdown_table",
+    "result_status",
+]
 
 #: Prefix of every artifact key we create.
 KEY_PREFIX = "flyimage"
@@ -80,9 +87,20 @@ def _durations(timings: Optional[Mapping[str, float]]) -> str:
     return ", ".join(f"{name} {float(seconds):.2f}s" for name, seconds in items)
 
 
-def _cell(text: Any) -> str:
+def markdown_cell(text: Any) -> str:
+    """``text`` made safe for one markdown table cell (shared by every table we render)."""
     # A '|' would end the cell and a newline the row.
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table. Cells are markdown already: escape plain text in them
+    with :func:`markdown_cell`."""
+    lines = ["| " + " | ".join(markdown_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+_cell = markdown_cell
 
 
 def build_result_markdown(

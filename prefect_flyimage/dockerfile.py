@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shlex
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from tempfile import TemporaryDirectory
 from types import TracebackType
-from typing import Optional, TextIO, TypeVar, Union
+from typing import Any, Mapping, Optional, TextIO, TypeVar, Union
 
 from .errors import ContextError
 from .prefect_images import get_prefect_image_name
@@ -41,6 +43,7 @@ __all__ = [
     "ContextPathNotFoundError",
     "DockerfileExistsError",
     "ImageBuilder",
+    "base_images",
     "default_dockerfile_text",
     "generate_default_dockerfile",
     "to_run_command",
@@ -379,3 +382,107 @@ def generate_default_dockerfile(context: Optional[Path] = None) -> Iterator[Path
         yield dockerfile
     finally:
         dockerfile.unlink(missing_ok=True)
+
+
+# ---- reading Dockerfiles: which images does a build start from? ----------------------
+
+_VAR = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-+])(?P<word>[^}]*))?\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def instructions(text: str) -> Iterator[tuple[str, str]]:
+    """``(KEYWORD, rest)`` per instruction, continuations joined and comment lines dropped
+    (comment lines are removed even inside a continuation, as Docker reads them)."""
+    buf: list[str] = []
+
+    def joined() -> Iterator[tuple[str, str]]:
+        line = " ".join(part for part in buf if part)
+        if line:
+            keyword, _, rest = line.partition(" ")
+            yield keyword.upper(), rest.strip()
+
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and not buf):
+            continue
+        if stripped.endswith("\\"):
+            buf.append(stripped[:-1])
+            continue
+        buf.append(stripped)
+        yield from joined()
+        buf = []
+    yield from joined()
+
+
+def _substitute(text: str, values: Mapping[str, Optional[str]], missing: list[str]) -> str:
+    def repl(m: re.Match[str]) -> str:
+        name = m.group("braced") or m.group("plain")
+        value = values.get(name)
+        op = m.group("op")
+        if op and op.endswith("-"):
+            return value if value else m.group("word")
+        if op and op.endswith("+"):
+            return m.group("word") if value else ""
+        if value is None:
+            missing.append(name)
+            return ""
+        return value
+
+    return _VAR.sub(repl, text)
+
+
+def base_images(dockerfile_text: str, build_args: Optional[Mapping[str, Any]] = None) -> list[str]:
+    """The images a Dockerfile builds from, in order: ``FROM`` images that are not earlier
+    stages (nor ``scratch``), and the images of ``COPY --from=`` and ``RUN --mount=...,from=``.
+
+    ``ARG``s declared before the first ``FROM`` are substituted (their defaults, overridden
+    by ``build_args``), as Docker does.
+
+    Raises:
+        ValueError: a ``FROM`` uses an ``ARG`` that has no value, or names no image.
+    """
+    overrides = {str(k): str(v) for k, v in (build_args or {}).items() if v is not None}
+    args: dict[str, Optional[str]] = {}
+    stages: set[str] = set()
+    bases: list[str] = []
+    seen_from = False
+
+    def add(image: str, line: str) -> None:
+        missing: list[str] = []
+        value = _substitute(image, args, missing).strip()
+        if missing:
+            raise ValueError(f"{line!r} uses build arg(s) {', '.join(sorted(set(missing)))} that have no value")
+        if not value:
+            raise ValueError(f"{line!r} names no image")
+        if value.lower() == "scratch" or value.lower() in stages or value.isdigit():
+            return
+        if value not in bases:
+            bases.append(value)
+
+    for keyword, rest in instructions(dockerfile_text):
+        line = f"{keyword} {rest}"
+        if keyword == "ARG" and not seen_from:
+            for token in shlex.split(rest):
+                name, eq, default = token.partition("=")
+                args[name] = overrides.get(name, default if eq else None)
+        elif keyword == "FROM":
+            seen_from = True
+            words = [w for w in rest.split() if not w.startswith("--")]
+            if not words:
+                raise ValueError(f"{line!r} names no image")
+            add(words[0], line)
+            if len(words) >= 3 and words[1].lower() == "as":
+                stages.add(words[2].lower())
+        elif keyword in ("COPY", "ADD", "RUN"):
+            for word in rest.split():
+                if not word.startswith("--"):
+                    break  # flags come first; the rest is the command or the sources
+                if word.startswith("--from="):
+                    add(word[len("--from="):], line)
+                elif word.startswith("--mount="):
+                    for option in word[len("--mount="):].split(","):
+                        key, _, value = option.partition("=")
+                        if key == "from" and value:
+                            add(value, line)
+    return bases

@@ -122,6 +122,36 @@ class PushUnavailableError(PushError, RegistryUnavailable):
     """A push that could not reach the registry: both a PushError and a RegistryUnavailable."""
 
 
+class ConfigError(SpecError):
+    """A configuration file (YAML) is malformed or of the wrong shape.
+
+    ``problems`` lists every problem, each starting ``file:line:``; ``path`` is the file.
+    """
+
+    def __init__(self, problems: Iterable[str], path: Optional[object] = None) -> None:
+        super().__init__(problems)
+        self.path = path
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        where = f" in {path}" if path else ""
+        self.args = (f"{len(self.problems)} problem(s){where}:\n{lines}",)
+
+
+class RefreshConfigError(ConfigError):
+    """The image-refresh configuration (``flows/refresh.yaml``) is invalid."""
+
+
+class BaseImageMissing(FlyImageError):
+    """A base image named by a Dockerfile is in neither its registry nor the daemon."""
+
+
+class VerificationError(FlyImageError):
+    """A rebuilt image failed its verification; it is not published."""
+
+
+class RefreshFailed(FlyImageError):
+    """Some images of an image-refresh run could not be checked, rebuilt or published."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures a retry may cure; the one rule every retrying task uses.
 

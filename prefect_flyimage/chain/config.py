@@ -10,11 +10,12 @@ import copy
 import os
 import posixpath
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Annotated, Any, Mapping, Optional, Union
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..credentials import RegistryCredentials
+from ..yamlconfig import read_yaml, validate
 
 DEFAULTS: dict[str, Any] = {
     "registry": "",
@@ -62,10 +63,49 @@ def setting(config: Mapping[str, Any], key: str) -> Any:
     return copy.deepcopy(DEFAULTS.get(key))
 
 
+class ConfigSchema(BaseModel):
+    """The types of the keys :data:`DEFAULTS` knows. Other keys are the tree's own (its
+    templates read them, e.g. ``seed_image``) and pass unchecked, as in docker-pkg."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    registry: Optional[str] = None
+    username: Optional[str] = None
+    password: Optional[str] = None
+    base_images: list[str] = []
+    apt_options: Optional[str] = None
+    http_proxy: Optional[str] = None
+    apt_only_proxy: Optional[str] = None
+    namespace: Optional[str] = None
+    scan_workers: Annotated[int, Field(ge=1)] = 8
+    fallback_author: str = ""
+    fallback_email: str = ""
+    distribution: str = ""
+    update_id: str = ""
+    ca_bundle: Optional[str] = None
+    force_numeric_user: bool = False
+    known_uid_mappings: dict[str, int] = {}
+    verify_command: str = ""
+    verify_args: list[str] = []
+    refresh_base_images: bool = True
+    build_network: Optional[str] = None
+    verify_timeout: Annotated[float, Field(gt=0)] = 600
+    build_timeout: Optional[Annotated[float, Field(gt=0)]] = None
+    state_dir: Optional[str] = None
+    build_workers: Annotated[int, Field(ge=1)] = 1
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as fh:
-        data = yaml.safe_load(fh)
-    return data or {}
+    """The keys ``path`` sets, checked against :class:`ConfigSchema`.
+
+    Raises:
+        ConfigError: the file cannot be read, is not valid YAML, or a key has the wrong
+            type (each problem names the file and line).
+    """
+    doc = read_yaml(path)
+    checked = validate(doc, ConfigSchema)
+    # The file's own values, as typed (numbers where a string is expected become text).
+    return checked.model_dump(include=set(doc.data or {}))
 
 
 def read_config(configfile: str | os.PathLike[str], *, user_config: bool = True) -> dict[str, Any]:
@@ -74,6 +114,10 @@ def read_config(configfile: str | os.PathLike[str], *, user_config: bool = True)
     As in docker-pkg, ``$XDG_CONFIG_HOME/docker-pkg.yaml`` (when present and
     ``user_config``) is merged below the file, and ``http_proxy`` doubles as the apt
     proxy unless ``apt_only_proxy`` is set.
+
+    Raises:
+        ConfigError: a file is unreadable, not valid YAML or of the wrong shape (the
+            message names the file and line).
     """
     config = copy.deepcopy(DEFAULTS)
     if user_config:
@@ -120,6 +164,7 @@ def state_dir(config: Mapping[str, Any]) -> Path:
 
 __all__ = [
     "DEFAULTS",
+    "ConfigSchema",
     "credentials",
     "image_label",
     "image_name",

@@ -367,6 +367,23 @@ class ImageFSM:
             finally:
                 self.durations["publish"] = round(time.monotonic() - started, 3)
 
+    # ---- plan changes from outside (the image refresh) ------------------------------
+    def set_plan(self, plan: BuildPlan) -> None:
+        """Build ``plan`` instead of the rendered one (e.g. with extra labels). Children read
+        this image's plan hash when computing theirs: set parents' plans first."""
+        with self._lock:
+            self.__dict__["plan"] = plan
+
+    def force_rebuild(self) -> None:
+        """Make the next :meth:`build` build this plan anew although its image exists (the
+        refresh's ``max_age`` and ``force``): no layer cache, and the daemon's content tag
+        of the plan is dropped so the pipeline does not reuse the image."""
+        with self._lock:
+            self.set_plan(self.plan.with_(no_cache=True))
+            self.engine.remove(self.plan.content_ref)
+            self.image_id = None
+            self.state = self.STATE_TO_BUILD
+
     # ---- tree ---------------------------------------------------------------------
     def add_child(self, img: "ImageFSM") -> None:
         """Declare another image as child of the current one"""

@@ -119,11 +119,12 @@ def _cycle_in(members: list[str], parents: Mapping[str, Sequence[str]]) -> list[
         path.append(nxt)
 
 
-def build_order(names: Iterable[str], parents: Mapping[str, Sequence[str]]) -> list[str]:
+def build_order(names: Iterable[str], parents: Mapping[str, Sequence[str]], *, sort: bool = True) -> list[str]:
     """``names`` and their ancestors among ``parents``' keys, parents before children.
 
-    Deterministic: a depth-first walk in name order (docker-pkg walked a set). The
-    graph must be acyclic (see :func:`check_tree`).
+    Deterministic: a depth-first walk in name order (docker-pkg walked a set), or in the
+    order given with ``sort=False`` (ties keep it). The graph must be acyclic (see
+    :func:`check_tree` and :func:`find_cycles`).
     """
     order: list[str] = []
     done: set[str] = set()
@@ -137,7 +138,7 @@ def build_order(names: Iterable[str], parents: Mapping[str, Sequence[str]]) -> l
                 visit(parent)
         order.append(name)
 
-    for name in sorted(names):
+    for name in sorted(names) if sort else names:
         visit(name)
     return order
 

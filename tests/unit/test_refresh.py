@@ -222,7 +222,7 @@ def test_load_config_lists_every_problem(project: Path, monkeypatch: pytest.Monk
         load_config(path)
     text = str(info.value)
     for expected in (
-        "TEST_UNSET not set", "unknown top-level key(s) colour", "never write a password", "needs a username",
+        "TEST_UNSET not set", "refresh.yaml:1: colour: unknown key", "never write a password", "needs a username",
         "Missing' does not exist", "names no registry", "exactly one of", "'context' only applies",
         "'verify', 'tags' and 'deployments' do not apply", "must be 'file.py:name'", "must not carry a tag",
         "max_age 'soon'", "'flow-name/deployment-name'", "'f' is used more than once",
@@ -234,7 +234,7 @@ def test_load_config_lists_every_problem(project: Path, monkeypatch: pytest.Monk
 def test_load_config_file_errors(tmp_path: Path) -> None:
     with pytest.raises(RefreshConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
-    with pytest.raises(RefreshConfigError, match="non-empty list"):
+    with pytest.raises(RefreshConfigError, match="images: list should have at least 1 item"):
         load_config(write_config(tmp_path, "images: []\n"))
     with pytest.raises(RefreshConfigError, match="not valid YAML"):
         load_config(write_config(tmp_path, "images: [\n"))
