@@ -293,6 +293,18 @@ def test_entry_order_puts_parents_first(project: Path) -> None:
     assert parents == {"leaf": ["mid"], "other": [], "mid": ["root"], "root": []}
 
 
+def test_entry_order_keeps_the_configuration_order_for_ties(project: Path) -> None:
+    entries = _entries(project, ["zeta", "alpha", "child"])
+    shapes = {
+        "zeta": EntryShape(frozenset({"r/zeta"}), frozenset()),
+        "alpha": EntryShape(frozenset({"r/alpha"}), frozenset()),
+        "child": EntryShape(frozenset({"r/child"}), frozenset({"r/zeta", "r/alpha"})),
+    }
+    order, parents = entry_order(entries, shapes)
+    assert [e.name for e in order] == ["zeta", "alpha", "child"]
+    assert parents["child"] == ["alpha", "zeta"]
+
+
 def test_entry_order_refuses_cycles(project: Path) -> None:
     entries = _entries(project, ["a", "b"])
     shapes = {
