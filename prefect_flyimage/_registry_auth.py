@@ -65,7 +65,9 @@ class RegistryAuth(httpx.Auth):
         self.credentials = credentials
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._scheme: Optional[str] = "basic" if credentials else None  # what the registry asked for last
+        # Basic up front saves htpasswd registries a round trip; an identity token is never a password.
+        basic = credentials is not None and not credentials.is_identity_token
+        self._scheme: Optional[str] = "basic" if basic else None  # what the registry asked for last
         self._challenge: dict[str, str] = {}
         self._tokens: dict[str, tuple[str, float]] = {}  # scope key -> (token, expires at)
         self._issued: list[str] = []  # every token handed out, for redaction
@@ -92,15 +94,15 @@ class RegistryAuth(httpx.Auth):
             token = self._cached_token(key)
             if token:
                 request.headers["Authorization"] = f"Bearer {token}"
-        elif self._scheme == "basic" and self.credentials:
+        elif self._scheme == "basic" and self.credentials and not self.credentials.is_identity_token:
             self._basic(request)
         response = yield request
         if response.status_code != 401:
             return
         scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
-            if not self.credentials or self._scheme == "basic":
-                return  # no credentials, or these were just refused: the caller reports the 401
+            if not self.credentials or self.credentials.is_identity_token or self._scheme == "basic":
+                return  # no (usable) credentials, or these were just refused: the caller reports the 401
             self._scheme = "basic"
             self._basic(request)
             yield request
@@ -117,6 +119,10 @@ class RegistryAuth(httpx.Auth):
 
     def _token_request(self, params: dict[str, str]) -> httpx.Request:
         query = {k: params[k] for k in ("service", "scope") if params.get(k)}
+        if self.credentials and self.credentials.is_identity_token:
+            # OAuth2 refresh-token grant, as the docker daemon does with an identity token.
+            form = {**query, "grant_type": "refresh_token", "refresh_token": self.credentials.secret, "client_id": "prefect-flyimage"}
+            return httpx.Request("POST", params["realm"], data=form)
         headers = {}
         if self.credentials:
             query["account"] = self.credentials.username

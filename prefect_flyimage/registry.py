@@ -31,14 +31,16 @@ import hashlib
 import ipaddress
 import os
 import threading
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import httpx
 
 from ._registry_auth import RegistryAuth
-from .credentials import RegistryCredentials, registry_host
+from .credentials import RegistryCredentials, registry_host, retry_refused
 from .errors import AuthenticationError, RegistryError, RegistryUnavailable, redact
 from .names import ImageRef
+
+T = TypeVar("T")
 
 #: Seconds to wait for the registry (connect, and each read) unless told otherwise.
 DEFAULT_TIMEOUT = 10.0
@@ -122,6 +124,7 @@ class RegistryClient:
         self.credentials = credentials
         self.timeout = float(timeout) if timeout is not None else _default_timeout()
         timeouts = httpx.Timeout(self.timeout)
+        self._timeouts = timeouts
         self._auth = RegistryAuth(self.registry, credentials, timeout=timeouts)
         insecure = _is_loopback(self.registry) or _listed_insecure(self.registry)
         # Loopback registries are nearly always plain HTTP: ask that way first.
@@ -146,6 +149,19 @@ class RegistryClient:
         self.close()
 
     # ---- requests -------------------------------------------------------------------
+    def _refusable(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; if refused with a credential helper's credentials, fetch them again once."""
+
+        def call(credentials: Optional[RegistryCredentials]) -> T:
+            if credentials is not self.credentials:
+                with self._lock:
+                    self.credentials = credentials
+                    self._auth = RegistryAuth(self.registry, credentials, timeout=self._timeouts)
+                    self._client.auth = self._auth
+            return fn()
+
+        return retry_refused(call, self.credentials)
+
     def _request(self, method: str, path: str, *, what: str, headers: Optional[dict[str, str]] = None) -> httpx.Response:
         """One request, over the first scheme that answers; transport failures -> RegistryUnavailable."""
         last: Optional[Exception] = None
@@ -214,6 +230,9 @@ class RegistryClient:
         refused, :class:`RegistryUnavailable` when the registry cannot be reached, does not
         answer in time or fails (5xx, 429), :class:`RegistryError` for other answers.
         """
+        return self._refusable(lambda: self._manifest_digest(ref))
+
+    def _manifest_digest(self, ref: ImageRef | str) -> Optional[str]:
         r, repo = self._repository(ref)
         reference = r.digest or r.tag or "latest"
         path = f"/v2/{repo}/manifests/{reference}"

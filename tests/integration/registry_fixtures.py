@@ -34,6 +34,9 @@ __all__ = [
     "PushedImage",
     "RegistryProcess",
     "TokenIssuer",
+    "CredentialHelper",
+    "DockerConfig",
+    "docker_config",
     "hanging_server",
     "htpasswd_registry",
     "push_image_to",
@@ -392,3 +395,102 @@ def token_registry(services, registry_workdir: Path, token_issuer: TokenIssuer) 
         yield reg
     finally:
         reg.stop()
+
+
+# ---- credential helpers (the docker-credential-* protocol) ------------------------------------------------
+
+_HELPER_SOURCE = '''#!{python}
+"""A docker credential helper of the test suite: answers from {state}."""
+import json, sys
+state_path = {state!r}
+if sys.argv[1:] != ["get"]:
+    sys.exit(2)
+server = sys.stdin.read().strip()
+with open(state_path) as fh:
+    state = json.load(fh)
+state["calls"] += 1
+state["servers"].append(server)
+with open(state_path, "w") as fh:
+    json.dump(state, fh)
+if server not in state["registries"]:
+    print("credentials not found in native keychain")
+    sys.exit(1)
+answers = state["answers"]
+secret = answers[min(state["calls"], len(answers)) - 1]
+json.dump({{"ServerURL": server, "Username": state["username"], "Secret": secret}}, sys.stdout)
+'''
+
+
+class CredentialHelper:
+    """``docker-credential-<name>`` on PATH, answering ``answers[0]``, ``answers[1]``, ... (the last repeats).
+
+    ``calls`` counts the ``get`` requests, ``servers`` lists what was asked for. Write
+    ``answers`` to change what later calls return (a rotated token).
+    """
+
+    def __init__(self, bindir: Path, name: str, username: str, answers: list[str], registries: list[str]) -> None:
+        self.name = name
+        self.program = f"docker-credential-{name}"
+        self.state_path = bindir / f"{name}.json"
+        self._write({"calls": 0, "servers": [], "username": username, "answers": answers, "registries": registries})
+        exe = bindir / self.program
+        import sys
+
+        exe.write_text(_HELPER_SOURCE.format(python=sys.executable, state=str(self.state_path)))
+        exe.chmod(0o755)
+
+    def _read(self) -> dict:
+        return json.loads(self.state_path.read_text())
+
+    def _write(self, state: dict) -> None:
+        self.state_path.write_text(json.dumps(state))
+
+    @property
+    def calls(self) -> int:
+        return self._read()["calls"]
+
+    @property
+    def servers(self) -> list[str]:
+        return self._read()["servers"]
+
+    def answer(self, *answers: str) -> None:
+        """From the next call on, answer these (in turn; the last repeats)."""
+        state = self._read()
+        state["answers"] = [*(["unused"] * state["calls"]), *answers]
+        self._write(state)
+
+
+class DockerConfig:
+    """Writes ``$DOCKER_CONFIG/config.json`` (the per-test empty dir) and makes helpers."""
+
+    def __init__(self, path: Path, bindir: Path) -> None:
+        self.dir = path
+        self.bindir = bindir
+
+    def write(self, config: dict) -> None:
+        from prefect_flyimage import _docker_config
+
+        (self.dir / "config.json").write_text(json.dumps(config))
+        _docker_config.clear_cache()
+
+    def helper(self, name: str, username: str, answers: list[str], registries: list[str]) -> CredentialHelper:
+        from prefect_flyimage import _docker_config
+
+        _docker_config.clear_cache()
+        return CredentialHelper(self.bindir, name, username, answers, registries)
+
+
+@pytest.fixture
+def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DockerConfig]:
+    """The test's private docker config dir, plus a bin dir on PATH for credential helpers."""
+    from prefect_flyimage import _docker_config
+
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir()
+    bindir = tmp_path / "helper-bin"
+    bindir.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    _docker_config.clear_cache()
+    yield DockerConfig(config_dir, bindir)
+    _docker_config.clear_cache()
