@@ -149,7 +149,7 @@ class RegistryAuth(httpx.Auth):
         except (ValueError, AttributeError, TypeError):
             token, lifetime = None, 0.0
         if response.status_code != 200 or not isinstance(token, str) or not token:
-            text = redact(response.text[:300], secrets)
+            text = redact(response.text, secrets)[:300]  # redact before cutting
             raise RegistryError(
                 f"token server {realm} for registry {self.registry} gave no token (HTTP {response.status_code}): {text}",
                 self.registry,

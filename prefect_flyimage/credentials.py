@@ -154,6 +154,10 @@ def refetch(credentials: Optional[RegistryCredentials]) -> Optional[RegistryCred
     """
     if credentials is None or credentials.helper is None:
         return None
+    # Another caller may have fetched a newer one since: use it without asking again.
+    cached = docker_config_credentials(credentials.registry)
+    if cached is not None and cached.helper and cached.secret != credentials.secret:
+        return cached
     fresh = docker_config_credentials(credentials.registry, fresh=True)
     if fresh is None or fresh.secret == credentials.secret:
         return None

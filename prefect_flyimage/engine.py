@@ -392,8 +392,12 @@ class Engine:
         """The manifest digest the registry holds for ``ref``, or ``None`` if it holds none.
 
         Asks the daemon's distribution endpoint (``docker-py inspect_distribution``)
-        with the credentials, so the check is authenticated like a push.
+        with the credentials, so the check is authenticated like a push. Credentials from
+        a credential helper that the registry refuses are fetched again once.
         """
+        return retry_refused(lambda creds: self._registry_digest(ref, creds), credentials)
+
+    def _registry_digest(self, ref: ImageRef | str, credentials: Optional[RegistryCredentials]) -> Optional[str]:
         r = ImageRef.parse(str(ref))
         secrets = [credentials.secret] if credentials else []
         try:

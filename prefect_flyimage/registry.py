@@ -209,7 +209,8 @@ class RegistryClient:
             )
         if status == 429 or status >= 500:
             return RegistryUnavailable(f"registry {self.registry} answered HTTP {status} for {what}; try again later", self.registry)
-        body = redact(response.read().decode("utf-8", "replace")[:300], self._auth.secrets())
+        # Redact before cutting: a cut-off secret would no longer match.
+        body = redact(response.read().decode("utf-8", "replace"), self._auth.secrets())[:300]
         return RegistryError(f"registry {self.registry} answered HTTP {status} for {what}: {body}".rstrip(": "), self.registry)
 
     def _repository(self, ref: ImageRef | str) -> tuple[ImageRef, str]:

@@ -34,10 +34,12 @@ __all__ = [
     "PushedImage",
     "RegistryProcess",
     "TokenIssuer",
+    "ArgvSampler",
     "CredentialHelper",
     "DockerConfig",
     "docker_config",
     "hanging_server",
+    "image_blobs",
     "htpasswd_registry",
     "push_image_to",
     "token_issuer",
@@ -494,3 +496,52 @@ def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[D
     _docker_config.clear_cache()
     yield DockerConfig(config_dir, bindir)
     _docker_config.clear_cache()
+
+
+# ---- the secrets scan -------------------------------------------------------------------------------------
+
+
+class ArgvSampler:
+    """Samples every process's argv (what ``ps -eo args`` shows) in a tight loop (as test_fly_registry's)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                            args = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+                    except OSError:
+                        continue
+                    if args:
+                        self.seen.add(args)
+
+    def __enter__(self) -> "ArgvSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.seen.update(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines())
+
+
+def image_blobs(ref: str) -> tuple[str, list[bytes]]:
+    """``docker history --no-trunc`` of ``ref`` and every file of ``docker save`` (layers unpacked)."""
+    import io
+    import tarfile
+
+    history = subprocess.run(["docker", "history", "--no-trunc", ref], capture_output=True, text=True, check=True).stdout
+    saved = subprocess.run(["docker", "save", ref], capture_output=True, check=True).stdout
+    blobs = [saved]
+    with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
+        for member in outer.getmembers():
+            if member.isfile() and member.name.endswith(".tar"):
+                with tarfile.open(fileobj=outer.extractfile(member)) as layer:
+                    blobs += [layer.extractfile(e).read() for e in layer.getmembers() if e.isfile()]
+    return history, blobs
