@@ -165,6 +165,7 @@ class RegistryClient:
     def _request(self, method: str, path: str, *, what: str, headers: Optional[dict[str, str]] = None) -> httpx.Response:
         """One request, over the first scheme that answers; transport failures -> RegistryUnavailable."""
         last: Optional[Exception] = None
+        fallback: Optional[httpx.Response] = None
         for scheme in list(self._schemes):
             try:
                 response = self._client.request(method, f"{scheme}://{self.registry}{path}", headers=headers)
@@ -179,13 +180,17 @@ class RegistryClient:
                 continue
             except httpx.TransportError as exc:
                 raise self._unavailable(what, exc) from None
-            if response.status_code == 400 and b"HTTPS server" in response.read():
-                last = RegistryError("plain HTTP sent to an HTTPS port")  # Go's answer to the wrong scheme
+            if scheme == "http" and response.status_code == 400 and response.http_version == "HTTP/1.0":
+                # Go's bare answer to plain HTTP on a TLS port ("Client sent an HTTP request
+                # to an HTTPS server"; a HEAD gets no body): try HTTPS, else report this 400.
+                fallback = response
                 continue
             if self._schemes[0] != scheme:
                 with self._lock:
                     self._schemes = [scheme] + [s for s in self._schemes if s != scheme]
             return response
+        if fallback is not None:
+            return fallback
         raise self._unavailable(what, last)
 
     def _unavailable(self, what: str, exc: Optional[Exception]) -> RegistryUnavailable:

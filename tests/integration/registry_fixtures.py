@@ -43,6 +43,7 @@ __all__ = [
     "htpasswd_registry",
     "push_image_to",
     "token_issuer",
+    "tls_registry",
     "token_registry",
 ]
 
@@ -127,13 +128,14 @@ def _v2_status(url: str) -> Optional[int]:
 class RegistryProcess:
     """Debian's ``docker-registry`` on a free loopback port with temp storage and an ``auth:`` block."""
 
-    def __init__(self, workdir: Path, auth_yaml: str = "") -> None:
+    def __init__(self, workdir: Path, auth_yaml: str = "", tls: Optional[tuple[Path, Path]] = None) -> None:
         binary = shutil.which("docker-registry")
         if binary is None:
             pytest.fail("docker-registry is not installed (scripts/services.sh up installs it)")
         self.binary = binary
         self.workdir = workdir
         self.auth_yaml = auth_yaml
+        self.tls = tls  # (certificate, key): serve HTTPS only
         self.port = _free_port()
         self.log_path = workdir / "registry.log"
         self._process: Optional[subprocess.Popen[bytes]] = None
@@ -151,7 +153,9 @@ class RegistryProcess:
         config.write_text(
             "version: 0.1\nlog:\n  level: info\n  formatter: text\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.workdir / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n  secret: {secrets.token_hex(16)}\n" + self.auth_yaml
+            f"http:\n  addr: {self.host}\n  secret: {secrets.token_hex(16)}\n"
+            + (f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n" if self.tls else "")
+            + self.auth_yaml
         )
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
@@ -160,13 +164,22 @@ class RegistryProcess:
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _v2_status(self.url) in (200, 401):
+            if self._up():
                 return
             if self._process.poll() is not None:
                 break
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"registry on {self.host} did not come up:\n{self.log_path.read_text()[-2000:]}")
+
+    def _up(self) -> bool:
+        if not self.tls:
+            return _v2_status(self.url) in (200, 401)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -240,6 +253,44 @@ def htpasswd_registry(services, registry_workdir: Path) -> Iterator[HtpasswdRegi
         yield reg
     finally:
         reg.process.stop()
+
+
+def self_signed(workdir: Path, name: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate (and key) for the IP ``name``: (cert path, key path)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(name))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = workdir / "tls.crt", workdir / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_registry(services, registry_workdir: Path) -> Iterator[RegistryProcess]:
+    """A no-auth registry on loopback that speaks HTTPS only (self-signed certificate)."""
+    tls = self_signed(registry_workdir)
+    reg = _start(lambda: RegistryProcess(registry_workdir, tls=tls))
+    try:
+        yield reg
+    finally:
+        reg.stop()
 
 
 # ---- token auth: an issuer signing RS256 JWTs, and a registry trusting it ---------------------------------------

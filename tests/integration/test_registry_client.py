@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from registry_fixtures import PushedImage, hanging_server, push_image_to  # noqa: E402,F401
+from registry_fixtures import (  # noqa: E402,F401
+    PushedImage,
+    hanging_server,
+    push_image_to,
+    registry_workdir,
+    tls_registry,
+)
 
 from prefect_flyimage import errors  # noqa: E402
 from prefect_flyimage.credentials import RegistryCredentials  # noqa: E402
@@ -108,3 +114,20 @@ def test_ref_in_another_registry_is_refused(registry, creds):
     with RegistryClient(registry.host, creds) as client:
         with pytest.raises(ValueError, match="is not in registry"):
             client.manifest_digest("127.0.0.1:5999/app:v1")
+
+
+def test_loopback_registry_over_https(tls_registry, busybox_image, unique_name):
+    """Loopback is asked over HTTP first (the common case); a TLS-only one is found over HTTPS."""
+    image = push_image_to(tls_registry.host, unique_name, "v1", busybox_image)  # the daemon tries HTTPS first too
+    with RegistryClient(tls_registry.host) as client:
+        assert client.manifest_digest(image.ref) == image.digest
+        assert client.manifest_digest(f"{tls_registry.host}/{unique_name}:absent") is None
+        assert client._schemes[0] == "https"  # remembered: later checks go straight to HTTPS
+
+
+def test_remote_registries_are_https_only(monkeypatch):
+    with RegistryClient("registry.example.com") as client:
+        assert client._schemes == ["https"]
+    monkeypatch.setenv("PREFECT_FLYIMAGE_INSECURE_REGISTRIES", "registry.example.com")
+    with RegistryClient("registry.example.com") as client:
+        assert client._schemes == ["https", "http"]
