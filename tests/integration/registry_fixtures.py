@@ -308,7 +308,8 @@ class TokenIssuer:
     JWT is RS256-signed and carries its self-signed certificate in the ``x5c`` header, the
     certificate the registry trusts as ``rootcertbundle``. A known user is granted every
     action asked for; a wrong password is answered 401. ``POST /token`` (OAuth2 password
-    grant) works the same. ``issued`` lists every token handed out, ``requests`` counts them.
+    grant) works the same, and so does the refresh-token grant with an identity token from
+    ``refresh_tokens`` (what ``docker login`` stores for OAuth registries). ``issued`` lists every token handed out, ``requests`` counts them.
     """
 
     service = "flyimage-test-registry"
@@ -321,6 +322,7 @@ class TokenIssuer:
         from cryptography.x509.oid import NameOID
 
         self.users = users
+        self.refresh_tokens: dict[str, str] = {}  # identity (OAuth refresh) token -> user
         self.lifetime = lifetime
         self.issued: list[str] = []
         self.requests = 0
@@ -412,6 +414,10 @@ class TokenIssuer:
                 form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
                 if form.get("grant_type") == ["password"]:
                     user, password = form.get("username", [None])[0], form.get("password", [None])[0]
+                elif form.get("grant_type") == ["refresh_token"]:
+                    # An identity token stands for its user; an unknown one is refused.
+                    user = issuer.refresh_tokens.get(form.get("refresh_token", [""])[0], "\0unknown")
+                    password = issuer.users.get(user, "")  # "" never matches: refused
                 else:
                     user, password = self._basic()
                 scopes = [s for entry in form.get("scope", []) for s in entry.split(" ")]

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registry_fixtures import (  # noqa: E402,F401
+    docker_config,
     push_image_to,
     registry_workdir,
     token_issuer,
@@ -101,3 +102,30 @@ def test_expired_token_is_fetched_again(token_registry, token_issuer, token_cred
         assert client.manifest_digest(pushed.ref) == pushed.digest
         assert client.manifest_digest(pushed.ref) == pushed.digest
     assert token_issuer.requests == before + 2
+
+
+def test_identity_token_from_a_credential_helper(token_registry, token_issuer, docker_config, token_creds, busybox_image, unique_name):
+    """A helper answering ``Username: <token>`` hands out an identity (OAuth refresh) token:
+    our client and the daemon both trade it for registry tokens (refresh-token grant)."""
+    import secrets
+
+    from prefect_flyimage.credentials import resolve_credentials
+
+    identity = "identity-" + secrets.token_hex(12)
+    token_issuer.refresh_tokens[identity] = "ci"
+    docker_config.helper("oauth", "<token>", [identity], [token_registry.host])
+    docker_config.write({"credHelpers": {token_registry.host: "oauth"}})
+    creds = resolve_credentials(None, token_registry.host)
+    assert creds.is_identity_token and "identity" not in repr(creds)
+    ref = f"{token_registry.host}/{unique_name}:v1"
+    with Engine() as engine:
+        engine.tag(busybox_image, ref)
+        digest = engine.push(ref, creds)  # the daemon does the refresh-token grant
+    with RegistryClient(token_registry.host, creds) as client:
+        assert client.manifest_digest(ref) == digest
+    # A revoked identity token is an authentication error, naming no secret.
+    del token_issuer.refresh_tokens[identity]
+    with RegistryClient(token_registry.host, creds) as client:
+        with pytest.raises(errors.AuthenticationError) as info:
+            client.manifest_digest(ref)
+    assert identity not in str(info.value)
