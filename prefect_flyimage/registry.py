@@ -169,16 +169,23 @@ class RegistryClient:
         for scheme in list(self._schemes):
             try:
                 response = self._client.request(method, f"{scheme}://{self.registry}{path}", headers=headers)
-            except httpx.TimeoutException:
-                raise RegistryUnavailable(
-                    f"registry {self.registry} did not answer within {self.timeout:g}s while checking {what} "
-                    f"(set ${TIMEOUT_ENV} for a slower registry)",
-                    self.registry,
-                ) from None
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                last = exc  # maybe the other scheme: TLS spoken to a plain-HTTP port, or the reverse
-                continue
             except httpx.TransportError as exc:
+                elsewhere = self._elsewhere(exc)
+                if elsewhere:  # the token server, not the registry: no point in another scheme
+                    raise RegistryUnavailable(
+                        f"token server {elsewhere} for registry {self.registry} is unreachable while checking "
+                        f"{what}: {redact(str(exc) or type(exc).__name__, self._auth.secrets())}",
+                        self.registry,
+                    ) from None
+                if isinstance(exc, httpx.TimeoutException):
+                    raise RegistryUnavailable(
+                        f"registry {self.registry} did not answer within {self.timeout:g}s while checking {what} "
+                        f"(set ${TIMEOUT_ENV} for a slower registry)",
+                        self.registry,
+                    ) from None
+                if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError)):
+                    last = exc  # maybe the other scheme: TLS spoken to a plain-HTTP port, or the reverse
+                    continue
                 raise self._unavailable(what, exc) from None
             if scheme == "http" and response.status_code == 400 and response.http_version == "HTTP/1.0":
                 # Go's bare answer to plain HTTP on a TLS port ("Client sent an HTTP request
@@ -192,6 +199,15 @@ class RegistryClient:
         if fallback is not None:
             return fallback
         raise self._unavailable(what, last)
+
+    def _elsewhere(self, exc: httpx.TransportError) -> Optional[str]:
+        """The URL ``exc`` failed on when that is not this registry (a token realm), else None."""
+        try:
+            url = exc.request.url
+        except RuntimeError:  # no request attached
+            return None
+        host = url.host if url.port is None else f"{url.host}:{url.port}"
+        return None if host == self.registry else str(url.copy_with(query=None))
 
     def _unavailable(self, what: str, exc: Optional[Exception]) -> RegistryUnavailable:
         detail = redact(str(exc) or type(exc).__name__, self._auth.secrets()) if exc else "no answer"

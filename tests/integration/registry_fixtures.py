@@ -426,9 +426,11 @@ class TokenIssuer:
         return Handler
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        """Stop answering (idempotent): the realm then refuses connections."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -129,3 +129,12 @@ def test_identity_token_from_a_credential_helper(token_registry, token_issuer, d
         with pytest.raises(errors.AuthenticationError) as info:
             client.manifest_digest(ref)
     assert identity not in str(info.value)
+
+
+def test_token_server_down_is_unavailable_naming_it(token_registry, token_issuer, token_creds):
+    token_issuer.close()
+    with RegistryClient(token_registry.host, token_creds, timeout=2) as client:
+        with pytest.raises(errors.RegistryUnavailable) as info:
+            client.manifest_digest(f"{token_registry.host}/some/repo:v1")
+    assert f"token server {token_issuer.realm}" in str(info.value)
+    assert errors.is_transient(info.value)
