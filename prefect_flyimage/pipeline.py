@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, TextIO
 
-from .credentials import CredentialsLike, RegistryCredentials, as_credentials
+from .credentials import CredentialsLike, RegistryCredentials, resolve_credentials
 from .engine import Engine
 from .errors import PushError, RegistryUnavailable
 from .names import ImageRef
@@ -35,8 +35,8 @@ class Existence:
 
 
 def plan_credentials(plan: BuildPlan, credentials: CredentialsLike) -> Optional[RegistryCredentials]:
-    """Credentials for the plan's registry from any accepted form (or ``None``)."""
-    return as_credentials(credentials, registry=ImageRef.parse(plan.repository).registry)
+    """Credentials for the plan's registry: those given, else the docker config's (or ``None``)."""
+    return resolve_credentials(credentials, registry=ImageRef.parse(plan.repository).registry)
 
 
 def local_match(engine: Engine, plan: BuildPlan) -> Optional[str]:
