@@ -23,6 +23,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from docker.utils.build import exclude_paths
 
+from ._encoding import length_prefixed
 from .errors import ContextError
 
 #: Chunk size for streaming files through the hash (never read a file whole).
@@ -68,11 +69,6 @@ def check_context_dir(context: Path | str) -> Path:
     return path
 
 
-def _len_prefixed(*parts: bytes) -> bytes:
-    # Length-prefixing makes the encoding injective: ("ab","c") != ("a","bc").
-    return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
-
-
 @dataclass(frozen=True)
 class ContextEntry:
     """One entry of a build context as Docker would archive it."""
@@ -85,12 +81,7 @@ class ContextEntry:
 
     def encode(self) -> bytes:
         """Canonical, length-prefixed bytes of this entry for hashing."""
-        return _len_prefixed(
-            self.path.encode("utf-8", "surrogateescape"),
-            self.kind.encode(),
-            b"%o" % self.mode,
-            self.digest.encode(),
-        )
+        return length_prefixed(self.path, self.kind, b"%o" % self.mode, self.digest)
 
 
 class StatCache:
