@@ -1,9 +1,10 @@
 """Build contexts: which files Docker would send, and a content hash over them.
 
-The file list comes from docker-py's own ``.dockerignore`` matching
-(:func:`docker.utils.build.exclude_paths`), so what we hash is exactly what the
-classic builder sends. Hashing streams every file through SHA-256 and keeps a
-persistent stat cache, so an unchanged tree is re-hashed from ``stat`` alone.
+The file list follows docker-py's own ``.dockerignore`` rules
+(:func:`docker.utils.build.exclude_paths`, compiled once in :mod:`._dockerignore`), so
+what we hash is exactly what the classic builder sends. Hashing streams every file
+through SHA-256 (on worker processes when the cold work is large, :mod:`._filehash`) and
+keeps a persistent stat cache, so an unchanged tree is re-hashed from ``stat`` alone.
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from docker.utils.build import exclude_paths
-
+from ._dockerignore import list_context
 from ._encoding import length_prefixed
+from ._filehash import CHUNK, cpu_count, hash_file, hash_in_processes
 from .errors import ContextError
 
-#: Chunk size for streaming files through the hash (never read a file whole).
-CHUNK = 1 << 20
+__all__ = ["BuildContext", "ContextEntry", "StatCache", "CHUNK", "RACY_SECONDS", "cache_dir", "check_context_dir",
+           "hash_file", "read_dockerignore"]
+
+#: Cold work at least this large goes to worker processes (one per CPU); smaller trees
+#: are hashed on threads, where starting interpreters would cost more than it saves.
+PROCESS_MIN_BYTES = 32 << 20
+PROCESS_MIN_FILES = 2000
 #: Files modified this recently are never trusted from the stat cache: a write in the
 #: same clock tick as our stat would otherwise go unnoticed ("racy git" problem).
 RACY_SECONDS = 2.0
@@ -139,15 +145,16 @@ class StatCache:
                 return None
         return list(hit["paths"])
 
-    def put_listing(self, key: str, root: Path, paths: list[str]) -> None:
-        """Remember the file list; keyed by the folders' mtimes (entries added, removed or renamed)."""
+    def put_listing(self, key: str, root: Path, paths: list[str], walked: Iterable[str]) -> None:
+        """Remember the file list, keyed by the mtimes of the ``walked`` folders (entries added, removed or renamed)."""
         dirs: dict[str, int] = {}
         now = time.time()
-        for rel in [""] + paths:
-            full = root / rel
-            if rel and not (full.is_dir() and not full.is_symlink()):
-                continue
-            mtime_ns = os.stat(full).st_mtime_ns
+        base = str(root)
+        for rel in walked:
+            try:
+                mtime_ns = os.stat(os.path.join(base, rel) if rel else base).st_mtime_ns
+            except OSError:
+                return
             if now - mtime_ns / 1e9 < RACY_SECONDS:
                 return  # a folder changed just now: don't trust a cache keyed on its mtime
             dirs[rel] = mtime_ns
@@ -169,26 +176,14 @@ class StatCache:
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".stat-")
+            # json.dumps, not json.dump: dump streams through the pure-Python encoder (5x slower).
+            data = json.dumps({"version": _CACHE_VERSION, "root": self._root, "entries": self._entries, "listing": self._listing})
             with os.fdopen(fd, "w") as fh:
-                json.dump(
-                    {"version": _CACHE_VERSION, "root": self._root, "entries": self._entries, "listing": self._listing}, fh
-                )
+                fh.write(data)
             os.replace(tmp, self.file)
             self._dirty = False
         except OSError:
             pass
-
-
-def hash_file(path: Path) -> str:
-    """SHA-256 of a file, streamed in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            chunk = fh.read(CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class BuildContext:
@@ -235,19 +230,19 @@ class BuildContext:
             cached = self._cache.listing(key, self.root)
             if cached is not None:
                 return cached
-        found = self._list(patterns)
+        walked: list[str] = []
+        found = self._list(patterns, walked)
         if cacheable:
-            self._cache.put_listing(key, self.root, found)
+            self._cache.put_listing(key, self.root, found, walked)
         return found
 
-    def _list(self, patterns: list[str]) -> list[str]:
+    def _list(self, patterns: list[str], walked: Optional[list[str]] = None) -> list[str]:
         try:
-            found = exclude_paths(str(self.root), list(patterns), dockerfile=self.dockerfile)
+            return list_context(str(self.root), patterns, self.dockerfile, walked)
         except PermissionError as exc:
             raise ContextError(f"cannot list {exc.filename!r} in build context {str(self.root)!r}: permission denied", exc.filename) from None
         except OSError as exc:
             raise ContextError(f"cannot list build context {str(self.root)!r}: {exc}", exc.filename) from None
-        return sorted(p.replace(os.sep, "/") for p in found)
 
     def entries(self) -> list[ContextEntry]:
         """Every context entry with its digest (computed once per instance)."""
@@ -259,10 +254,11 @@ class BuildContext:
         cache = self._cache
         stats: list[tuple[str, os.stat_result]] = []
         root = str(self.root)
-        join = os.path.join  # plain strings: pathlib costs more than the stat itself here
+        prefix = root + os.sep  # plain strings: pathlib costs more than the stat itself here
+        lstat = os.lstat
         for rel in self.paths():
             try:
-                st = os.lstat(join(root, rel))
+                st = lstat(prefix + rel)
             except FileNotFoundError:
                 continue  # vanished between listing and stat: Docker would not send it either
             stats.append((rel, st))
@@ -287,31 +283,8 @@ class BuildContext:
                     self.root / rel,
                 )
 
-        def work(item: tuple[int, str, os.stat_result]) -> tuple[int, str]:
-            i, rel, st = item
-            try:
-                digest = hash_file(self.root / rel)
-            except PermissionError:
-                raise ContextError(
-                    f"cannot read {rel!r} in build context {str(self.root)!r}: permission denied; "
-                    "fix its permissions or add it to .dockerignore",
-                    self.root / rel,
-                ) from None
-            except OSError as exc:
-                raise ContextError(f"cannot read {rel!r} in build context {str(self.root)!r}: {exc.strerror}", self.root / rel) from None
-            if cache:
-                cache.put(rel, st, digest)
-            return i, digest
-
         if todo:
-            # hashlib releases the GIL on large buffers, so threads overlap I/O and hashing.
-            workers = min(4, (os.cpu_count() or 1) + 1, len(todo))
-            if workers <= 1:
-                results = map(work, todo)
-                digests.update(results)
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    digests.update(pool.map(work, todo))
+            self._hash_cold(todo, digests)
 
         entries = []
         for i, (rel, st) in enumerate(stats):
@@ -321,6 +294,56 @@ class BuildContext:
             cache.prune(rel for rel, _ in stats)
             cache.save()
         return entries
+
+    def _read_error(self, rel: str, exc: OSError) -> ContextError:
+        if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+            return ContextError(
+                f"cannot read {rel!r} in build context {str(self.root)!r}: permission denied; "
+                "fix its permissions or add it to .dockerignore",
+                self.root / rel,
+            )
+        return ContextError(f"cannot read {rel!r} in build context {str(self.root)!r}: {exc.strerror}", self.root / rel)
+
+    def _hash_cold(self, todo: list[tuple[int, str, os.stat_result]], digests: dict[int, str]) -> None:
+        """Hash files the stat cache could not answer for, into ``digests`` by index."""
+        cache = self._cache
+
+        def work(item: tuple[int, str, os.stat_result]) -> tuple[int, str]:
+            i, rel, st = item
+            try:
+                digest = hash_file(self.root / rel)
+            except OSError as exc:
+                raise self._read_error(rel, exc) from None
+            if cache:
+                cache.put(rel, st, digest)
+            return i, digest
+
+        cpus = cpu_count()
+        if cpus > 1 and (len(todo) >= PROCESS_MIN_FILES or sum(st.st_size for _, _, st in todo) >= PROCESS_MIN_BYTES):
+            # Per-file Python work holds the GIL, so threads reach about one core on many
+            # files; bare worker interpreters scale with the cores (see _filehash).
+            root = str(self.root)
+            items = [(os.path.join(root, rel), st.st_size) for _, rel, st in todo]
+
+            def done(k: int, digest: str) -> None:
+                i, rel, st = todo[k]
+                digests[i] = digest
+                if cache:
+                    cache.put(rel, st, digest)
+
+            try:
+                hash_in_processes(items, min(cpus, 8), done, lambda path: hash_file(Path(path)))
+            except OSError as exc:
+                rel = os.path.relpath(exc.filename, root) if exc.filename else "?"
+                raise self._read_error(rel, exc) from None
+            return
+        # Few or small files: threads (hashlib releases the GIL on large buffers).
+        workers = min(4, cpus + 1, len(todo))
+        if workers <= 1:
+            digests.update(map(work, todo))
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                digests.update(pool.map(work, todo))
 
     def _link_digest(self, rel: str) -> str:
         full = self.root / rel
