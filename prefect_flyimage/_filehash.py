@@ -120,7 +120,7 @@ def _start_worker() -> "Optional[subprocess.Popen[bytes]]":
     assert proc.stdout is not None
     if proc.stdout.readline() != _HELLO:  # not a Python that runs our script
         proc.kill()
-        proc.wait()
+        proc.communicate()  # closes the pipes
         return None
     return proc
 

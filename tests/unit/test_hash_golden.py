@@ -117,3 +117,17 @@ def test_plan_from_dockerfile_is_pinned(golden):
     assert "docker/Dockerfile.prod" in plan.build_context.paths()
     assert plan.hash == FILE_PLAN_HASH
     assert plan.content_tag == FILE_CONTENT_TAG
+
+
+def test_context_digest_is_the_same_on_worker_processes(golden, monkeypatch):
+    # Big cold trees are hashed on worker processes: same bytes, same digest.
+    import prefect_flyimage._filehash as filehash
+    import prefect_flyimage.context as ctx
+
+    monkeypatch.setattr(ctx, "PROCESS_MIN_FILES", 1)
+    monkeypatch.setattr(ctx, "cpu_count", lambda: 2)
+    started = []
+    real = filehash._start_worker
+    monkeypatch.setattr(filehash, "_start_worker", lambda: started.append(real()) or started[-1])
+    assert BuildContext(golden, None, use_cache=False).digest() == CONTEXT_DIGEST
+    assert started and all(p is not None for p in started)
