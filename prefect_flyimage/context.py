@@ -120,7 +120,13 @@ class StatCache:
     def get(self, rel: str, st: os.stat_result) -> Optional[str]:
         """The cached digest of ``rel`` if its stat signature is unchanged and not racy."""
         hit = self._entries.get(rel)
-        if hit is None or hit[:4] != self._sig(st):
+        if (
+            hit is None
+            or hit[0] != st.st_size
+            or hit[1] != st.st_mtime_ns
+            or hit[2] != st.st_ino
+            or hit[3] != st.st_ctime_ns
+        ):
             return None
         return hit[4]
 
@@ -251,31 +257,34 @@ class BuildContext:
         return self._entries
 
     def _scan(self) -> list[ContextEntry]:
+        # One pass of lstat + stat-cache lookups: on a warm tree this loop is the whole cost.
         cache = self._cache
-        stats: list[tuple[str, os.stat_result]] = []
-        root = str(self.root)
-        prefix = root + os.sep  # plain strings: pathlib costs more than the stat itself here
-        lstat = os.lstat
+        lookup = cache.get if cache else None
+        prefix = str(self.root) + os.sep  # plain strings: pathlib costs more than the stat itself here
+        lstat, S_ISREG, S_ISDIR, S_ISLNK, S_IMODE = os.lstat, stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK, stat.S_IMODE
+        rows: list[tuple[str, str, int, int]] = []  # rel, kind, mode, size
+        digests: dict[int, str] = {}
+        todo: list[tuple[int, str, os.stat_result]] = []
         for rel in self.paths():
             try:
                 st = lstat(prefix + rel)
             except FileNotFoundError:
                 continue  # vanished between listing and stat: Docker would not send it either
-            stats.append((rel, st))
-
-        todo: list[tuple[int, str, os.stat_result]] = []
-        digests: dict[int, str] = {}
-        for i, (rel, st) in enumerate(stats):
-            if stat.S_ISREG(st.st_mode):
-                cached = cache.get(rel, st) if cache else None
+            mode = st.st_mode
+            i = len(rows)
+            if S_ISREG(mode):
+                rows.append((rel, "file", S_IMODE(mode), st.st_size))
+                cached = lookup(rel, st) if lookup else None
                 if cached is None:
                     todo.append((i, rel, st))
                 else:
                     digests[i] = cached
-            elif stat.S_ISLNK(st.st_mode):
-                digests[i] = self._link_digest(rel)
-            elif stat.S_ISDIR(st.st_mode):
+            elif S_ISDIR(mode):
+                rows.append((rel, "dir", S_IMODE(mode), 0))
                 digests[i] = ""
+            elif S_ISLNK(mode):
+                rows.append((rel, "symlink", S_IMODE(mode), 0))
+                digests[i] = self._link_digest(rel)
             else:
                 raise ContextError(
                     f"{rel!r} in build context {str(self.root)!r} is not a regular file, folder or symlink "
@@ -286,12 +295,9 @@ class BuildContext:
         if todo:
             self._hash_cold(todo, digests)
 
-        entries = []
-        for i, (rel, st) in enumerate(stats):
-            kind = "file" if stat.S_ISREG(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else "dir"
-            entries.append(ContextEntry(rel, kind, stat.S_IMODE(st.st_mode), digests[i], st.st_size if kind == "file" else 0))
+        entries = [ContextEntry(rel, kind, mode, digests[i], size) for i, (rel, kind, mode, size) in enumerate(rows)]
         if cache:
-            cache.prune(rel for rel, _ in stats)
+            cache.prune(row[0] for row in rows)
             cache.save()
         return entries
 
