@@ -31,9 +31,10 @@ __all__ = ["BuildContext", "ContextEntry", "StatCache", "CHUNK", "RACY_SECONDS",
            "hash_file", "read_dockerignore"]
 
 #: Cold work at least this large goes to worker processes (one per CPU); smaller trees
-#: are hashed on threads, where starting interpreters would cost more than it saves.
-PROCESS_MIN_BYTES = 32 << 20
-PROCESS_MIN_FILES = 2000
+#: are hashed on threads, where starting interpreters costs more than it saves (2 cores:
+#: 500 small files 17 ms on threads, 45 ms on processes; 2,000 files 145 ms vs 86 ms).
+PROCESS_MIN_BYTES = 64 << 20
+PROCESS_MIN_FILES = 1000
 #: Files modified this recently are never trusted from the stat cache: a write in the
 #: same clock tick as our stat would otherwise go unnoticed ("racy git" problem).
 RACY_SECONDS = 2.0
