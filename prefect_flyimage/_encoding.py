@@ -8,14 +8,19 @@ Content tags in users' registries depend on these exact bytes (pinned by
 
 from __future__ import annotations
 
+import struct
+
 __all__ = ["length_prefixed"]
+
+_LENGTH = struct.Struct(">Q").pack  # 8 bytes, big-endian
 
 
 def length_prefixed(*parts: bytes | str) -> bytes:
     """Concatenate ``parts``, each preceded by its byte length; ``str`` is UTF-8 (surrogateescape)."""
-    out = []
+    # Called once per context entry (20,000 times for a big tree): kept lean.
+    out = b""
     for part in parts:
-        data = part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part
-        out.append(len(data).to_bytes(8, "big"))
-        out.append(data)
-    return b"".join(out)
+        if isinstance(part, str):
+            part = part.encode("utf-8", "surrogateescape")
+        out += _LENGTH(len(part)) + part
+    return out

@@ -260,7 +260,7 @@ class BuildContext:
     def _scan(self) -> list[ContextEntry]:
         # One pass of lstat + stat-cache lookups: on a warm tree this loop is the whole cost.
         cache = self._cache
-        lookup = cache.get if cache else None
+        known = cache._entries if cache else {}  # StatCache.get, inlined: 20,000 calls on a big tree
         prefix = str(self.root) + os.sep  # plain strings: pathlib costs more than the stat itself here
         lstat, S_ISREG, S_ISDIR, S_ISLNK, S_IMODE = os.lstat, stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK, stat.S_IMODE
         rows: list[tuple[str, str, int, int]] = []  # rel, kind, mode, size
@@ -275,11 +275,17 @@ class BuildContext:
             i = len(rows)
             if S_ISREG(mode):
                 rows.append((rel, "file", S_IMODE(mode), st.st_size))
-                cached = lookup(rel, st) if lookup else None
-                if cached is None:
-                    todo.append((i, rel, st))
+                hit = known.get(rel)
+                if (
+                    hit is not None
+                    and hit[0] == st.st_size
+                    and hit[1] == st.st_mtime_ns
+                    and hit[2] == st.st_ino
+                    and hit[3] == st.st_ctime_ns
+                ):
+                    digests[i] = hit[4]
                 else:
-                    digests[i] = cached
+                    todo.append((i, rel, st))
             elif S_ISDIR(mode):
                 rows.append((rel, "dir", S_IMODE(mode), 0))
                 digests[i] = ""
@@ -370,8 +376,7 @@ class BuildContext:
     def digest(self) -> str:
         """SHA-256 over all entries (length-prefixed, sorted by path)."""
         h = hashlib.sha256(b"prefect-flyimage-context-v1\0")
-        for entry in self.entries():
-            h.update(entry.encode())
+        h.update(b"".join([entry.encode() for entry in self.entries()]))
         return h.hexdigest()
 
     def total_size(self) -> int:
