@@ -33,6 +33,8 @@ __all__ = ["CHUNK", "hash_file", "hash_in_processes", "cpu_count"]
 #: Chunk size for streaming files through the hash (never read a file whole).
 CHUNK = 1 << 20
 _HELLO = b"flyimage-hash-1\n"
+# A worker that has not said hello by then is not a Python running our script.
+_HELLO_TIMEOUT = 10.0
 # Each request line is a path in hex (paths may hold any byte but NUL); each answer line
 # is the hex digest or "!<errno> <message>".
 _WORKER = r"""
@@ -118,7 +120,13 @@ def _start_worker() -> "Optional[subprocess.Popen[bytes]]":
     except OSError:
         return None
     assert proc.stdout is not None
-    if proc.stdout.readline() != _HELLO:  # not a Python that runs our script
+    if os.name == "posix":
+        import select
+
+        ready, _, _ = select.select([proc.stdout], [], [], _HELLO_TIMEOUT)
+    else:
+        ready = [proc.stdout]
+    if not ready or proc.stdout.readline() != _HELLO:  # not a Python that runs our script
         proc.kill()
         proc.communicate()  # closes the pipes
         return None

@@ -126,3 +126,16 @@ def test_concurrent_digests_from_threads(tmp_path, processes):
     for t in threads:
         t.join()
     assert results == [expected] * 4 and len(processes) == 10
+
+
+def test_executable_that_hangs_is_not_waited_for(tmp_path, monkeypatch):
+    # sys.executable may be an embedding binary (uwsgi, a frozen app) that never answers.
+    script = tmp_path / "silent"
+    script.write_text("#!/bin/sh\nexec sleep 60\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(fh.sys, "executable", str(script))
+    monkeypatch.setattr(fh, "_HELLO_TIMEOUT", 0.5)
+    items = files(tmp_path, 20)
+    got: dict[int, str] = {}
+    fh.hash_in_processes(items, 2, got.__setitem__, fh.hash_file)
+    assert got == {i: fh.hash_file(p) for i, (p, _) in enumerate(items)}
