@@ -83,15 +83,15 @@ def test_context_names_the_unreadable_file(tmp_path, processes, monkeypatch):
     root = make_tree(tmp_path)
     real = ctx.BuildContext.paths
     monkeypatch.setattr(ctx.BuildContext, "paths", lambda self: real(self) + ["zz-vanished"])
-    monkeypatch.setattr(ctx.os, "lstat", _pretend_file(ctx.os.lstat, "zz-vanished", root / "Dockerfile"))
+    monkeypatch.setattr(ctx.os, "stat", _pretend_file(ctx.os.stat, "zz-vanished", root / "Dockerfile"))
     with pytest.raises(ContextError, match="cannot read 'zz-vanished'.*No such file"):
         BuildContext(root, use_cache=False).digest()
 
 
-def _pretend_file(lstat, name, stand_in):
+def _pretend_file(real_stat, name, stand_in):
     # The file vanishes between stat and read (a race we cannot schedule for real).
     def fake(path, *a, **kw):
-        return lstat(stand_in) if str(path).endswith(name) else lstat(path, *a, **kw)
+        return real_stat(stand_in, follow_symlinks=False) if str(path).endswith(name) else real_stat(path, *a, **kw)
 
     return fake
 
