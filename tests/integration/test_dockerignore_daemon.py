@@ -14,6 +14,7 @@ hashing them too only means an edit of an excluded ``.dockerignore`` line is not
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -126,3 +127,28 @@ def test_daemon_oracle_sees_exclusions(docker_client, busybox_image, tmp_path):
     got = received(docker_client, tmp_path)
     assert {p for p, _, _ in got} == {"app.py", "build", "build/keep"}
     assert got == hashed(tmp_path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap, see the module docstring of prefect_flyimage/_dockerignore.py: the hash follows docker-py's "
+    "rules (what the classic builder receives); BuildKit's CLI matches .dockerignore case-sensitively, so it also "
+    "sends files docker-py's case-insensitive matcher leaves out",
+)
+def test_buildkit_receives_the_hashed_entries(busybox_image, tmp_path, unique_name):
+    import subprocess
+
+    cli = os.environ.get("PREFECT_FLYIMAGE_DOCKER_CLI") or "/usr/bin/docker"
+    (tmp_path / "README.MD").write_text("notes\n")
+    (tmp_path / "app.py").write_text("x = 1\n")
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE.format(base=busybox_image))
+    (tmp_path / ".dockerignore").write_text("*.md\n")
+    tag = f"{unique_name}:probe"
+    out = subprocess.run(
+        [cli, "build", "--no-cache", "--progress=plain", "--network=host", "-t", tag, str(tmp_path)],
+        env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = (re.match(r"#\d+ [\d.]+ @@\d+\|[^|]+\|\./(.*)$", line) for line in out.stderr.splitlines())
+    got = {m.group(1) for m in found if m}
+    assert got - {"Dockerfile", ".dockerignore"} == {p for p, _, _ in hashed(tmp_path)}
