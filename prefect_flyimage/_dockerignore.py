@@ -76,8 +76,13 @@ def list_context(
         if walked is not None:
             walked.append(rel)
         prefix = rel + "/" if rel else ""
+        entries = []
         with os.scandir(os.path.join(root, rel) if rel else root) as it:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            for e in it:
+                try:
+                    entries.append((e.name, e.is_dir(follow_symlinks=False)))
+                except OSError:  # vanished meanwhile: docker-py's os.path.isdir says False too
+                    entries.append((e.name, False))
         if not any_exclude:  # only "!" rules: nothing is ever excluded
             for name, is_dir in entries:
                 path = prefix + name
