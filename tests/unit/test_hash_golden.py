@@ -100,6 +100,13 @@ def test_context_digest_is_pinned(golden):
     # Same value without the stat cache, and again from a warm cache.
     assert BuildContext(golden, None, use_cache=False).digest() == CONTEXT_DIGEST
     assert BuildContext(golden, None).digest() == CONTEXT_DIGEST
+    # ContextEntry.encode is the published per-entry encoding: it must give the same digest.
+    import hashlib
+
+    entries = BuildContext(golden, None).entries()
+    joined = b"".join(e.encode() for e in entries)
+    assert hashlib.sha256(b"prefect-flyimage-context-v1\0" + joined).hexdigest() == CONTEXT_DIGEST
+    assert [e.path for e in entries] == LISTING
 
 
 def test_plan_hash_and_content_tag_are_pinned(golden):
