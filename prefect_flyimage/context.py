@@ -1,9 +1,10 @@
 """Build contexts: which files Docker would send, and a content hash over them.
 
-The file list comes from docker-py's own ``.dockerignore`` matching
-(:func:`docker.utils.build.exclude_paths`), so what we hash is exactly what the
-classic builder sends. Hashing streams every file through SHA-256 and keeps a
-persistent stat cache, so an unchanged tree is re-hashed from ``stat`` alone.
+The file list follows docker-py's own ``.dockerignore`` rules
+(:func:`docker.utils.build.exclude_paths`, compiled once in :mod:`._dockerignore`), so
+what we hash is exactly what the classic builder sends. Hashing streams every file
+through SHA-256 (on worker processes when the cold work is large, :mod:`._filehash`) and
+keeps a persistent stat cache, so an unchanged tree is re-hashed from ``stat`` alone.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from docker.utils.build import exclude_paths
-
+from ._dockerignore import list_context
+from ._encoding import length_prefixed
+from ._filehash import CHUNK, cpu_count, hash_file, hash_in_processes
 from .errors import ContextError
 
-#: Chunk size for streaming files through the hash (never read a file whole).
-CHUNK = 1 << 20
+__all__ = ["BuildContext", "ContextEntry", "StatCache", "CHUNK", "RACY_SECONDS", "cache_dir", "check_context_dir",
+           "hash_file", "read_dockerignore"]
+
+#: Cold work at least this large goes to worker processes (one per CPU); smaller trees
+#: are hashed on threads, where starting interpreters costs more than it saves (2 cores:
+#: 500 small files 17 ms on threads, 45 ms on processes; 2,000 files 145 ms vs 86 ms).
+PROCESS_MIN_BYTES = 64 << 20
+PROCESS_MIN_FILES = 1000
 #: Files modified this recently are never trusted from the stat cache: a write in the
 #: same clock tick as our stat would otherwise go unnoticed ("racy git" problem).
 RACY_SECONDS = 2.0
@@ -68,11 +76,6 @@ def check_context_dir(context: Path | str) -> Path:
     return path
 
 
-def _len_prefixed(*parts: bytes) -> bytes:
-    # Length-prefixing makes the encoding injective: ("ab","c") != ("a","bc").
-    return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
-
-
 @dataclass(frozen=True)
 class ContextEntry:
     """One entry of a build context as Docker would archive it."""
@@ -85,12 +88,11 @@ class ContextEntry:
 
     def encode(self) -> bytes:
         """Canonical, length-prefixed bytes of this entry for hashing."""
-        return _len_prefixed(
-            self.path.encode("utf-8", "surrogateescape"),
-            self.kind.encode(),
-            b"%o" % self.mode,
-            self.digest.encode(),
-        )
+        return _encode_entry(self.path, self.kind, self.mode, self.digest)
+
+
+def _encode_entry(path: str, kind: str, mode: int, digest: str) -> bytes:
+    return length_prefixed(path, kind, b"%o" % mode, digest)
 
 
 class StatCache:
@@ -123,7 +125,13 @@ class StatCache:
     def get(self, rel: str, st: os.stat_result) -> Optional[str]:
         """The cached digest of ``rel`` if its stat signature is unchanged and not racy."""
         hit = self._entries.get(rel)
-        if hit is None or hit[:4] != self._sig(st):
+        if (
+            hit is None
+            or hit[0] != st.st_size
+            or hit[1] != st.st_mtime_ns
+            or hit[2] != st.st_ino
+            or hit[3] != st.st_ctime_ns
+        ):
             return None
         return hit[4]
 
@@ -148,15 +156,16 @@ class StatCache:
                 return None
         return list(hit["paths"])
 
-    def put_listing(self, key: str, root: Path, paths: list[str]) -> None:
-        """Remember the file list; keyed by the folders' mtimes (entries added, removed or renamed)."""
+    def put_listing(self, key: str, root: Path, paths: list[str], walked: Iterable[str]) -> None:
+        """Remember the file list, keyed by the mtimes of the ``walked`` folders (entries added, removed or renamed)."""
         dirs: dict[str, int] = {}
         now = time.time()
-        for rel in [""] + paths:
-            full = root / rel
-            if rel and not (full.is_dir() and not full.is_symlink()):
-                continue
-            mtime_ns = os.stat(full).st_mtime_ns
+        base = str(root)
+        for rel in walked:
+            try:
+                mtime_ns = os.stat(os.path.join(base, rel) if rel else base).st_mtime_ns
+            except OSError:
+                return
             if now - mtime_ns / 1e9 < RACY_SECONDS:
                 return  # a folder changed just now: don't trust a cache keyed on its mtime
             dirs[rel] = mtime_ns
@@ -178,26 +187,14 @@ class StatCache:
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".stat-")
+            # json.dumps, not json.dump: dump streams through the pure-Python encoder (5x slower).
+            data = json.dumps({"version": _CACHE_VERSION, "root": self._root, "entries": self._entries, "listing": self._listing})
             with os.fdopen(fd, "w") as fh:
-                json.dump(
-                    {"version": _CACHE_VERSION, "root": self._root, "entries": self._entries, "listing": self._listing}, fh
-                )
+                fh.write(data)
             os.replace(tmp, self.file)
             self._dirty = False
         except OSError:
             pass
-
-
-def hash_file(path: Path) -> str:
-    """SHA-256 of a file, streamed in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            chunk = fh.read(CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class BuildContext:
@@ -226,6 +223,7 @@ class BuildContext:
         self.dockerfile = dockerfile
         self.extra_patterns = tuple(extra_patterns)
         self.use_cache = use_cache
+        self._rows: Optional[list[list[Any]]] = None  # [path, kind, mode, digest, size] per entry
         self._entries: Optional[list[ContextEntry]] = None
         self._cache: Optional[StatCache] = StatCache(self.root) if use_cache else None
 
@@ -244,92 +242,135 @@ class BuildContext:
             cached = self._cache.listing(key, self.root)
             if cached is not None:
                 return cached
-        found = self._list(patterns)
+        walked: list[str] = []
+        found = self._list(patterns, walked)
         if cacheable:
-            self._cache.put_listing(key, self.root, found)
+            self._cache.put_listing(key, self.root, found, walked)
         return found
 
-    def _list(self, patterns: list[str]) -> list[str]:
+    def _list(self, patterns: list[str], walked: Optional[list[str]] = None) -> list[str]:
         try:
-            found = exclude_paths(str(self.root), list(patterns), dockerfile=self.dockerfile)
+            return list_context(str(self.root), patterns, self.dockerfile, walked)
         except PermissionError as exc:
             raise ContextError(f"cannot list {exc.filename!r} in build context {str(self.root)!r}: permission denied", exc.filename) from None
         except OSError as exc:
             raise ContextError(f"cannot list build context {str(self.root)!r}: {exc}", exc.filename) from None
-        return sorted(p.replace(os.sep, "/") for p in found)
 
     def entries(self) -> list[ContextEntry]:
         """Every context entry with its digest (computed once per instance)."""
         if self._entries is None:
-            self._entries = self._scan()
+            self._entries = [ContextEntry(*row) for row in self._scanned()]
         return self._entries
 
-    def _scan(self) -> list[ContextEntry]:
+    def _scanned(self) -> list[list[Any]]:
+        if self._rows is None:
+            self._rows = self._scan()
+        return self._rows
+
+    def _scan(self) -> list[list[Any]]:
+        # One pass of lstat + stat-cache lookups: on a warm tree this loop is the whole cost.
         cache = self._cache
-        stats: list[tuple[str, os.stat_result]] = []
-        root = str(self.root)
-        join = os.path.join  # plain strings: pathlib costs more than the stat itself here
-        for rel in self.paths():
-            try:
-                st = os.lstat(join(root, rel))
-            except FileNotFoundError:
-                continue  # vanished between listing and stat: Docker would not send it either
-            stats.append((rel, st))
-
+        known = cache._entries if cache else {}  # StatCache.get, inlined: 20,000 calls on a big tree
+        S_ISREG, S_ISDIR, S_ISLNK, S_IMODE = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK, stat.S_IMODE
+        rows: list[list[Any]] = []  # [rel, kind, mode, digest, size]
         todo: list[tuple[int, str, os.stat_result]] = []
-        digests: dict[int, str] = {}
-        for i, (rel, st) in enumerate(stats):
-            if stat.S_ISREG(st.st_mode):
-                cached = cache.get(rel, st) if cache else None
-                if cached is None:
-                    todo.append((i, rel, st))
+        paths = self.paths()
+        # lstat relative to an open root: the kernel walks only the relative part (~15% faster).
+        root_fd = os.open(self.root, os.O_RDONLY) if os.stat in os.supports_dir_fd else None
+        names = paths if root_fd is not None else [os.path.join(str(self.root), rel) for rel in paths]
+        stat_ = os.stat
+        try:
+            for rel, name in zip(paths, names):
+                try:
+                    st = stat_(name, dir_fd=root_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # vanished between listing and stat: Docker would not send it either
+                mode = st.st_mode
+                if S_ISREG(mode):
+                    hit = known.get(rel)
+                    if (
+                        hit is not None
+                        and hit[0] == st.st_size
+                        and hit[1] == st.st_mtime_ns
+                        and hit[2] == st.st_ino
+                        and hit[3] == st.st_ctime_ns
+                    ):
+                        rows.append([rel, "file", S_IMODE(mode), hit[4], st.st_size])
+                    else:
+                        todo.append((len(rows), rel, st))
+                        rows.append([rel, "file", S_IMODE(mode), "", st.st_size])
+                elif S_ISDIR(mode):
+                    rows.append([rel, "dir", S_IMODE(mode), "", 0])
+                elif S_ISLNK(mode):
+                    rows.append([rel, "symlink", S_IMODE(mode), self._link_digest(rel), 0])
                 else:
-                    digests[i] = cached
-            elif stat.S_ISLNK(st.st_mode):
-                digests[i] = self._link_digest(rel)
-            elif stat.S_ISDIR(st.st_mode):
-                digests[i] = ""
-            else:
-                raise ContextError(
-                    f"{rel!r} in build context {str(self.root)!r} is not a regular file, folder or symlink "
-                    "(a socket, FIFO or device); remove it or add it to .dockerignore",
-                    self.root / rel,
-                )
+                    raise ContextError(
+                        f"{rel!r} in build context {str(self.root)!r} is not a regular file, folder or symlink "
+                        "(a socket, FIFO or device); remove it or add it to .dockerignore",
+                        self.root / rel,
+                    )
+        finally:
+            if root_fd is not None:
+                os.close(root_fd)
 
-        def work(item: tuple[int, str, os.stat_result]) -> tuple[int, str]:
+        if todo:
+            self._hash_cold(todo, rows)
+        if cache:
+            cache.prune(row[0] for row in rows)
+            cache.save()
+        return rows
+
+    def _read_error(self, rel: str, exc: OSError) -> ContextError:
+        if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+            return ContextError(
+                f"cannot read {rel!r} in build context {str(self.root)!r}: permission denied; "
+                "fix its permissions or add it to .dockerignore",
+                self.root / rel,
+            )
+        return ContextError(f"cannot read {rel!r} in build context {str(self.root)!r}: {exc.strerror}", self.root / rel)
+
+    def _hash_cold(self, todo: list[tuple[int, str, os.stat_result]], rows: list[list[Any]]) -> None:
+        """Hash files the stat cache could not answer for, into ``rows[i][3]``."""
+        cache = self._cache
+
+        def work(item: tuple[int, str, os.stat_result]) -> None:
             i, rel, st = item
             try:
                 digest = hash_file(self.root / rel)
-            except PermissionError:
-                raise ContextError(
-                    f"cannot read {rel!r} in build context {str(self.root)!r}: permission denied; "
-                    "fix its permissions or add it to .dockerignore",
-                    self.root / rel,
-                ) from None
             except OSError as exc:
-                raise ContextError(f"cannot read {rel!r} in build context {str(self.root)!r}: {exc.strerror}", self.root / rel) from None
+                raise self._read_error(rel, exc) from None
+            rows[i][3] = digest
             if cache:
                 cache.put(rel, st, digest)
-            return i, digest
 
-        if todo:
-            # hashlib releases the GIL on large buffers, so threads overlap I/O and hashing.
-            workers = min(4, (os.cpu_count() or 1) + 1, len(todo))
-            if workers <= 1:
-                results = map(work, todo)
-                digests.update(results)
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    digests.update(pool.map(work, todo))
+        cpus = cpu_count()
+        if cpus > 1 and (len(todo) >= PROCESS_MIN_FILES or sum(st.st_size for _, _, st in todo) >= PROCESS_MIN_BYTES):
+            # Per-file Python work holds the GIL, so threads reach about one core on many
+            # files; bare worker interpreters scale with the cores (see _filehash).
+            root = str(self.root)
+            items = [(os.path.join(root, rel), st.st_size) for _, rel, st in todo]
 
-        entries = []
-        for i, (rel, st) in enumerate(stats):
-            kind = "file" if stat.S_ISREG(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else "dir"
-            entries.append(ContextEntry(rel, kind, stat.S_IMODE(st.st_mode), digests[i], st.st_size if kind == "file" else 0))
-        if cache:
-            cache.prune(rel for rel, _ in stats)
-            cache.save()
-        return entries
+            def done(k: int, digest: str) -> None:
+                i, rel, st = todo[k]
+                rows[i][3] = digest
+                if cache:
+                    cache.put(rel, st, digest)
+
+            try:
+                hash_in_processes(items, min(cpus, 8), done, lambda path: hash_file(Path(path)))
+            except OSError as exc:
+                rel = os.path.relpath(exc.filename, root) if exc.filename else "?"
+                raise self._read_error(rel, exc) from None
+            return
+        # Few or small files: threads (hashlib releases the GIL on large buffers).
+        workers = min(4, cpus + 1, len(todo))
+        if workers <= 1:
+            for item in todo:
+                work(item)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(work, todo):  # re-raises the first failure
+                    pass
 
     def _link_digest(self, rel: str) -> str:
         full = self.root / rel
@@ -349,10 +390,10 @@ class BuildContext:
     def digest(self) -> str:
         """SHA-256 over all entries (length-prefixed, sorted by path)."""
         h = hashlib.sha256(b"prefect-flyimage-context-v1\0")
-        for entry in self.entries():
-            h.update(entry.encode())
+        # Straight from the scan (same bytes as ContextEntry.encode): no 20,000 objects to build.
+        h.update(b"".join([_encode_entry(path, kind, mode, digest) for path, kind, mode, digest, _ in self._scanned()]))
         return h.hexdigest()
 
     def total_size(self) -> int:
         """Bytes of regular files in the context."""
-        return sum(e.size for e in self.entries())
+        return sum(row[4] for row in self._scanned())

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ._encoding import length_prefixed as _lp
 from .context import BuildContext, check_context_dir
 from .errors import ContextError
 from .names import ImageRef, validate_tag
@@ -29,10 +30,6 @@ BACKENDS = ("auto", "docker-py", "buildkit")
 
 def _pairs(value: Optional[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in (value or {}).items()))
-
-
-def _lp(*parts: str) -> bytes:
-    return b"".join(len(b).to_bytes(8, "big") + b for b in (p.encode("utf-8", "surrogateescape") for p in parts))
 
 
 @dataclass(frozen=True)

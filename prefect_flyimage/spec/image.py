@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal, Mapping, Optional, Sequence, TextIO, Union
 
+from .._encoding import length_prefixed
 from ..context import BuildContext
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..errors import FlyImageError, InvalidReferenceError, SpecError
@@ -92,7 +93,7 @@ def _encode(value: Union[str, Sequence[Any]]) -> bytes:
     """Injective bytes of nested str/tuple values: type byte, 8-byte length, payload."""
     if isinstance(value, str):
         data = value.encode("utf-8", "surrogateescape")
-        return b"s" + len(data).to_bytes(8, "big") + data
+        return b"s" + length_prefixed(data)
     if isinstance(value, (tuple, list)):
         return b"t" + len(value).to_bytes(8, "big") + b"".join(_encode(v) for v in value)
     raise TypeError(f"cannot hash {type(value).__name__}")
