@@ -38,7 +38,6 @@ from .errors import (
     ContextError,
     FlyImageError,
     ImageBuildError,
-    PushError,
     RegistryUnavailable,
     is_transient,
     redact,
@@ -269,7 +268,11 @@ def _login(token: TokenLike, registry: Optional[str], engine: Optional["Engine"]
     from .engine import Engine
 
     logger.info("logging in to %s as %r (token from %s)", host, creds.username, _token_source(token))
-    (engine or Engine()).cli_login(creds, timeout=LOGIN_TIMEOUT)
+    if engine is not None:
+        engine.cli_login(creds, timeout=LOGIN_TIMEOUT)
+    else:
+        with Engine() as own:
+            own.cli_login(creds, timeout=LOGIN_TIMEOUT)
     logger.info("docker is logged in to %s", host)
 
 
@@ -328,7 +331,6 @@ def _ensure(
     engine: Optional["Engine"],
 ) -> "BuildResult":
     from . import pipeline
-    from .engine import Engine
 
     validate_app_name(app_name)
     host = fly_registry_host(registry)
@@ -340,7 +342,7 @@ def _ensure(
         result = pipeline.ensure(
             plan,
             credentials=creds,
-            engine=engine or Engine(),
+            engine=engine,
             build_timeout=build_timeout,
             push_timeout=push_timeout,
             force=force,
@@ -432,12 +434,11 @@ def docker_build_sync(
 ) -> str:
     """Blocking :func:`docker_build`."""
     from . import pipeline
-    from .engine import Engine
 
     validate_app_name(app_name)
     host = fly_registry_host(registry)
     plan = _plan(app_name, tag, docker_context, platform, host, network)
-    result = pipeline.ensure(plan, push=False, engine=engine or Engine(), build_timeout=timeout)
+    result = pipeline.ensure(plan, push=False, engine=engine, build_timeout=timeout)
     logger.info("%s %s", plan.ref, "built" if result.built else "was in the daemon already (same context): build skipped")
     return str(plan.ref)
 
@@ -452,22 +453,19 @@ def docker_push_sync(
     engine: Optional["Engine"] = None,
 ) -> str:
     """Blocking :func:`docker_push`."""
-    from .engine import Engine
+    from . import pipeline
 
     ref = image_ref(app_name, tag, registry=registry)
     host = fly_registry_host(registry)
-    engine = engine or Engine()
-    if engine.local_image(ref) is None:
-        raise PushError(f"no local image {ref} to push; build it first with docker_build()", host)
     # Without a token, docker-py falls back to the docker config (docker_login_fly / flyctl).
     creds = fly_credentials(token, registry=host)
     logger.info("pushing %s", ref)
     try:
-        digest = engine.push(ref, creds, timeout=timeout)
+        result = pipeline.push_local(f"{host}/{app_name}", [tag], creds, engine=engine, timeout=timeout)
     except ImageBuildError as exc:
         _scrub(exc, creds)
         raise
-    logger.info("pushed %s (%s)", ref, digest)
+    logger.info("%s %s (%s)", "pushed" if result.pushed else "registry already holds", ref, result.digest)
     return ref
 
 

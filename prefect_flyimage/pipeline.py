@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 
 from .credentials import CredentialsLike, RegistryCredentials, as_credentials
 from .engine import Engine, EngineProtocol, LocalImage
-from .errors import FlyImageError, PushError, RegistryUnavailable
+from .errors import PushError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildPlan, BuildResult
 
@@ -414,9 +414,9 @@ def push_local(
                     return BuildResult(f"{repository}:{tags[0]}", plan_hash, digest=seen.remote_digest, tags=tuple(tags), timings=timings)
             local = session.engine.local_image(target.ref())
             if local is None:
-                raise FlyImageError(
+                raise PushError(
                     f"{target.ref()} is not in the Docker daemon, so it cannot be pushed; build it first, "
-                    "or ensure it (which builds as needed)"
+                    "or ensure it (which builds as needed)", target.ref().registry,
                 )
             mark = time.monotonic()
             with _plan_lock(target):
@@ -425,7 +425,7 @@ def push_local(
             main = ImageRef.parse(f"{repository}:{tags[0]}")
             local = session.engine.local_image(main)
             if local is None:
-                raise FlyImageError(f"{main} is not in the Docker daemon, so it cannot be pushed; build it first")
+                raise PushError(f"{main} is not in the Docker daemon, so it cannot be pushed; build it first", main.registry)
             if not force:
                 remote = session.registry.manifest_digest(str(main))
                 timings["check"] = round(time.monotonic() - started, 4)
@@ -544,14 +544,18 @@ class _Ensure:
         with _plan_lock(self.target) as waited:
             if waited and not self.force:
                 self.lap("wait")
-                # Whoever held the lock may have done the work.
-                done = self.reuse()
+                # Whoever held the lock may have done the work (and left the image in
+                # this daemon: name it, since this is the slow path anyway).
+                done = self.reuse(name_local=True)
                 if done is not None:
                     return done
             return self.build_and_publish()
 
-    def reuse(self) -> Optional[BuildResult]:
-        """The result when the registry (push) or the daemon (no push) already holds the image."""
+    def reuse(self, name_local: bool = False) -> Optional[BuildResult]:
+        """The result when the registry (push) or the daemon (no push) already holds the image.
+
+        ``name_local``: also report the daemon's image when it is the registry's.
+        """
         session, target = self.session, self.target
         if self.push:
             seen = _observe(session, target, local=False, remote=True)
@@ -561,6 +565,9 @@ class _Ensure:
                 return None
             if seen.published:
                 logger.info("%s is already in the registry (%s): nothing to build or push", self.plan.ref, seen.remote_digest)
+                local = _observe(session, target, local=True, remote=False).local if name_local else None
+                if local is not None and seen.remote_digest and local.has_digest(target.repository, seen.remote_digest):
+                    return self.result(image_id=local.id, size=local.size, digest=seen.remote_digest)
                 return self.result(digest=seen.remote_digest)
             if seen.remote_digest:
                 # The registry has the image under its content tag only: point the other

@@ -19,6 +19,7 @@ import threading
 from typing import Any, Callable, Optional
 
 import docker
+import docker.constants
 import docker.errors
 import requests.exceptions
 import urllib3.exceptions
@@ -90,27 +91,39 @@ def _env_kwargs() -> dict[str, Any]:
     return dict(docker.utils.kwargs_from_env())
 
 
+def _negotiate(kwargs: dict[str, Any], seconds: float) -> str:
+    """The daemon's API version (docker-py's "auto", on a client that is always closed)."""
+    url = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
+    if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
+        # Checked here: docker-py leaks the socket of a failed unix connect.
+        raise FileNotFoundError(f"no socket at {url[len('unix://'):]}")
+    probe = docker.APIClient(**kwargs, version=docker.constants.MINIMUM_DOCKER_API_VERSION, timeout=seconds)
+    try:
+        return str(probe.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+
+
 def new_client(timeout: Optional[float] = None) -> docker.DockerClient:
     """A docker-py client for the environment's daemon, with :func:`daemon_timeout`.
 
-    The API version is negotiated once per process and daemon; no ``/_ping``: the
-    version request already proves the daemon answers.
+    The API version is negotiated once per process and daemon (docker-py's "auto"
+    would ask on every client); no ``/_ping``: that request already proves the
+    daemon answers.
     """
-    kwargs = _env_kwargs()
     seconds = timeout if timeout is not None else daemon_timeout()
-    key = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
     try:
+        kwargs = _env_kwargs()
+        key = str(kwargs.get("base_url") or "unix:///var/run/docker.sock")
         with _VERSIONS_LOCK:
             version = _VERSIONS.get(key)
-        client = docker.DockerClient(**kwargs, version=version or "auto", timeout=seconds)
-    except docker.errors.DockerException as exc:
+        if version is None:
+            version = _negotiate(kwargs, seconds)
+            with _VERSIONS_LOCK:
+                _VERSIONS[key] = version
+        return docker.DockerClient(**kwargs, version=version, timeout=seconds)
+    except (docker.errors.DockerException, FileNotFoundError, *TRANSPORT_ERRORS) as exc:
         raise _unavailable(exc) from None
-    except TRANSPORT_ERRORS as exc:
-        raise _unavailable(exc) from None
-    if version is None:
-        with _VERSIONS_LOCK:
-            _VERSIONS[key] = client.api.api_version
-    return client
 
 
 def streaming_api(client: docker.DockerClient) -> docker.APIClient:
