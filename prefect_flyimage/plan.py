@@ -84,6 +84,10 @@ class BuildPlan:
     dockerfile_name: Optional[str] = field(default=None, compare=False)
     #: Use the persistent stat cache when hashing the context; off for staged, throw-away contexts.
     stat_cache: bool = field(default=True, compare=False)
+    #: A context assembled from several places (e.g. an ``Image`` spec's layers) instead of
+    #: the folder ``context``: it hashes the files where they are and is staged only to build
+    #: (``entries()``, ``digest()``, ``total_size()``, ``stage(folder)``, ``staged_at``).
+    generated_context: Optional[Any] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", check_context_dir(self.context))
@@ -153,6 +157,8 @@ class BuildPlan:
     @cached_property
     def build_context(self) -> BuildContext:
         """The :class:`BuildContext` (file list and digests) this plan sends to Docker."""
+        if self.generated_context is not None:
+            return self.generated_context  # type: ignore[no-any-return]
         return BuildContext(self.context, self.dockerfile_name, use_cache=self.stat_cache)
 
     @cached_property

@@ -277,8 +277,8 @@ class ImageCachePolicy(CachePolicy):
     def target(self, inputs: dict[str, Any]) -> Optional[ImageTarget]:
         """The :class:`ImageTarget` the task inputs describe (``None`` if they describe none)."""
         image = inputs.get("plan", inputs.get("image"))
-        if not isinstance(image, (BuildPlan, BuildResult)):
-            return None
+        if not isinstance(image, (BuildPlan, BuildResult)) or (isinstance(image, BuildResult) and not image.plan_hash):
+            return None  # nothing to key on (a result without a plan names an existing image)
         push = bool(inputs.get("push", True)) if self.push is None else self.push
         return ImageTarget.of(image, push)
 
@@ -455,6 +455,9 @@ def _push(
 ) -> BuildResult:
     """The pipeline's :func:`~prefect_flyimage.pipeline.push_local` of a build result,
     with the build's timings carried over."""
+    if not image.plan_hash:
+        # An existing image (e.g. an ``Image`` spec that only names one): nothing to push.
+        return image
     target = ImageTarget.of(image, push=True)
     pushed = pipeline.push_local(
         target.repository, target.tags, creds, plan_hash=target.plan_hash, force=force, engine=engine,

@@ -417,36 +417,53 @@ class Engine:
             backend = "buildkit" if plan.needs_buildkit() or (prefer and not extra and buildkit_available()) else "docker-py"
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
-        if backend == "docker-py":
-            return self._build_classic(plan, refs, stream, timeout, extra or {})
-        # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
-        with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
-            dockerfile = Path(tmp) / "Dockerfile"
-            dockerfile.write_text(plan.dockerfile_text)
-            return self._build_buildkit(plan, refs, dockerfile, stream, timeout)
+        with self._context_folder(plan) as context:
+            if backend == "docker-py":
+                return self._build_classic(plan, context, refs, stream, timeout, extra or {})
+            # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
+            with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
+                dockerfile = Path(tmp) / "Dockerfile"
+                dockerfile.write_text(plan.dockerfile_text)
+                return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _context_folder(plan: "BuildPlan") -> Iterator[Path]:
+        """The folder to send: the plan's, or its generated context staged for this build."""
+        generated = plan.generated_context
+        if generated is None:
+            yield plan.context
+            return
+        if generated.staged_at is not None and Path(generated.staged_at).is_dir():
+            yield Path(generated.staged_at)
+            return
+        with tempfile.TemporaryDirectory(prefix="flyimage-ctx-") as tmp:
+            generated.stage(Path(tmp))
+            yield Path(tmp)
 
     def _build_classic(
-        self, plan: "BuildPlan", refs: list[str], stream: Optional[TextIO], timeout: Optional[float], extra: dict[str, Any],
+        self, plan: "BuildPlan", context: Path, refs: list[str], stream: Optional[TextIO], timeout: Optional[float],
+        extra: dict[str, Any],
     ) -> str:
         kwargs: dict[str, Any] = dict(
             pull=plan.pull, nocache=plan.no_cache, buildargs=dict(plan.build_args) or None,
             labels=plan.image_labels, target=plan.target, platform=plan.platform, network_mode=plan.network,
         )
         kwargs.update(extra)
-        on_disk = plan.context / plan.dockerfile_name if plan.dockerfile_name else None
+        on_disk = context / plan.dockerfile_name if plan.dockerfile_name else None
         if on_disk is not None and on_disk.is_file() and on_disk.read_text() == plan.dockerfile_text:
             # The Dockerfile is in the context: name it, and the context goes as it is.
-            image_id = self.build_classic(plan.context, plan.dockerfile_name, refs[0], stream=stream, timeout=timeout, **kwargs)
+            image_id = self.build_classic(context, plan.dockerfile_name, refs[0], stream=stream, timeout=timeout, **kwargs)
         else:
             # Generated text: docker-py would ship it as ".dockerfile.<random>" and rewrite
             # .dockerignore to name it, so every build (and `COPY .` layer) would differ.
             # Archive the context ourselves with a fixed name instead: same plan, same bytes.
             archive = build_utils.tar(
-                str(plan.context), exclude=read_dockerignore(plan.context), dockerfile=(GENERATED_DOCKERFILE, plan.dockerfile_text),
+                str(context), exclude=read_dockerignore(context), dockerfile=(GENERATED_DOCKERFILE, plan.dockerfile_text),
             )
             try:
                 image_id = self.build_classic(
-                    plan.context, GENERATED_DOCKERFILE, refs[0], stream=stream, timeout=timeout,
+                    context, GENERATED_DOCKERFILE, refs[0], stream=stream, timeout=timeout,
                     fileobj=archive, custom_context=True, **kwargs,
                 )
             finally:
@@ -511,7 +528,8 @@ class Engine:
         return image_id
 
     def _build_buildkit(
-        self, plan: "BuildPlan", refs: list[str], dockerfile: Path, stream: Optional[TextIO], timeout: Optional[float]
+        self, plan: "BuildPlan", context: Path, refs: list[str], dockerfile: Path, stream: Optional[TextIO],
+        timeout: Optional[float],
     ) -> str:
         with tempfile.TemporaryDirectory(prefix="flyimage-bk-") as tmp:
             iidfile = Path(tmp) / "iid"
@@ -543,7 +561,7 @@ class Engine:
                     path.touch(mode=0o600)
                     path.write_text(os.environ.get(secret.env or "", ""))
                     cmd += ["--secret", f"id={secret.id},src={path}"]
-            cmd.append(str(plan.context))
+            cmd.append(str(context))
             code, tail, step, timed_out = run_streaming(cmd, env=env, stream=stream, timeout=timeout, step_pattern=_STEP)
             if timed_out:
                 raise BuildTimeout(

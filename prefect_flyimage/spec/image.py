@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -38,9 +37,10 @@ from ..context import BuildContext
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..errors import FlyImageError, InvalidReferenceError, SpecError
 from ..names import ImageRef
-from ..plan import BuildPlan, BuildResult, BuildSecret, PLAN_LABEL
+from ..plan import TAG_LENGTH, BuildPlan, BuildResult, BuildSecret
 from ..prefect_images import get_prefect_image_name
 from . import config
+from ._context import SpecContext
 from .layers import (
     DEFAULT_IGNORE,
     AptPackages,
@@ -65,19 +65,15 @@ from .layers import (
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["Architecture", "DEFAULT_NAME", "DEFAULT_PLATFORM", "Image", "SPEC_LABEL", "SpecDockerImage"]
+__all__ = ["Architecture", "DEFAULT_NAME", "DEFAULT_PLATFORM", "Image", "SpecDockerImage"]
 
 #: A target platform such as ``"linux/amd64"``.
 Architecture = str
 DEFAULT_PLATFORM: tuple[Architecture, ...] = ("linux/amd64",)
 #: Name (repository) of images that were given none, e.g. ``from_debian_base().with_...``.
 DEFAULT_NAME = "prefect-flyimage"
-#: Label carrying the full spec hash, so a local image can be matched to its spec.
-SPEC_LABEL = "io.prefect-flyimage.spec-hash"
-#: Hex digits of the spec hash used as the URI's tag (128 bits).
-URI_TAG_LENGTH = 32
-# Bump when rendering changes in a way that must not reuse images built before.
-_HASH_DOMAIN = b"prefect-flyimage-spec-v1\0"
+#: Hex digits of the plan hash used as the URI's tag (the plan's content tag).
+URI_TAG_LENGTH = TAG_LENGTH
 # Context folder of our layer files when the context also holds a user's Dockerfile folder.
 _DOCKERFILE_PREFIX = ".prefect-flyimage/"
 _PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
@@ -86,16 +82,6 @@ PythonVersion = Union[tuple[int, int], str]
 Platforms = Union[Architecture, Sequence[Architecture], None]
 Urls = Union[str, Sequence[str], None]
 SecretMounts = Union[SecretMount, Iterable[SecretMount], None]
-
-
-def _encode(value: Union[str, Sequence[Any]]) -> bytes:
-    """Injective bytes of nested str/tuple values: type byte, 8-byte length, payload."""
-    if isinstance(value, str):
-        data = value.encode("utf-8", "surrogateescape")
-        return b"s" + len(data).to_bytes(8, "big") + data
-    if isinstance(value, (tuple, list)):
-        return b"t" + len(value).to_bytes(8, "big") + b"".join(_encode(v) for v in value)
-    raise TypeError(f"cannot hash {type(value).__name__}")
 
 
 def _current_python() -> tuple[int, int]:
@@ -589,7 +575,7 @@ class Image:
 
     @property
     def tag(self) -> str:
-        """The tag of :attr:`uri`: the first :data:`URI_TAG_LENGTH` hex digits of the spec hash."""
+        """The tag of :attr:`uri`: its plan's content tag."""
         return ImageRef.parse(self.uri).tag or "latest"
 
     @property
@@ -607,7 +593,7 @@ class Image:
             base = self.resolved_base_image
             assert base is not None  # validate() checked
             return base
-        return f"{self.repository}:{self._hash()[:URI_TAG_LENGTH]}"
+        return str(self._plan().ref)
 
     @property
     def reference(self) -> str:
@@ -626,10 +612,10 @@ class Image:
                 patterns += layer.patterns()
         return tuple(patterns)
 
-    def _contexts(self, stage_root: Optional[Path] = None) -> list[LayerContext]:
+    def _contexts(self, stage_root: Optional[Path] = None, record: Optional[list[Any]] = None) -> list[LayerContext]:
         ignore = self._ignore_patterns()
         prefix = _DOCKERFILE_PREFIX if self.dockerfile is not None else ""
-        return [LayerContext(i, ignore, prefix, stage_root) for i in range(len(self._layers))]
+        return [LayerContext(i, ignore, prefix, stage_root, record) for i in range(len(self._layers))]
 
     def problems(self) -> list[str]:
         """Every problem of the spec (empty when valid); :meth:`validate` raises them."""
@@ -721,14 +707,14 @@ class Image:
         if problems:
             raise SpecError(problems)
 
-    # ---- rendering and hashing -------------------------------------------------------
-    def _render(self, stage_root: Optional[Path] = None) -> str:
+    # ---- rendering and the plan --------------------------------------------------------
+    def _render(self, stage_root: Optional[Path] = None, record: Optional[list[Any]] = None) -> str:
         if self.dockerfile is not None:
             head = self.dockerfile.read_text().rstrip("\n")
         else:
             head = f"FROM {self.resolved_base_image}"
         lines = [head]
-        for ctx, layer in zip(self._contexts(stage_root), self._layers):
+        for ctx, layer in zip(self._contexts(stage_root, record), self._layers):
             lines += layer.render(ctx)
         return "\n".join(lines) + "\n"
 
@@ -738,25 +724,34 @@ class Image:
         return self._render()
 
     def spec_hash(self) -> str:
-        """Hex SHA-256 over the base, platform, every layer's lines and copied files' contents.
+        """The hash of this image's :class:`~prefect_flyimage.plan.BuildPlan` (its one identity).
 
-        Not covered: where the files live on this machine, the registry and name (they
-        are the URI's other parts), and the values of secrets.
+        Covers the rendered Dockerfile (base, every layer's lines), the platform, the
+        secrets' ids and every file the layers copy (contents, modes, paths in the
+        context). Not covered: where the files live on this machine, the registry and
+        name (they are the URI's other parts), and the values of secrets.
         """
         self.validate()
-        return self._hash()
+        return self._plan().hash
 
-    def _hash(self) -> str:
-        h = hashlib.sha256(_HASH_DOMAIN)
-        if self.dockerfile is not None:
-            folder = BuildContext(self.dockerfile.parent, self.dockerfile.name)
-            h.update(_encode(("dockerfile", self.dockerfile.read_text(), folder.digest())))
-        else:
-            h.update(_encode(("base", self.resolved_base_image or "")))
-        h.update(_encode(("platform", tuple(self.platform))))
-        for ctx, layer in zip(self._contexts(), self._layers):
-            h.update(_encode((type(layer).__name__, tuple(layer.render(ctx)), tuple(layer.digests(ctx)))))
-        return h.hexdigest()
+    def _plan(self, **how: Any) -> BuildPlan:
+        """The plan (no validation): rendered text, the described context, how to build."""
+        secrets = self.secrets
+        needs_buildkit = bool(secrets) or any(layer.needs_buildkit for layer in self._layers)
+        common: dict[str, Any] = dict(
+            platform=self.platform[0], secrets=secrets, backend="buildkit" if needs_buildkit else "auto", **how,
+        )
+        if self.dockerfile is not None and not self._layers:
+            return BuildPlan.from_dockerfile(self.dockerfile.parent, self.repository, dockerfile=self.dockerfile.name, **common)
+        record: list[Any] = []
+        text = self._render(record=record)
+        root = BuildContext(self.dockerfile.parent, self.dockerfile.name) if self.dockerfile is not None else None
+        # The plan's folder only anchors it: the context is the described one.
+        anchor = self.dockerfile.parent if self.dockerfile is not None else Path(tempfile.gettempdir())
+        return BuildPlan(
+            context=anchor, dockerfile_text=text, repository=self.repository,
+            generated_context=SpecContext(record, root), **common,
+        )
 
     @property
     def secrets(self) -> tuple[BuildSecret, ...]:
@@ -785,24 +780,14 @@ class Image:
         return problems
 
     # ---- building ------------------------------------------------------------------
-    def to_plan(
-        self,
-        context_dir: Union[Path, str, None] = None,
-        *,
-        network: Optional[str] = None,
-        pull: bool = False,
-        no_cache: bool = False,
-    ) -> BuildPlan:
-        """Stage the build context and return the :class:`~prefect_flyimage.plan.BuildPlan`.
+    def plan(self, *, network: Optional[str] = None, pull: bool = False, no_cache: bool = False) -> BuildPlan:
+        """The :class:`~prefect_flyimage.plan.BuildPlan` of this image: its one identity.
 
-        The plan's tag is the URI's tag, so what is pushed is exactly :attr:`uri`; its
-        backend is ``"buildkit"`` when a layer uses cache, bind or secret mounts.
+        Nothing is copied: the context is described (the files where they are) and
+        staged only when a build needs it. ``str(plan.ref)`` is :attr:`uri`; the backend
+        is ``"buildkit"`` when a layer uses cache, bind or secret mounts.
 
         Args:
-            context_dir: an empty (or missing) folder to stage the context in. ``None``: a
-                new temporary folder that the caller must remove -- prefer
-                :meth:`staged_plan`, which does. A :meth:`from_dockerfile` image without
-                layers builds its own folder and stages nothing.
             network: network for ``RUN`` steps (``"host"`` where the default bridge has
                 no way out); default ``$PREFECT_FLYIMAGE_BUILD_NETWORK`` or
                 ``build_network`` in ``[tool.prefect-flyimage]``.
@@ -824,43 +809,49 @@ class Image:
             raise SpecError(problems)
         if network is None:
             network = config.load_settings().get("build_network", env=config.ENV_PREFIX + "BUILD_NETWORK")
-        spec_hash = self._hash()
-        secrets = self.secrets
-        needs_buildkit = bool(secrets) or any(layer.needs_buildkit for layer in self._layers)
-        common: dict[str, Any] = dict(
-            tag=spec_hash[:URI_TAG_LENGTH],
-            platform=self.platform[0],
-            labels={SPEC_LABEL: spec_hash},
-            secrets=secrets,
-            network=network,
-            pull=pull,
-            no_cache=no_cache,
-            backend="buildkit" if needs_buildkit else "auto",
-        )
-        if self.dockerfile is not None and not self._layers:
-            return BuildPlan.from_dockerfile(self.dockerfile.parent, self.repository, dockerfile=self.dockerfile.name, **common)
+        return self._plan(network=network, pull=pull, no_cache=no_cache)
 
-        root = Path(tempfile.mkdtemp(prefix="prefect-flyimage-spec-")) if context_dir is None else Path(context_dir)
+    def to_plan(
+        self,
+        context_dir: Union[Path, str, None] = None,
+        *,
+        network: Optional[str] = None,
+        pull: bool = False,
+        no_cache: bool = False,
+    ) -> BuildPlan:
+        """:meth:`plan`, with its context staged into ``context_dir`` when one is given.
+
+        Staging is only for looking at the context (or handing the folder to another
+        tool): the plan, its hash and :attr:`uri` are the same either way, and a build
+        stages by itself when it needs to.
+
+        Args:
+            context_dir: an empty (or missing) folder to copy the context into; the
+                plan's ``context`` is then that folder. A :meth:`from_dockerfile` image
+                without layers builds its own folder and stages nothing.
+            network, pull, no_cache: see :meth:`plan`.
+        """
+        plan = self.plan(network=network, pull=pull, no_cache=no_cache)
+        if context_dir is None or plan.generated_context is None:
+            return plan
+        root = Path(context_dir)
         root.mkdir(parents=True, exist_ok=True)
         if any(root.iterdir()):
             raise SpecError([f"context_dir {str(root)!r} must be empty: the build context is staged into it"])
-        if self.dockerfile is not None:
-            # The Dockerfile's folder is the context; our layers' files go beside it.
-            parent = BuildContext(self.dockerfile.parent, self.dockerfile.name)
-            LayerContext(0, stage_root=root).stage_entries(parent.root, ((e.path, e.kind) for e in parent.entries()), ".")
-        text = self._render(root)
-        # The staged folder is thrown away after the build: hash it without the persistent
-        # stat cache, which would otherwise keep one entry file per build.
-        return BuildPlan(context=root, dockerfile_text=text, repository=self.repository,
-                         labels=tuple(common.pop("labels").items()), stat_cache=False, **common)
+        plan.generated_context.stage(root)
+        plan.generated_context.staged_at = root
+        return plan.with_(context=root)
 
     @contextmanager
     def staged_plan(self, **options: Any) -> Iterator[BuildPlan]:
         """``with image.staged_plan() as plan:`` -- :meth:`to_plan` in a temporary folder removed afterwards."""
         tmp = Path(tempfile.mkdtemp(prefix="prefect-flyimage-spec-"))
         try:
-            yield self.to_plan(tmp, **options)
+            plan = self.to_plan(tmp, **options)
+            yield plan
         finally:
+            if plan.generated_context is not None:
+                plan.generated_context.staged_at = None
             shutil.rmtree(tmp, ignore_errors=True)
 
     def credentials(self) -> Optional[RegistryCredentials]:
@@ -905,11 +896,10 @@ class Image:
             network, engine, build_timeout, push_timeout: see :meth:`to_plan` and
                 :func:`~prefect_flyimage.pipeline.ensure`.
         """
-        from ..engine import Engine
-        from ..errors import RegistryUnavailable
         from ..pipeline import ensure
 
         if self.is_reference:
+            # An existing image: nothing to build, push or hash (no plan, so no plan hash).
             uri = self.uri
             return BuildResult(reference=uri, plan_hash="", tags=(ImageRef.parse(uri).tag or "latest",))
         problems = self.problems()
@@ -920,29 +910,11 @@ class Image:
             )
         if problems:
             raise SpecError(problems)
-        engine = engine or Engine()
         creds = as_credentials(credentials, registry=ImageRef.parse(f"{self.repository}:x").registry) or self.credentials()
-        if not force:
-            spec_hash = self._hash()
-            uri = f"{self.repository}:{spec_hash[:URI_TAG_LENGTH]}"
-            info = engine.local_image(uri)
-            labels = ((info or {}).get("Config") or {}).get("Labels") or {}
-            local_id = info["Id"] if info and labels.get(SPEC_LABEL) == spec_hash else None
-            plan_hash = labels.get(PLAN_LABEL, "") if local_id else ""
-            if push:
-                try:
-                    digest = engine.registry_digest(uri, creds)
-                except RegistryUnavailable:
-                    digest = None  # ensure() decides (and reports the outage when pushing)
-                if digest:
-                    return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, digest=digest, tags=(spec_hash[:URI_TAG_LENGTH],))
-            elif local_id:
-                return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, tags=(spec_hash[:URI_TAG_LENGTH],))
-        with self.staged_plan(network=network) as plan:
-            return ensure(
-                plan, push=push, force=force, credentials=creds, stream_progress_to=stream_progress_to,
-                engine=engine, build_timeout=build_timeout, push_timeout=push_timeout,
-            )
+        return ensure(
+            self.plan(network=network), push=push, force=force, credentials=creds, stream_progress_to=stream_progress_to,
+            engine=engine, build_timeout=build_timeout, push_timeout=push_timeout,
+        )
 
     def push(self, credentials: CredentialsLike = None, stream_progress_to: Optional[TextIO] = None, **options: Any) -> BuildResult:
         """Make sure :attr:`uri` is in the registry: ``build(push=True)`` (a no-op when it is)."""

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 N = 8
 
-SCRIPT = """
+SCRIPT = r"""
 import json, sys
 from prefect_flyimage import BuildPlan, RegistryCredentials, ensure
 context, repository, host, user = sys.argv[1:5]
