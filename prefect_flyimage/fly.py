@@ -17,7 +17,7 @@ docker-py gets it as ``auth_config`` and ``docker login`` reads it from stdin.
 
 Every function exists in a blocking form (``*_sync``) too; Prefect tasks with
 retries on transient errors only (``ensure_fly_image``, ...) live in
-:mod:`prefect_flyimage.fly_tasks` and are re-exported here on first access.
+:mod:`prefect_flyimage.fly_tasks` (which imports this module, never the reverse).
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ from pydantic import SecretStr
 
 from .credentials import RegistryCredentials, registry_host
 from .errors import (
+    FLY_APP_NAME_MAX,
     AuthenticationError,
     ContextError,
-    FlyImageError,
+    FlyContextError,
     ImageBuildError,
+    InvalidAppName,
+    MissingFlyToken,
     RegistryUnavailable,
     is_transient,
     redact,
@@ -94,36 +97,9 @@ REGISTRY_ENV = "FLY_REGISTRY_HOST"
 LOGIN_TIMEOUT = 60.0
 
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]*")
-_APP_NAME_MAX = 63
+_APP_NAME_MAX = FLY_APP_NAME_MAX
 
 TokenLike = Union[str, SecretStr, None]
-
-
-class InvalidAppName(FlyImageError, ValueError):
-    """A Fly app name breaks Fly's rules (lower-case letters, digits, dashes; starts with a letter; <= 63 chars)."""
-
-    def __init__(self, app_name: object, reason: str) -> None:
-        self.app_name = app_name
-        self.reason = reason
-        super().__init__(
-            f"invalid Fly app name {app_name!r}: {reason} (Fly app names use lower-case letters, "
-            f"digits and '-', start with a letter and have at most {_APP_NAME_MAX} characters)"
-        )
-
-
-class FlyContextError(ContextError, ImageBuildError):
-    """The docker context or its Dockerfile is missing (no process ran, ``returncode`` is ``None``).
-
-    Both a :class:`ContextError` and, as in flaude, an :class:`ImageBuildError`.
-    """
-
-    def __init__(self, message: str, path: Optional[object] = None) -> None:
-        ImageBuildError.__init__(self, message, None, "")
-        self.path = path
-
-
-class MissingFlyToken(AuthenticationError):
-    """No Fly API token was found and ``flyctl`` is not installed."""
 
 
 # ---- names --------------------------------------------------------------------------
@@ -630,18 +606,3 @@ async def docker_login_fly(
         RegistryUnavailable: the registry cannot be reached.
     """
     await asyncio.to_thread(_login, token, registry, engine)
-
-
-# ---- retry policy ------------------------------------------------------------------------
-
-
-_TASKS = ("ensure_fly_image", "build_fly_image", "push_fly_image", "login_fly_registry", "retry_on_transient")
-
-
-def __getattr__(name: str) -> Any:
-    # The Prefect tasks import prefect; load them only when asked for.
-    if name in _TASKS:
-        from . import fly_tasks
-
-        return getattr(fly_tasks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

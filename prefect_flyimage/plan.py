@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from .context import BuildContext, check_context_dir
-from .errors import ContextError
+from .errors import ContextError, DockerfileNotFoundError
 from .names import ImageRef, validate_tag
 
 #: Hex digits of the plan hash used as the default ("content") tag: 64 bits.
@@ -124,8 +124,8 @@ class BuildPlan:
         path = Path(dockerfile)
         full = path if path.is_absolute() else root / path
         if not full.is_file():
-            raise ContextError(
-                f"Dockerfile {str(dockerfile)!r} not found in build context {str(root)!r}"
+            raise DockerfileNotFoundError(
+                f"Cannot locate specified Dockerfile: Dockerfile {str(dockerfile)!r} not found in build context {str(root)!r}"
                 + ("" if full.exists() else "; create it, or pass dockerfile='auto' where supported"),
                 full,
             )

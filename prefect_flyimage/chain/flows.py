@@ -18,7 +18,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from ..errors import FlyImageError
+from ..errors import FlyImageError, ImageTaskFailed
 from ..plan import BuildPlan
 from .builder import GOOD_STATES, DockerBuilder
 from .changelog import ImageSpec
@@ -42,18 +42,6 @@ class ImageJob:
     nocache: bool
     pull: bool
     pull_parents: tuple[str, ...] = ()  #: labels of published parents to pull if missing
-
-
-class ImageTaskFailed(FlyImageError):
-    """An image task ended in error; ``outcome`` says where (picklable for remote runners)."""
-
-    def __init__(self, message: str, outcome: dict[str, Any]) -> None:
-        super().__init__(message, outcome)
-        self.message = message
-        self.outcome = outcome
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @task(cache_policy=NO_CACHE, retries=0)
