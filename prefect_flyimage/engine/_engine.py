@@ -29,6 +29,7 @@ from ..errors import (
     BuildTimeout,
     DockerUnavailable,
     FlyImageError,
+    InvalidReferenceError,
     PushAuthenticationError,
     PushError,
     PushTimeout,
@@ -215,10 +216,13 @@ class Engine:
         with _transport(f"listing {repository}"):
             images = self.client.api.images(name=repository)
         for image in images:
-            for ref in image.get("RepoTags") or []:
-                name, _, tag = ref.rpartition(":")
-                if name == repository:
-                    found.add(tag)
+            for text in image.get("RepoTags") or []:
+                try:
+                    ref = ImageRef.parse(text)
+                except InvalidReferenceError:
+                    continue  # "<none>:<none>" of an untagged image
+                if ref.name == repository and ref.tag:
+                    found.add(ref.tag)
         return sorted(found)
 
     def tag(self, image: str, ref: ImageRef | str) -> None:
