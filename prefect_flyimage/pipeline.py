@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence, TextIO, Union
 
-from .credentials import CredentialsLike, RegistryCredentials, as_credentials
+from .credentials import CredentialsLike, RegistryCredentials, resolve_credentials
 from .engine import Engine, EngineProtocol, LocalImage
 from .errors import PushError, RegistryUnavailable
 from .names import ImageRef
@@ -139,34 +139,25 @@ class RegistryLike(Protocol):
         """
 
 
-class _DaemonRegistry:
-    """Registry lookups through the daemon's distribution endpoint, with the credentials."""
-
-    def __init__(self, session: "_Session") -> None:
-        self._session = session
-
-    def manifest_digest(self, ref: str) -> Optional[str]:
-        return self._session.engine.registry_digest(ref, self._session.credentials)
-
-    def close(self) -> None:
-        pass
-
-
 def _open_registry(session: "_Session") -> RegistryLike:
-    """The one place that decides how the registry is asked."""
-    return _DaemonRegistry(session)
+    """The one place that decides how the registry is asked: directly (Distribution API,
+    same credentials as the push), on a connection kept for the process."""
+    from .registry import shared_client
+
+    return shared_client(session.registry_host, session.credentials)
 
 
 class _Session:
     """One pipeline call's engine and registry, each made only when first needed."""
 
     def __init__(
-        self, engine: Optional[EngineProtocol], credentials: Optional[RegistryCredentials], registry: Optional[RegistryLike]
+        self, engine: Optional[EngineProtocol], credentials: Optional[RegistryCredentials], registry: Optional[RegistryLike],
+        registry_host: Optional[str],
     ) -> None:
         self._engine = engine
         self._own_engine: Optional[Engine] = None
         self._registry = registry
-        self._own_registry: Optional[Any] = None
+        self.registry_host = registry_host
         self.credentials = credentials
 
     @property
@@ -179,23 +170,23 @@ class _Session:
     @property
     def registry(self) -> RegistryLike:
         if self._registry is None:
-            self._own_registry = self._registry = _open_registry(self)
+            self._registry = _open_registry(self)  # shared by the process: not closed here
         return self._registry
 
     def close(self) -> None:
-        if self._own_registry is not None:
-            closer = getattr(self._own_registry, "close", None)
-            if closer:
-                closer()
         if self._own_engine is not None:
             self._own_engine.close()
 
 
 @contextlib.contextmanager
 def _session(
-    engine: Optional[EngineProtocol], credentials: Optional[RegistryCredentials], registry: Optional[RegistryLike]
+    engine: Optional[EngineProtocol], credentials: Optional[RegistryCredentials], registry: Optional[RegistryLike],
+    repository: str,
 ) -> Iterator[_Session]:
-    session = _Session(engine, credentials, registry)
+    host = ImageRef.parse(repository).registry
+    # Given credentials win; else the docker config's (a `docker login`, a credential
+    # helper), as the daemon would use them for the push.
+    session = _Session(engine, resolve_credentials(credentials, registry=host), registry, host)
     try:
         yield session
     finally:
@@ -203,8 +194,8 @@ def _session(
 
 
 def plan_credentials(plan: Union[BuildPlan, Target], credentials: CredentialsLike) -> Optional[RegistryCredentials]:
-    """Credentials for the plan's registry from any accepted form (or ``None``)."""
-    return as_credentials(credentials, registry=ImageRef.parse(plan.repository).registry)
+    """Credentials for the plan's registry: those given, else the docker config's (or ``None``)."""
+    return resolve_credentials(credentials, registry=ImageRef.parse(plan.repository).registry)
 
 
 def _observe(session: _Session, target: Target, *, local: bool, remote: bool, every_local_tag: bool = False) -> Observation:
@@ -250,7 +241,7 @@ def observe(
     only when ``local`` is true.
     """
     target = Target.of(plan)
-    with _session(engine, plan_credentials(target, credentials), registry) as session:
+    with _session(engine, plan_credentials(target, credentials), registry, target.repository) as session:
         return _observe(session, target, local=local, remote=remote, every_local_tag=every_local_tag)
 
 
@@ -319,7 +310,7 @@ def publish(
     digest, and afterwards the registry must hold it under ``main_tag`` (default: the
     first tag): nothing is ever reported as published that the registry lacks.
     """
-    with _session(engine, credentials, registry) as session:
+    with _session(engine, credentials, registry, repository) as session:
         return _publish(session, image_id, repository, list(tags), main_tag or tags[0], stream_progress_to, timeout)
 
 
@@ -403,7 +394,7 @@ def push_local(
     started = time.monotonic()
     timings: dict[str, float] = {}
     tags = list(dict.fromkeys(tags))
-    with _session(engine, credentials, registry) as session:
+    with _session(engine, credentials, registry, repository) as session:
         if plan_hash:
             target = Target(repository, plan_hash, tuple(dict.fromkeys((*tags, plan_hash[:TAG_LENGTH]))))
             if not force:
@@ -504,7 +495,7 @@ def ensure(
       content tag is adopted (see the module docstring).
     """
     creds = plan_credentials(plan, credentials)
-    with _session(engine, creds, registry) as session:
+    with _session(engine, creds, registry, plan.repository) as session:
         return _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs).run()
 
 

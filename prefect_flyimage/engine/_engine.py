@@ -22,7 +22,7 @@ import docker.errors
 import docker.utils.build as build_utils
 
 from ..context import read_dockerignore
-from ..credentials import RegistryCredentials
+from ..credentials import RegistryCredentials, retry_refused
 from ..errors import (
     AuthenticationError,
     BuildError,
@@ -301,8 +301,12 @@ class Engine:
         """The manifest digest the registry holds for ``ref``, or ``None`` if it holds none.
 
         Asks the daemon's distribution endpoint (``docker-py inspect_distribution``)
-        with the credentials, so the check is authenticated like a push.
+        with the credentials, so the check is authenticated like a push. Credentials from
+        a credential helper that the registry refuses are fetched again once.
         """
+        return retry_refused(lambda creds: self._registry_digest(ref, creds), credentials)
+
+    def _registry_digest(self, ref: ImageRef | str, credentials: Optional[RegistryCredentials]) -> Optional[str]:
         r = ImageRef.parse(str(ref))
         secrets = [credentials.secret] if credentials else []
         try:
@@ -360,8 +364,18 @@ class Engine:
         """Push ``ref`` and return the manifest digest the registry stored.
 
         Progress (one line per layer status) goes to ``stream``. A timeout closes the
-        connection, which makes the daemon abort the push.
+        connection, which makes the daemon abort the push. Credentials from a credential
+        helper that the registry refuses are fetched again once (``retry_refused``).
         """
+        return retry_refused(lambda creds: self._push(ref, creds, stream, timeout), credentials)
+
+    def _push(
+        self,
+        ref: ImageRef | str,
+        credentials: Optional[RegistryCredentials],
+        stream: Optional[TextIO],
+        timeout: Optional[float],
+    ) -> str:
         r = ImageRef.parse(str(ref))
         secrets = [credentials.secret] if credentials else []
         digest: Optional[str] = None
