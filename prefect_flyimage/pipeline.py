@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 
 from .credentials import CredentialsLike, RegistryCredentials, resolve_credentials
 from .engine import Engine, EngineProtocol, LocalImage
-from .errors import PushError, RegistryUnavailable
+from .errors import AuthenticationError, PushError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildPlan, BuildResult
 
@@ -477,8 +477,13 @@ def ensure(
     verify: Optional[Callable[[str], None]] = None,
     build_kwargs: Optional[dict[str, Any]] = None,
     registry: Optional[RegistryLike] = None,
+    accept_registry: bool = False,
 ) -> BuildResult:
     """Make sure the image of ``plan`` exists locally and (with ``push``) in its registry.
+
+    ``accept_registry`` (with ``push=False``): a registry that already holds the image
+    satisfies the call as well as the daemon does (a worker pulls it from there), so an
+    unchanged project never contacts the daemon.
 
     - Registry holds the content tag and every other tag at the same digest: nothing is
       built or pushed, and the Docker daemon is not contacted (``image_id`` is ``None``).
@@ -496,7 +501,9 @@ def ensure(
     """
     creds = plan_credentials(plan, credentials)
     with _session(engine, creds, registry, plan.repository) as session:
-        return _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs).run()
+        run = _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs)
+        run.accept_registry = accept_registry and not push and verify is None
+        return run.run()
 
 
 class _Ensure:
@@ -511,6 +518,7 @@ class _Ensure:
         self.build_timeout, self.push_timeout, self.verify, self.build_kwargs = build_timeout, push_timeout, verify, build_kwargs
         self.timings: dict[str, float] = {}
         self.started = self.mark = time.monotonic()
+        self.accept_registry = False
 
     def lap(self, name: str) -> None:
         now = time.monotonic()
@@ -578,6 +586,16 @@ class _Ensure:
             return None
         if self.verify is not None:
             return None  # the daemon's image must still be verified: build_and_publish does
+        if self.accept_registry:
+            try:
+                seen = _observe(session, target, local=False, remote=True)
+            except AuthenticationError as exc:  # a local build needs no registry: just look locally
+                logger.info("cannot check %s in its registry (%s); looking in the daemon", target.ref(), exc)
+                seen = Observation(target)
+            self.lap("check")
+            if seen.published:
+                logger.info("%s is already in the registry (%s): nothing to build", self.plan.ref, seen.remote_digest)
+                return self.result(digest=seen.remote_digest)
         local = _observe(session, target, local=True, remote=False).local
         self.lap("check_local")
         if local is None:

@@ -25,6 +25,7 @@ class LocalImage:
     repo_tags: tuple[str, ...] = ()
     created: str = ""  #: RFC 3339 creation time
     size: Optional[int] = None
+    parent: str = ""  #: the classic builder's parent image id ("" when none)
 
     @classmethod
     def from_inspect(cls, info: Mapping[str, Any]) -> "LocalImage":
@@ -37,6 +38,7 @@ class LocalImage:
             repo_tags=tuple(info.get("RepoTags") or ()),
             created=str(info.get("Created") or ""),
             size=info.get("Size"),
+            parent=str(info.get("Parent") or ""),
         )
 
     @property
@@ -58,7 +60,10 @@ class LocalImage:
         return False
 
     # Compatibility with code written against the inspect dict (``info["Id"]``).
-    _LEGACY = {"Id": "id", "Created": "created", "Size": "size", "RepoDigests": "repo_digests", "RepoTags": "repo_tags"}
+    _LEGACY = {
+        "Id": "id", "Created": "created", "Size": "size", "RepoDigests": "repo_digests", "RepoTags": "repo_tags",
+        "Parent": "parent",
+    }
 
     def __getitem__(self, key: str) -> Any:
         if key == "Config":
