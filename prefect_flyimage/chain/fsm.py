@@ -186,8 +186,16 @@ class ImageFSM:
         if self._engine is None:
             from ..engine import Engine
 
-            self._engine = Engine(client=self._client)
+            self._engine = self._own_engine = Engine(client=self._client)
         return self._engine
+
+    def close(self) -> None:
+        """Close the engine if this image made it (a builder's shared engine is the builder's)."""
+        own, self._own_engine = getattr(self, "_own_engine", None), None
+        if own is not None:
+            own.close()
+            if self._engine is own:
+                self._engine = None
 
     # ---- plan ---------------------------------------------------------------------
     def render_dockerfile(self) -> str:
