@@ -353,6 +353,8 @@ def test_an_own_engine_is_closed(plan, fake, monkeypatch):
             super().__init__(fake.registry)
             made.append(self)
 
-    monkeypatch.setattr(pipeline, "Engine", Tracked)
+    from prefect_flyimage import _observe
+
+    monkeypatch.setattr(_observe, "Engine", Tracked)
     pipeline.ensure(plan, registry=fake.registry, push=False)
     assert len(made) == 1 and made[0].closed
