@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
