@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
-from ..errors import FlyImageError, redact
+from ..errors import FlyImageError, VerificationError, redact
 from ..pipeline import Target, ensure, local_match, observe, push_local
 from ..plan import BuildPlan
 from .changelog import ImageSpec, read_spec
@@ -315,19 +315,24 @@ class ImageFSM:
                 raise IllegalTransitionError(self.label, self.state, "verify", [self.STATE_BUILT, self.STATE_VERIFIED])
             started = time.monotonic()
             try:
-                image_id = self.image_id or self._local_id()
-                if image_id is None:
+                if (self.image_id or self._local_id()) is None:
                     self._fail("verify", f"image {self.label} is not in the daemon")
                     return
-                if self.records.is_verified(self.plan.hash, image_id):
-                    self.state = self.STATE_VERIFIED  # verified by an earlier run
-                    return
-                outcome = run_verification(self.path, self.label, self.config)
-                if outcome.ok:
+
+                def check(image_id: str) -> None:
+                    # The pipeline's verify hook: it hands over the daemon's image of this plan.
+                    self.image_id = image_id
+                    if self.records.is_verified(self.plan.hash, image_id):
+                        return  # verified by an earlier run
+                    outcome = run_verification(self.path, self.label, self.config)
+                    if not outcome.ok:
+                        raise VerificationError(f"exit code {outcome.returncode}: {outcome.output[-2000:]}")
                     self.records.record(self.plan.hash, image_id, self.label)
-                    self.state = self.STATE_VERIFIED
-                else:
-                    self._fail("verification", f"exit code {outcome.returncode}: {outcome.output[-2000:]}")
+
+                ensure(self.plan, push=False, engine=self.engine, verify=check)
+                self.state = self.STATE_VERIFIED
+            except VerificationError as exc:
+                self._fail("verification", exc)
             except Exception as exc:  # noqa: BLE001
                 self._fail("verify", exc)
             finally:
