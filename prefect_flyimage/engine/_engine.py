@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import tempfile
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TextIO
@@ -150,6 +151,8 @@ class Engine:
         if self._client is None:
             self._client = new_client()
             self._owns_client = True
+            # A safety net for engines dropped without close(): their sockets close with them.
+            weakref.finalize(self, self._client.close)
         return self._client
 
     def default_build_network(self) -> Optional[str]:
