@@ -207,13 +207,22 @@ def push_local(
 
 @contextlib.contextmanager
 def _plan_lock(target: Target) -> Iterator[bool]:
-    """Hold this host's lock for ``target``; yields True when another process held it first."""
+    """Hold this host's lock for ``target``; yields True when another process held it first.
+
+    Best effort: where no lock file can be made (a read-only cache folder), go on
+    without one -- the registry's first-writer-wins rule still keeps results consistent.
+    """
     from .context import cache_dir
 
-    folder = cache_dir() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{target.repository}\0{target.plan_hash}".encode()).hexdigest()[:32]
-    fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        folder = cache_dir() / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        logger.debug("no lock for %s (%s); going on without one", target.ref(), exc)
+        yield False
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
