@@ -113,4 +113,7 @@ def run_streaming(
         if proc.poll() is None:
             kill()
             proc.wait()
+        for pipe in (proc.stdout, proc.stdin):
+            if pipe is not None:
+                pipe.close()
     return code, list(tail), state["step"], watchdog.fired
