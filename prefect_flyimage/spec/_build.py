@@ -19,7 +19,6 @@ from ._context import SpecContext
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from .image import Image
 
 __all__ = ["SpecDockerImage"]
 
@@ -28,7 +27,7 @@ class _Building:
     """The plan (one identity), staging for a look, building and pushing."""
 
     # ---- rendering and the plan --------------------------------------------------------
-    def _render(self: "Image", stage_root: Optional[Path] = None, record: Optional[list[Any]] = None) -> str:
+    def _render(self, stage_root: Optional[Path] = None, record: Optional[list[Any]] = None) -> str:
         if self.dockerfile is not None:
             head = self.dockerfile.read_text().rstrip("\n")
         else:
@@ -38,12 +37,12 @@ class _Building:
             lines += layer.render(ctx)
         return "\n".join(lines) + "\n"
 
-    def dockerfile_text(self: "Image") -> str:
+    def dockerfile_text(self) -> str:
         """The Dockerfile this spec builds with (nothing is copied or staged)."""
         self.validate()
         return self._render()
 
-    def spec_hash(self: "Image") -> str:
+    def spec_hash(self) -> str:
         """The hash of this image's :class:`~prefect_flyimage.plan.BuildPlan` (its one identity).
 
         Covers the rendered Dockerfile (base, every layer's lines), the platform, the
@@ -54,7 +53,7 @@ class _Building:
         self.validate()
         return self._plan().hash
 
-    def _plan(self: "Image", **how: Any) -> BuildPlan:
+    def _plan(self, **how: Any) -> BuildPlan:
         """The plan (no validation): rendered text, the described context, how to build."""
         secrets = self.secrets
         needs_buildkit = bool(secrets) or any(layer.needs_buildkit for layer in self._layers)
@@ -74,7 +73,7 @@ class _Building:
         )
 
     @property
-    def secrets(self: "Image") -> tuple[BuildSecret, ...]:
+    def secrets(self) -> tuple[BuildSecret, ...]:
         """The BuildKit secrets the layers mount (one per id)."""
         seen: dict[str, BuildSecret] = {}
         for layer in self._layers:
@@ -83,7 +82,7 @@ class _Building:
         return tuple(seen.values())
 
     # ---- building ------------------------------------------------------------------
-    def plan(self: "Image", *, network: Optional[str] = None, pull: bool = False, no_cache: bool = False) -> BuildPlan:
+    def plan(self, *, network: Optional[str] = None, pull: bool = False, no_cache: bool = False) -> BuildPlan:
         """The :class:`~prefect_flyimage.plan.BuildPlan` of this image: its one identity.
 
         Nothing is copied: the context is described (the files where they are) and
@@ -115,7 +114,7 @@ class _Building:
         return self._plan(network=network, pull=pull, no_cache=no_cache)
 
     def to_plan(
-        self: "Image",
+        self,
         context_dir: Union[Path, str, None] = None,
         *,
         network: Optional[str] = None,
@@ -146,7 +145,7 @@ class _Building:
         return plan.with_(context=root)
 
     @contextmanager
-    def staged_plan(self: "Image", **options: Any) -> Iterator[BuildPlan]:
+    def staged_plan(self, **options: Any) -> Iterator[BuildPlan]:
         """``with image.staged_plan() as plan:`` -- :meth:`to_plan` in a temporary folder removed afterwards."""
         tmp = Path(tempfile.mkdtemp(prefix="prefect-flyimage-spec-"))
         try:
@@ -157,7 +156,7 @@ class _Building:
                 plan.generated_context.staged_at = None
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def credentials(self: "Image") -> Optional[RegistryCredentials]:
+    def credentials(self) -> Optional[RegistryCredentials]:
         """Credentials from ``registry_secret`` (a saved prefect-docker block is loaded by name)."""
         secret = self._registry_secret
         if secret is None:
@@ -171,7 +170,7 @@ class _Building:
         return as_credentials(secret, registry=ImageRef.parse(f"{self.repository}:x").registry)
 
     def build(
-        self: "Image",
+        self,
         push: bool = True,
         credentials: CredentialsLike = None,
         force: bool = False,
@@ -219,12 +218,12 @@ class _Building:
             engine=engine, build_timeout=build_timeout, push_timeout=push_timeout,
         )
 
-    def push(self: "Image", credentials: CredentialsLike = None, stream_progress_to: Optional[TextIO] = None, **options: Any) -> BuildResult:
+    def push(self, credentials: CredentialsLike = None, stream_progress_to: Optional[TextIO] = None, **options: Any) -> BuildResult:
         """Make sure :attr:`uri` is in the registry: ``build(push=True)`` (a no-op when it is)."""
         return self.build(push=True, credentials=credentials, stream_progress_to=stream_progress_to, **options)
 
     def to_docker_image(
-        self: "Image",
+        self,
         credentials: CredentialsLike = None,
         stream_progress_to: Optional[TextIO] = None,
         **options: Any,
@@ -246,7 +245,7 @@ class SpecDockerImage:
     (skipped when the registry holds it). ``result`` is the last :class:`BuildResult`.
     """
 
-    def __init__(self, image: Image, credentials: CredentialsLike = None,
+    def __init__(self, image: Any, credentials: CredentialsLike = None,
                  stream_progress_to: Optional[TextIO] = None, **options: Any) -> None:
         self.image = image
         self.credentials = credentials

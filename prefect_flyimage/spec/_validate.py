@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ..errors import InvalidReferenceError, SpecError
 from ..names import ImageRef
 from ..plan import TAG_LENGTH
 from . import config
 from .layers import DEFAULT_IGNORE, DockerIgnore, LayerContext, PoetryProject, Requirements, UVProject, UVScript
-
-if TYPE_CHECKING:
-    from .image import Image
 
 __all__: list[str] = []
 
@@ -27,19 +24,19 @@ class _Validation:
     """``problems()``, ``validate()`` and the layers' contexts."""
 
     # ---- validation ----------------------------------------------------------------
-    def _ignore_patterns(self: "Image") -> tuple[str, ...]:
+    def _ignore_patterns(self) -> tuple[str, ...]:
         patterns = list(DEFAULT_IGNORE)
         for layer in self._layers:
             if isinstance(layer, DockerIgnore) and layer.path.is_file():
                 patterns += layer.patterns()
         return tuple(patterns)
 
-    def _contexts(self: "Image", stage_root: Optional[Path] = None, record: Optional[list[Any]] = None) -> list[LayerContext]:
+    def _contexts(self, stage_root: Optional[Path] = None, record: Optional[list[Any]] = None) -> list[LayerContext]:
         ignore = self._ignore_patterns()
         prefix = _DOCKERFILE_PREFIX if self.dockerfile is not None else ""
         return [LayerContext(i, ignore, prefix, stage_root, record) for i in range(len(self._layers))]
 
-    def problems(self: "Image") -> list[str]:
+    def problems(self) -> list[str]:
         """Every problem of the spec (empty when valid); :meth:`validate` raises them."""
         problems: list[str] = []
         if self.dockerfile is not None:
@@ -94,7 +91,7 @@ class _Validation:
             problems += layer.problems(ctx)
         return problems
 
-    def _combination_problems(self: "Image") -> list[str]:
+    def _combination_problems(self) -> list[str]:
         kinds = [type(layer) for layer in self._layers]
         problems = []
         if PoetryProject in kinds:
@@ -119,7 +116,7 @@ class _Validation:
                     pass  # the layer reports it
         return problems
 
-    def validate(self: "Image") -> None:
+    def validate(self) -> None:
         """Check that every file and folder exists and every combination is legal.
 
         Raises:
@@ -129,7 +126,7 @@ class _Validation:
         if problems:
             raise SpecError(problems)
 
-    def _secret_problems(self: "Image") -> list[str]:
+    def _secret_problems(self) -> list[str]:
         problems = []
         by_id: dict[str, set[tuple[Optional[str], Optional[str]]]] = {}
         for layer in self._layers:
