@@ -101,3 +101,70 @@ def test_an_engine_never_asked_never_connects():
     engine = Engine()
     engine.close()
     assert not engine.connected
+
+
+def test_streaming_api_is_a_dedicated_client_on_the_same_socket(tmp_path):
+    import docker
+
+    from prefect_flyimage.engine._docker import streaming_api
+
+    shared = docker.DockerClient(base_url=f"unix://{tmp_path}/d.sock", version="1.41", timeout=3)
+    try:
+        api = streaming_api(shared)
+        try:
+            assert api is not shared.api and api.api_version == "1.41"
+            assert api._custom_adapter.socket_path == f"{tmp_path}/d.sock"  # the private attribute the shim reads
+        finally:
+            api.close()
+    finally:
+        shared.close()
+
+
+def test_stream_aborter_cuts_a_quiet_stream(tmp_path):
+    """A daemon that starts a chunked answer and goes quiet (a build's ``RUN sleep``)."""
+    import docker
+
+    from prefect_flyimage.engine._docker import StreamAborter, streaming_api
+
+    path = tmp_path / "quiet.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    shared = docker.DockerClient(base_url=f"unix://{path}", version="1.41", timeout=3)
+    api = streaming_api(shared)
+    abort = StreamAborter(api)
+    ended: list[object] = []
+
+    def read() -> None:
+        response = api.get(f"http+docker://localhost/v1.41/build", stream=True, timeout=None)
+        try:
+            for _ in response.iter_content(chunk_size=1):
+                pass
+            ended.append("eof")
+        except Exception as exc:  # noqa: BLE001 - any end of the read will do
+            ended.append(exc)
+        finally:
+            response.close()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(1.0)
+    assert reader.is_alive(), "the read should be blocked on the quiet stream"
+    abort()
+    reader.join(30)  # a guard, not a performance claim
+    try:
+        assert not reader.is_alive() and ended, "aborting did not end the blocked read"
+    finally:
+        shared.close()
+        for conn in held:
+            conn.close()
+        server.close()
