@@ -164,6 +164,12 @@ class StreamAborter:
         self._responses.append(response)
         return response
 
+    def close(self) -> None:
+        """Close every response seen (their connections with them) and the client."""
+        for response in self._responses:
+            response.close()
+        self._api.close()
+
     def __call__(self) -> None:
         for response in self._responses:
             conn = getattr(response.raw, "connection", None)  # urllib3 2: the live connection

@@ -185,7 +185,8 @@ class Engine:
         """
         with _transport("connecting"):
             api = streaming_api(self.client)
-        watchdog = Watchdog(timeout, StreamAborter(api))
+        aborter = StreamAborter(api)
+        watchdog = Watchdog(timeout, aborter)
         try:
             yield api
         except Exception as exc:
@@ -196,7 +197,7 @@ class Engine:
             raise
         finally:
             watchdog.cancel()
-            api.close()
+            aborter.close()
         if watchdog.fired:
             raise timed_out()
 
