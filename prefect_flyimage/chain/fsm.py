@@ -351,9 +351,11 @@ class ImageFSM:
             stream = _LogStream(log.getChild(self.short_name), secrets(self.config))
             try:
                 # The version tag last: it only moves once the content tag and latest are there.
+                # Always pushed (docker-pkg's publish): a verified image is what the tags must name,
+                # also when a forced rebuild made a new image of an unchanged plan.
                 result = push_local(
                     self.name, [self.plan.content_tag, "latest", self.tag], creds, plan_hash=self.plan.hash,
-                    engine=self.engine, stream_progress_to=stream,
+                    force=True, engine=self.engine, stream_progress_to=stream,
                 )
                 digest = result.digest
             except Exception as exc:  # noqa: BLE001
