@@ -17,6 +17,7 @@ import base64
 import re
 import threading
 import time
+from collections import deque
 from typing import Generator, Optional
 
 import httpx
@@ -70,7 +71,7 @@ class RegistryAuth(httpx.Auth):
         self._scheme: Optional[str] = "basic" if basic else None  # what the registry asked for last
         self._challenge: dict[str, str] = {}
         self._tokens: dict[str, tuple[str, float]] = {}  # scope key -> (token, expires at)
-        self._issued: list[str] = []  # every token handed out, for redaction
+        self._issued: deque[str] = deque(maxlen=64)  # recent tokens, for redaction (bounded: long-lived workers)
 
     def secrets(self) -> list[str]:
         out = [self.credentials.secret] if self.credentials else []

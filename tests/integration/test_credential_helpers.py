@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from credential_fixtures import docker_config  # noqa: E402,F401
 from registry_fixtures import (  # noqa: E402,F401
-    docker_config,
     htpasswd_registry,
     push_image_to,
     registry_workdir,

@@ -20,11 +20,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from credential_fixtures import ArgvSampler, docker_config, image_blobs  # noqa: E402,F401
 from registry_fixtures import (  # noqa: E402,F401
-    ArgvSampler,
-    docker_config,
     htpasswd_registry,
-    image_blobs,
     registry_workdir,
     token_issuer,
     token_registry,

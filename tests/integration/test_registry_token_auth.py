@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from credential_fixtures import docker_config  # noqa: E402,F401
 from registry_fixtures import (  # noqa: E402,F401
-    docker_config,
     push_image_to,
     registry_workdir,
     token_issuer,

@@ -171,3 +171,11 @@ def test_docker_hub_endpoint_and_bad_timeout(monkeypatch):
     monkeypatch.setenv("PREFECT_FLYIMAGE_REGISTRY_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="PREFECT_FLYIMAGE_REGISTRY_TIMEOUT"):
         RegistryClient("ghcr.io")
+
+
+def test_docker_hub_names_map_to_library_repositories():
+    with RegistryClient(None) as client:
+        assert client._repository("busybox:1")[1] == "library/busybox"
+        assert client._repository("docker.io/org/app:1")[1] == "org/app"
+        with pytest.raises(ValueError, match="is not in registry registry-1.docker.io"):
+            client._repository("ghcr.io/org/app:1")
