@@ -14,7 +14,7 @@ from .context import BuildContext
 from .credentials import RegistryCredentials
 from .dockerfile import ImageBuilder, generate_default_dockerfile, to_run_command
 from .dockerutils import build_image, docker_client, push_image
-from .engine import Engine
+from .engine import Engine, LocalImage
 from .errors import (
     AuthenticationError,
     BuildError,
@@ -33,7 +33,7 @@ from .errors import (
     SpecError,
 )
 from .names import ImageRef, parse_image_tag, split_repository_path
-from .pipeline import ensure, exists
+from .pipeline import Observation, ensure, exists, observe, publish
 from .plan import BuildPlan, BuildResult, BuildSecret
 from .prefect_images import format_outlier_version_name, get_prefect_image_name
 
@@ -73,6 +73,8 @@ __all__ = [
     "ImageBuilder",
     "ImageRef",
     "InvalidReferenceError",
+    "LocalImage",
+    "Observation",
     "PushAuthenticationError",
     "PushError",
     "PushTimeout",
@@ -87,8 +89,10 @@ __all__ = [
     "exists",
     "format_outlier_version_name",
     "generate_default_dockerfile",
+    "observe",
     "get_prefect_image_name",
     "parse_image_tag",
+    "publish",
     "push_image",
     "split_repository_path",
     "to_run_command",

@@ -29,7 +29,9 @@ from typing import Any, Optional
 
 import docker.auth
 import docker.errors
-import docker.utils.config
+# Bound by name: Prefect lazy-imports `docker`, and the lazy module can lose its `utils.config` attribute.
+from docker.auth import load_config, resolve_index_name
+from docker.utils.config import find_config_file
 
 from .errors import AuthenticationError
 
@@ -68,7 +70,7 @@ def clear_cache() -> None:
 
 def config_file() -> Optional[str]:
     """The config.json Docker would read (``$DOCKER_CONFIG``, else ``~/.docker``), if it exists."""
-    return docker.utils.config.find_config_file()
+    return find_config_file()
 
 
 def _auth_config() -> Optional[Any]:
@@ -88,7 +90,7 @@ def _auth_config() -> Optional[Any]:
             data = json.load(fh)
         if not isinstance(data, dict):
             raise ValueError("the top level is not a JSON object")
-        parsed = docker.auth.load_config(config_dict=data)
+        parsed = load_config(config_dict=data)
     except (OSError, ValueError, docker.errors.DockerException) as exc:
         # As the docker CLI does: warn, naming the file, and go on without stored logins.
         logger.warning("ignoring docker config %s: %s", path, exc)
@@ -182,9 +184,9 @@ def lookup(registry: Optional[str], *, fresh: bool = False) -> Optional[Found]:
     # The plain entries, matched as docker-py does (URLs reduced to their host).
     wanted = "docker.io" if hub else registry
     for name, entry in config.auths.items():
-        if docker.auth.resolve_index_name(name) == wanted and entry.get("username") is not None:
+        if resolve_index_name(name) == wanted and entry.get("username") is not None:
             return Found(entry["username"], entry.get("password") or "")
-        if docker.auth.resolve_index_name(name) == wanted and entry.get("IdentityToken"):
+        if resolve_index_name(name) == wanted and entry.get("IdentityToken"):
             return Found("<token>", entry["IdentityToken"])
     return None
 

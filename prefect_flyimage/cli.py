@@ -13,6 +13,7 @@ Exit codes tell scripts what went wrong:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -173,19 +174,16 @@ def ensure(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = Do
 def push(reference: str = typer.Argument(..., help="local image reference to push"), username: Optional[str] = UserOpt,
          password_stdin: bool = PassOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Push a local image; print its digest."""
-    from .engine import Engine
     from .names import ImageRef
+    from .pipeline import push_local
     from .progress import progress_stream
 
     def go() -> dict[str, Any]:
         ref = ImageRef.parse(reference)
         creds = _credentials(ref.registry, username, password_stdin)
         stream, live = progress_stream(not quiet and not as_json)
-        if live is not None:
-            with live:
-                digest = Engine().push(ref, creds, stream)
-        else:
-            digest = Engine().push(ref, creds, stream)
+        with live if live is not None else contextlib.nullcontext():
+            digest = push_local(ref.name, [ref.tag or "latest"], creds, force=True, stream_progress_to=stream).digest
         return {"reference": str(ref), "digest": digest, "pinned": f"{ref.name}@{digest}"}
 
     _run(go, as_json)

@@ -281,17 +281,25 @@ class DockerImage(_PrefectDockerImage):
         read are picked up (and :attr:`tag` follows them).
         """
         self._plan = self._make_plan()
+        # A registry that already holds this plan's image satisfies the build as well
+        # (flow.deploy pushes next; a worker pulls): the unchanged redeploy never needs the daemon.
         self._result = pipeline.ensure(
             self._plan,
             push=False,
+            credentials=self.credentials,
             stream_progress_to=self.stream_progress_to,
             build_kwargs=self._extra or None,
+            accept_registry=True,
         )
         logger.info("%s %s", self._result.reference, "built" if self._result.built else "already built: build skipped")
 
     def push(self) -> None:
         """Push the image unless the registry already holds it (builds first if needed)."""
         plan = self.plan
+        if self._result is not None and self._result.plan_hash == plan.hash and self._result.digest and not self._result.built:
+            # build() just found this very image in the registry: nothing to push.
+            logger.info("%s already in the registry: push skipped (%s)", self._result.reference, self._result.digest)
+            return
         result = pipeline.ensure(
             plan,
             push=True,

@@ -36,7 +36,7 @@ from tempfile import TemporaryDirectory
 from types import TracebackType
 from typing import Any, Mapping, Optional, TextIO, TypeVar, Union
 
-from .errors import ContextError
+from .errors import ContextError, ContextPathNotFoundError, DockerfileExistsError
 from .prefect_images import get_prefect_image_name
 
 __all__ = [
@@ -51,21 +51,6 @@ __all__ = [
 
 
 _Builder = TypeVar("_Builder", bound="ImageBuilder")
-
-
-class DockerfileExistsError(ContextError, RuntimeError):
-    """A ``Dockerfile`` already exists where one would be generated.
-
-    Also a ``ValueError`` and a ``RuntimeError``: Prefect's ``ImageBuilder`` raises the
-    former and its ``generate_default_dockerfile`` the latter in this situation.
-    """
-
-
-class ContextPathNotFoundError(ContextError, FileNotFoundError):
-    """A build context or a file to copy into it does not exist.
-
-    Also a ``FileNotFoundError``, which is what Prefect lets escape in these cases.
-    """
 
 
 def to_run_command(command: list[str]) -> str:

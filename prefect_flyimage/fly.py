@@ -17,7 +17,7 @@ docker-py gets it as ``auth_config`` and ``docker login`` reads it from stdin.
 
 Every function exists in a blocking form (``*_sync``) too; Prefect tasks with
 retries on transient errors only (``ensure_fly_image``, ...) live in
-:mod:`prefect_flyimage.fly_tasks` and are re-exported here on first access.
+:mod:`prefect_flyimage.fly_tasks` (which imports this module, never the reverse).
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ from pydantic import SecretStr
 
 from .credentials import RegistryCredentials, registry_host
 from .errors import (
+    FLY_APP_NAME_MAX,
     AuthenticationError,
     ContextError,
-    FlyImageError,
+    FlyContextError,
     ImageBuildError,
-    PushError,
+    InvalidAppName,
+    MissingFlyToken,
     RegistryUnavailable,
     is_transient,
     redact,
@@ -95,36 +97,9 @@ REGISTRY_ENV = "FLY_REGISTRY_HOST"
 LOGIN_TIMEOUT = 60.0
 
 _APP_NAME = re.compile(r"[a-z][a-z0-9-]*")
-_APP_NAME_MAX = 63
+_APP_NAME_MAX = FLY_APP_NAME_MAX
 
 TokenLike = Union[str, SecretStr, None]
-
-
-class InvalidAppName(FlyImageError, ValueError):
-    """A Fly app name breaks Fly's rules (lower-case letters, digits, dashes; starts with a letter; <= 63 chars)."""
-
-    def __init__(self, app_name: object, reason: str) -> None:
-        self.app_name = app_name
-        self.reason = reason
-        super().__init__(
-            f"invalid Fly app name {app_name!r}: {reason} (Fly app names use lower-case letters, "
-            f"digits and '-', start with a letter and have at most {_APP_NAME_MAX} characters)"
-        )
-
-
-class FlyContextError(ContextError, ImageBuildError):
-    """The docker context or its Dockerfile is missing (no process ran, ``returncode`` is ``None``).
-
-    Both a :class:`ContextError` and, as in flaude, an :class:`ImageBuildError`.
-    """
-
-    def __init__(self, message: str, path: Optional[object] = None) -> None:
-        ImageBuildError.__init__(self, message, None, "")
-        self.path = path
-
-
-class MissingFlyToken(AuthenticationError):
-    """No Fly API token was found and ``flyctl`` is not installed."""
 
 
 # ---- names --------------------------------------------------------------------------
@@ -269,7 +244,11 @@ def _login(token: TokenLike, registry: Optional[str], engine: Optional["Engine"]
     from .engine import Engine
 
     logger.info("logging in to %s as %r (token from %s)", host, creds.username, _token_source(token))
-    (engine or Engine()).cli_login(creds, timeout=LOGIN_TIMEOUT)
+    if engine is not None:
+        engine.cli_login(creds, timeout=LOGIN_TIMEOUT)
+    else:
+        with Engine() as own:
+            own.cli_login(creds, timeout=LOGIN_TIMEOUT)
     logger.info("docker is logged in to %s", host)
 
 
@@ -328,7 +307,6 @@ def _ensure(
     engine: Optional["Engine"],
 ) -> "BuildResult":
     from . import pipeline
-    from .engine import Engine
 
     validate_app_name(app_name)
     host = fly_registry_host(registry)
@@ -340,7 +318,7 @@ def _ensure(
         result = pipeline.ensure(
             plan,
             credentials=creds,
-            engine=engine or Engine(),
+            engine=engine,
             build_timeout=build_timeout,
             push_timeout=push_timeout,
             force=force,
@@ -432,12 +410,11 @@ def docker_build_sync(
 ) -> str:
     """Blocking :func:`docker_build`."""
     from . import pipeline
-    from .engine import Engine
 
     validate_app_name(app_name)
     host = fly_registry_host(registry)
     plan = _plan(app_name, tag, docker_context, platform, host, network)
-    result = pipeline.ensure(plan, push=False, engine=engine or Engine(), build_timeout=timeout)
+    result = pipeline.ensure(plan, push=False, engine=engine, build_timeout=timeout)
     logger.info("%s %s", plan.ref, "built" if result.built else "was in the daemon already (same context): build skipped")
     return str(plan.ref)
 
@@ -452,22 +429,19 @@ def docker_push_sync(
     engine: Optional["Engine"] = None,
 ) -> str:
     """Blocking :func:`docker_push`."""
-    from .engine import Engine
+    from . import pipeline
 
     ref = image_ref(app_name, tag, registry=registry)
     host = fly_registry_host(registry)
-    engine = engine or Engine()
-    if engine.local_image(ref) is None:
-        raise PushError(f"no local image {ref} to push; build it first with docker_build()", host)
     # Without a token, docker-py falls back to the docker config (docker_login_fly / flyctl).
     creds = fly_credentials(token, registry=host)
     logger.info("pushing %s", ref)
     try:
-        digest = engine.push(ref, creds, timeout=timeout)
+        result = pipeline.push_local(f"{host}/{app_name}", [tag], creds, engine=engine, timeout=timeout)
     except ImageBuildError as exc:
         _scrub(exc, creds)
         raise
-    logger.info("pushed %s (%s)", ref, digest)
+    logger.info("%s %s (%s)", "pushed" if result.pushed else "registry already holds", ref, result.digest)
     return ref
 
 
@@ -632,18 +606,3 @@ async def docker_login_fly(
         RegistryUnavailable: the registry cannot be reached.
     """
     await asyncio.to_thread(_login, token, registry, engine)
-
-
-# ---- retry policy ------------------------------------------------------------------------
-
-
-_TASKS = ("ensure_fly_image", "build_fly_image", "push_fly_image", "login_fly_registry", "retry_on_transient")
-
-
-def __getattr__(name: str) -> Any:
-    # The Prefect tasks import prefect; load them only when asked for.
-    if name in _TASKS:
-        from . import fly_tasks
-
-        return getattr(fly_tasks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

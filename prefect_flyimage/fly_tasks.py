@@ -1,9 +1,9 @@
 """Prefect tasks around :mod:`prefect_flyimage.fly`.
 
-Each task retries only transient failures (unreachable registry or daemon, an
-aborted push): a refused token, a bad app name or a failing Dockerfile fails on the
-first attempt instead of looping. Change the retry budget with
-``ensure_fly_image.with_options(retries=..., retry_delay_seconds=...)``.
+Each task retries only transient failures (:func:`prefect_flyimage.errors.is_transient`,
+the one policy of :mod:`prefect_flyimage.tasks`): a refused token, a bad app name or a
+failing Dockerfile fails on the first attempt instead of looping. Change the retry
+budget with :func:`prefect_flyimage.tasks.configure_retries` or ``with_options``.
 
 Pass the token as a :class:`pydantic.SecretStr` (or leave it to ``$FLY_API_TOKEN`` or
 a block) so it is never shown with the task's parameters.
@@ -14,28 +14,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from prefect import Task, task
+from prefect import task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
 from prefect.logging import get_run_logger
-from prefect.states import State
 
 from . import fly
+from .tasks import DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, retry_delays, retry_on_transient
 
 __all__ = ["build_fly_image", "ensure_fly_image", "login_fly_registry", "push_fly_image", "retry_on_transient"]
 
 
-def retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """``retry_condition_fn``: retry only when :func:`prefect_flyimage.fly.is_transient` says so."""
-    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and fly.is_transient(exc)
-
-
+# One retry policy for every task of the package (tasks.py): transient failures only.
 # The pipeline is the cache (it asks the registry), so Prefect must not cache results:
 # a cached reference could point at an image the registry has since lost.
 _TASK_OPTIONS: dict[str, Any] = dict(
-    retries=2, retry_delay_seconds=10, retry_condition_fn=retry_on_transient, cache_policy=NO_CACHE
+    retries=DEFAULT_RETRIES,
+    retry_delay_seconds=retry_delays(DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF),
+    retry_condition_fn=retry_on_transient,
+    cache_policy=NO_CACHE,
 )
 
 

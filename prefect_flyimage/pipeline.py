@@ -1,94 +1,68 @@
-"""The one pipeline every front door goes through: plan -> exists? -> build -> verify -> push.
+"""The one pipeline every front door goes through: plan -> observe -> build -> verify -> publish.
 
-:func:`ensure` builds only if the image for the plan's content hash is missing from
-the daemon, and pushes only if the registry lacks it, so an unchanged project costs
-one hash and one registry round trip.
+The pipeline alone owns two decisions:
+
+- :func:`observe` -- where is this image? What the daemon holds (the content tag with
+  the plan's label) and what the registry holds (the content tag's digest, then every
+  other tag's). Typed: an :class:`Observation`.
+- :func:`publish` -- make the registry hold it: push every tag, then ask the registry
+  again; a digest is returned only when the registry holds it.
+
+:func:`ensure` combines them: an unchanged plan whose content tag the registry holds
+costs the hash plus one registry request, and no Docker daemon at all. Front doors
+(``DockerImage``, steps, tasks, ``Image``, ``fly``, ``chain``, the CLI) build a plan
+and call these; none of them checks existence or pushes on its own.
+
+Concurrency: processes of one host that ensure the same plan take turns (a file lock
+per plan, taken only when something must be built or pushed): the first builds and
+pushes, the others then find the registry holding it. Across hosts, the first writer
+of the content tag wins: a process whose push was overtaken adopts the registry's
+image (pulls it, checks its plan label) instead of failing, so every result pairs an
+image id with its own digest.
 """
-
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, TextIO
+from typing import Any, Callable, Optional, TextIO
 
-from .credentials import CredentialsLike, RegistryCredentials, resolve_credentials
-from .engine import Engine
-from .errors import PushError, RegistryUnavailable
-from .names import ImageRef
-from .plan import PLAN_LABEL, BuildPlan, BuildResult
+from ._observe import (
+    Existence,
+    Observation,
+    RegistryLike,
+    Target,
+    _observe,
+    _Session,
+    _session,
+    exists,
+    local_match,
+    observe,
+    plan_credentials,
+)
+from ._publish import _adopt, _plan_lock, _publish_plan, publish, push_local
+from .credentials import CredentialsLike
+from .engine import EngineProtocol
+from .errors import AuthenticationError
+from .plan import BuildPlan, BuildResult
+
+__all__ = [
+    "Existence",
+    "Observation",
+    "RegistryLike",
+    "Target",
+    "ensure",
+    "exists",
+    "local_match",
+    "observe",
+    "plan_credentials",
+    "publish",
+    "push_local",
+]
 
 logger = logging.getLogger("prefect_flyimage")
 
 
-@dataclass(frozen=True)
-class Existence:
-    """Where the image of a plan already is."""
-
-    local_id: Optional[str]  #: image id in the daemon (content tag with the plan's label)
-    remote_digest: Optional[str]  #: digest the registry holds for the content tag
-
-    @property
-    def anywhere(self) -> bool:
-        """True if the image exists locally or in the registry."""
-        return bool(self.local_id or self.remote_digest)
-
-
-def plan_credentials(plan: BuildPlan, credentials: CredentialsLike) -> Optional[RegistryCredentials]:
-    """Credentials for the plan's registry: those given, else the docker config's (or ``None``)."""
-    return resolve_credentials(credentials, registry=ImageRef.parse(plan.repository).registry)
-
-
-def local_match(engine: Engine, plan: BuildPlan) -> Optional[str]:
-    """Id of the local image tagged with the plan's content tag *and* built from this plan."""
-    info = engine.local_image(plan.content_ref)
-    if info is None:
-        return None
-    labels = (info.get("Config") or {}).get("Labels") or {}
-    return info["Id"] if labels.get(PLAN_LABEL) == plan.hash else None
-
-
-def exists(plan: BuildPlan, credentials: CredentialsLike = None, engine: Optional[Engine] = None, *, remote: bool = True) -> Existence:
-    """Check the daemon and (if ``remote``) the registry for the plan's content tag."""
-    if engine is None:
-        with Engine() as own:
-            return exists(plan, credentials, own, remote=remote)
-    digest = engine.registry_digest(plan.content_ref, plan_credentials(plan, credentials)) if remote else None
-    return Existence(local_match(engine, plan), digest)
-
-
-def publish(
-    engine: Engine,
-    image_id: str,
-    repository: str,
-    tags: Sequence[str],
-    credentials: Optional[RegistryCredentials] = None,
-    *,
-    main_tag: Optional[str] = None,
-    stream_progress_to: Optional[TextIO] = None,
-    timeout: Optional[float] = None,
-) -> str:
-    """Push ``image_id`` as ``repository:tag`` for every tag; return the digest of ``main_tag``.
-
-    Tags missing in the daemon are added first. After the pushes the registry is asked
-    again: the digest is only returned when the registry really holds it, so nothing is
-    ever reported as published that the registry lacks.
-    """
-    main_tag = main_tag or tags[0]
-    digest: Optional[str] = None
-    for tag in tags:
-        ref = ImageRef.parse(f"{repository}:{tag}")
-        info = engine.local_image(ref)
-        if info is None or info["Id"] != image_id:
-            engine.tag(image_id, ref)
-        pushed = engine.push(ref, credentials, stream_progress_to, timeout)
-        if tag == main_tag:
-            digest = pushed
-    main = ImageRef.parse(f"{repository}:{main_tag}")
-    held = engine.registry_digest(main, credentials)
-    if held is None or held != digest:
-        raise PushError(f"pushed {main} as {digest} but the registry reports {held or 'nothing'}", main.registry)
-    return held
+# ---- ensure -----------------------------------------------------------------------------
 
 
 def ensure(
@@ -98,107 +72,162 @@ def ensure(
     force: bool = False,
     credentials: CredentialsLike = None,
     stream_progress_to: Optional[TextIO] = None,
-    engine: Optional[Engine] = None,
+    engine: Optional[EngineProtocol] = None,
     build_timeout: Optional[float] = None,
     push_timeout: Optional[float] = None,
     verify: Optional[Callable[[str], None]] = None,
     build_kwargs: Optional[dict[str, Any]] = None,
+    registry: Optional[RegistryLike] = None,
+    accept_registry: bool = False,
 ) -> BuildResult:
     """Make sure the image of ``plan`` exists locally and (with ``push``) in its registry.
 
-    - Registry already holds the content tag (and every other tag at the same digest):
-      nothing is built or pushed. Missing extra tags are added by re-pushing.
+    ``accept_registry`` (with ``push=False``): a registry that already holds the image
+    satisfies the call as well as the daemon does (a worker pulls it from there), so an
+    unchanged project never contacts the daemon.
+
+    - Registry holds the content tag and every other tag at the same digest: nothing is
+      built or pushed, and the Docker daemon is not contacted (``image_id`` is ``None``).
+    - Registry holds the content tag only: the other tags are pushed from the local
+      image (pulled first if the daemon lacks it).
     - Daemon holds an image with the content tag built from this plan: no build.
     - ``force=True`` rebuilds and re-pushes regardless.
     - The registry check fails closed: when the registry cannot be reached, build (the
       push then reports the outage). A refused login raises at once.
-    - ``verify(image_id)`` runs after a build and before any push; raise to stop.
-    - After a push, the registry is asked again: a result is only returned when the
-      registry holds the pushed digest.
+    - ``verify(image_id)`` runs after a build (or on the daemon's image) and before
+      any push; raise to stop.
+    - After the push the registry is asked again: a result is only returned when it
+      holds the pushed digest. Another process's push of the same plan that won the
+      content tag is adopted (see the module docstring).
     """
-    if engine is None:
-        with Engine() as own:
-            return ensure(
-                plan, push=push, force=force, credentials=credentials, stream_progress_to=stream_progress_to,
-                engine=own, build_timeout=build_timeout, push_timeout=push_timeout, verify=verify,
-                build_kwargs=build_kwargs,
-            )
     creds = plan_credentials(plan, credentials)
-    timings: dict[str, float] = {}
-    started = time.monotonic()
-    mark = started
+    with _session(engine, creds, registry, plan.repository) as session:
+        run = _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs)
+        run.accept_registry = accept_registry and not push and verify is None
+        return run.run()
 
-    def lap(name: str) -> None:
-        nonlocal mark
+
+class _Ensure:
+    """One :func:`ensure` call: its decisions, in order, with timings."""
+
+    def __init__(
+        self, session: _Session, plan: BuildPlan, push: bool, force: bool, stream: Optional[TextIO],
+        build_timeout: Optional[float], push_timeout: Optional[float], verify: Optional[Callable[[str], None]],
+        build_kwargs: Optional[dict[str, Any]],
+    ) -> None:
+        self.session, self.plan, self.push, self.force, self.stream = session, plan, push, force, stream
+        self.build_timeout, self.push_timeout, self.verify, self.build_kwargs = build_timeout, push_timeout, verify, build_kwargs
+        self.timings: dict[str, float] = {}
+        self.started = self.mark = time.monotonic()
+        self.accept_registry = False
+
+    def lap(self, name: str) -> None:
         now = time.monotonic()
-        timings[name] = round(now - mark, 4)
-        mark = now
+        self.timings[name] = round(now - self.mark, 4)
+        self.mark = now
 
-    _ = plan.hash
-    lap("hash")
-    ref = plan.ref
-    tags = plan.all_tags
-    refs = {t: ImageRef.parse(f"{plan.repository}:{t}") for t in tags}
+    def result(self, image_id: Optional[str] = None, size: Optional[int] = None, **kw: Any) -> BuildResult:
+        self.timings["total"] = round(time.monotonic() - self.started, 4)
+        return BuildResult(
+            reference=str(self.plan.ref), plan_hash=self.plan.hash, image_id=image_id, size=size,
+            tags=self.plan.all_tags, timings=dict(self.timings), **kw,
+        )
 
-    def result(**kw: Any) -> BuildResult:
-        timings["total"] = round(time.monotonic() - started, 4)
-        image_id = kw.pop("image_id", None)
-        size = None
-        if image_id:
-            info = engine.local_image(image_id)
-            size = info.get("Size") if info else None
-        return BuildResult(reference=str(ref), plan_hash=plan.hash, image_id=image_id, size=size, tags=tags, timings=dict(timings), **kw)
+    def run(self) -> BuildResult:
+        _ = self.plan.hash
+        self.lap("hash")
+        self.target = Target.of(self.plan)
+        if not self.force:
+            done = self.reuse()
+            if done is not None:
+                return done
+        with _plan_lock(self.target) as waited:
+            if waited and not self.force:
+                self.lap("wait")
+                # Whoever held the lock may have done the work (and left the image in
+                # this daemon: name it, since this is the slow path anyway).
+                done = self.reuse(name_local=True)
+                if done is not None:
+                    return done
+            return self.build_and_publish()
 
-    if push and not force:
-        try:
-            remote = engine.registry_digest(plan.content_ref, creds)
-        except RegistryUnavailable as exc:
-            logger.warning("cannot check %s in its registry (%s); building", plan.content_ref, exc)
-            remote = None
-        lap("check")
-        if remote:
-            stale = [t for t in tags if t != plan.content_tag and engine.registry_digest(refs[t], creds) != remote]
-            local_id = local_match(engine, plan)
-            if not stale:
-                logger.info("%s is already in the registry (%s): nothing to build or push", ref, remote)
-                return result(image_id=local_id, digest=remote)
-            # The registry has the image under its content tag only: point the other tags at it.
-            if local_id is None:
-                local_id = engine.pull(plan.content_ref, creds)
-                lap("pull")
-            publish(engine, local_id, plan.repository, [plan.content_tag, *stale], creds,
-                    stream_progress_to=stream_progress_to, timeout=push_timeout)
-            lap("push")
-            logger.info("%s was in the registry; added tags %s", plan.content_ref, ", ".join(stale))
-            return result(image_id=local_id, digest=remote, pushed=True)
+    def reuse(self, name_local: bool = False) -> Optional[BuildResult]:
+        """The result when the registry (push) or the daemon (no push) already holds the image.
 
-    local_id = None if force else local_match(engine, plan)
-    lap("check_local")
-    if local_id:
-        logger.info("%s exists in the daemon: build skipped", plan.content_ref)
-        for t in tags:
-            engine.tag(local_id, refs[t])
-        image_id, built = local_id, False
-    else:
-        logger.info("building %s (plan %s)", ref, plan.hash[:16])
-        image_id = engine.build(plan, list(tags), stream_progress_to, build_timeout, extra=build_kwargs)
-        built = True
-        lap("build")
+        ``name_local``: also report the daemon's image when it is the registry's.
+        """
+        session, target = self.session, self.target
+        if self.push:
+            seen = _observe(session, target, local=False, remote=True)
+            self.lap("check")
+            if seen.unreachable:
+                logger.warning("cannot check %s in its registry (%s); building", target.ref(), seen.unreachable)
+                return None
+            if seen.published:
+                logger.info("%s is already in the registry (%s): nothing to build or push", self.plan.ref, seen.remote_digest)
+                local = _observe(session, target, local=True, remote=False).local if name_local else None
+                if local is not None and seen.remote_digest and local.has_digest(target.repository, seen.remote_digest):
+                    return self.result(image_id=local.id, size=local.size, digest=seen.remote_digest)
+                return self.result(digest=seen.remote_digest)
+            if seen.remote_digest:
+                # The registry has the image under its content tag only: point the other
+                # tags at the registry's image (the daemon's, if it is that very image).
+                local = _observe(session, target, local=True, remote=False).local
+                if local is not None and local.has_digest(target.repository, seen.remote_digest):
+                    image_id = local.id
+                else:
+                    image_id = _adopt(session, target, seen.remote_digest)
+                    self.lap("pull")
+                image_id, digest = _publish_plan(
+                    session, target, image_id, self.stream, self.push_timeout, digest=seen.remote_digest, tags=seen.stale_tags,
+                )
+                self.lap("push")
+                logger.info("%s was in the registry; added tags %s", target.ref(), ", ".join(seen.stale_tags))
+                return self.result(image_id=image_id, digest=digest, pushed=True)
+            return None
+        if self.verify is not None:
+            return None  # the daemon's image must still be verified: build_and_publish does
+        if self.accept_registry:
+            try:
+                seen = _observe(session, target, local=False, remote=True)
+            except AuthenticationError as exc:  # a local build needs no registry: just look locally
+                logger.info("cannot check %s in its registry (%s); looking in the daemon", target.ref(), exc)
+                seen = Observation(target)
+            self.lap("check")
+            if seen.published:
+                logger.info("%s is already in the registry (%s): nothing to build", self.plan.ref, seen.remote_digest)
+                return self.result(digest=seen.remote_digest)
+        local = _observe(session, target, local=True, remote=False).local
+        self.lap("check_local")
+        if local is None:
+            return None
+        logger.info("%s exists in the daemon: build skipped", self.plan.content_ref)
+        for tag in target.other_tags:
+            session.engine.tag(local.id, target.ref(tag))
+        return self.result(image_id=local.id, size=local.size)
 
-    if verify is not None:
-        verify(image_id)
-        lap("verify")
-
-    if not push:
-        return result(image_id=image_id, built=built)
-
-    digest = publish(
-        engine, image_id, plan.repository, tags, creds,
-        main_tag=plan.content_tag, stream_progress_to=stream_progress_to, timeout=push_timeout,
-    )
-    lap("push")
-    logger.info("pushed %s (%s)", ref, digest)
-    return result(image_id=image_id, digest=digest, built=built, pushed=True)
-
-
-__all__ = ["Existence", "ensure", "exists", "local_match", "plan_credentials", "publish"]
+    def build_and_publish(self) -> BuildResult:
+        session, target, plan = self.session, self.target, self.plan
+        local = None if self.force else _observe(session, target, local=True, remote=False).local
+        self.lap("check_local")
+        if local is not None:
+            logger.info("%s exists in the daemon: build skipped", plan.content_ref)
+            for tag in target.other_tags:
+                session.engine.tag(local.id, target.ref(tag))
+            image_id, built = local.id, False
+        else:
+            logger.info("building %s (plan %s)", plan.ref, plan.hash[:16])
+            image_id = session.engine.build(plan, list(plan.all_tags), self.stream, self.build_timeout, extra=self.build_kwargs)
+            built = True
+            self.lap("build")
+        if self.verify is not None:
+            self.verify(image_id)
+            self.lap("verify")
+        if not self.push:
+            image = local or session.engine.local_image(image_id)
+            return self.result(image_id=image_id, size=image.size if image else None, built=built)
+        image_id, digest = _publish_plan(session, target, image_id, self.stream, self.push_timeout)
+        self.lap("push")
+        logger.info("pushed %s (%s)", plan.ref, digest)
+        image = session.engine.local_image(image_id)
+        return self.result(image_id=image_id, size=image.size if image else None, digest=digest, built=built, pushed=True)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 from ._encoding import length_prefixed as _lp
 from .context import BuildContext, check_context_dir
-from .errors import ContextError
+from .errors import ContextError, DockerfileNotFoundError
 from .names import ImageRef, validate_tag
 
 #: Hex digits of the plan hash used as the default ("content") tag: 64 bits.
@@ -81,6 +81,10 @@ class BuildPlan:
     dockerfile_name: Optional[str] = field(default=None, compare=False)
     #: Use the persistent stat cache when hashing the context; off for staged, throw-away contexts.
     stat_cache: bool = field(default=True, compare=False)
+    #: A context assembled from several places (e.g. an ``Image`` spec's layers) instead of
+    #: the folder ``context``: it hashes the files where they are and is staged only to build
+    #: (``entries()``, ``digest()``, ``total_size()``, ``stage(folder)``, ``staged_at``).
+    generated_context: Optional[Any] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", check_context_dir(self.context))
@@ -117,8 +121,8 @@ class BuildPlan:
         path = Path(dockerfile)
         full = path if path.is_absolute() else root / path
         if not full.is_file():
-            raise ContextError(
-                f"Dockerfile {str(dockerfile)!r} not found in build context {str(root)!r}"
+            raise DockerfileNotFoundError(
+                f"Cannot locate specified Dockerfile: Dockerfile {str(dockerfile)!r} not found in build context {str(root)!r}"
                 + ("" if full.exists() else "; create it, or pass dockerfile='auto' where supported"),
                 full,
             )
@@ -150,6 +154,8 @@ class BuildPlan:
     @cached_property
     def build_context(self) -> BuildContext:
         """The :class:`BuildContext` (file list and digests) this plan sends to Docker."""
+        if self.generated_context is not None:
+            return self.generated_context  # type: ignore[no-any-return]
         return BuildContext(self.context, self.dockerfile_name, use_cache=self.stat_cache)
 
     @cached_property

@@ -40,7 +40,6 @@ import io
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional, TypeVar
@@ -61,7 +60,7 @@ from .errors import (
     redact,
 )
 from .names import ImageRef
-from .plan import PLAN_LABEL, TAG_LENGTH, BuildPlan, BuildResult
+from .plan import TAG_LENGTH, BuildPlan, BuildResult
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -238,26 +237,24 @@ class ImageTarget:
         payload = "\0".join(("prefect-flyimage-cache-v1", self.plan_hash, self.repository, where, *self.tags, observed))
         return f"flyimage-{self.content_tag}-{where}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
 
-    def observe(self, engine: Engine, credentials: Optional[RegistryCredentials] = None) -> Optional[str]:
+    @property
+    def target(self) -> pipeline.Target:
+        """The pipeline's :class:`~prefect_flyimage.pipeline.Target` of this image."""
+        return pipeline.Target(self.repository, self.plan_hash, self.tags)
+
+    def observe(self, engine: Optional[Engine] = None, credentials: Optional[RegistryCredentials] = None) -> Optional[str]:
         """The image this target holds now, or ``None`` if any of its tags is missing.
 
-        Pushed target: the registry digest, if every tag has the content tag's digest.
-        Local target: the image id, if every tag names the image built from this plan.
+        Pushed target: the registry digest, if every tag has the content tag's digest
+        (the registry alone is asked). Local target: the image id, if every tag names
+        the image built from this plan (the daemon alone is asked).
         """
-        others = [t for t in self.tags if t != self.content_tag]
+        seen = pipeline.observe(
+            self.target, credentials, engine, local=not self.push, remote=self.push, every_local_tag=True,
+        )
         if self.push:
-            digest = engine.registry_digest(self.ref(self.content_tag), credentials)
-            if not digest or any(engine.registry_digest(self.ref(t), credentials) != digest for t in others):
-                return None
-            return digest
-        info = engine.local_image(self.ref(self.content_tag))
-        if info is None or ((info.get("Config") or {}).get("Labels") or {}).get(PLAN_LABEL) != self.plan_hash:
-            return None
-        for t in others:
-            other = engine.local_image(self.ref(t))
-            if other is None or other.get("Id") != info["Id"]:
-                return None
-        return str(info["Id"])
+            return seen.remote_digest if seen.published else None
+        return seen.local_id if seen.complete_locally else None
 
     def produced(self, result: BuildResult) -> Optional[str]:
         """What :meth:`observe` will see once ``result`` exists: its digest or image id."""
@@ -280,8 +277,8 @@ class ImageCachePolicy(CachePolicy):
     def target(self, inputs: dict[str, Any]) -> Optional[ImageTarget]:
         """The :class:`ImageTarget` the task inputs describe (``None`` if they describe none)."""
         image = inputs.get("plan", inputs.get("image"))
-        if not isinstance(image, (BuildPlan, BuildResult)):
-            return None
+        if not isinstance(image, (BuildPlan, BuildResult)) or (isinstance(image, BuildResult) and not image.plan_hash):
+            return None  # nothing to key on (a result without a plan names an existing image)
         push = bool(inputs.get("push", True)) if self.push is None else self.push
         return ImageTarget.of(image, push)
 
@@ -298,16 +295,13 @@ class ImageCachePolicy(CachePolicy):
         target = self.target(inputs)
         if target is None:
             return None
-        engine = Engine()
         try:
             creds = as_credentials(inputs.get("credentials"), ImageRef.parse(target.repository).registry)
-            observed = target.observe(engine, creds)
+            observed = target.observe(None, creds)
         except (FlyImageError, ValueError) as exc:
             # Let the task run: it reports the problem properly (and retries if transient).
             logger.debug("cache probe for %s failed (%s); running the task", target.repository, exc)
             return None
-        finally:
-            _close(engine)
         if observed is None:
             where = "registry" if target.push else "Docker daemon"
             _run_logger().info(
@@ -315,12 +309,6 @@ class ImageCachePolicy(CachePolicy):
             )
             return None
         return target.key(observed)
-
-
-def _close(engine: Engine) -> None:
-    client = engine._client  # only close a client we made; never create one to close it
-    if client is not None:
-        client.close()
 
 
 def _run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -404,13 +392,10 @@ def login_task(credentials: CredentialsLike, write_config: bool = False) -> str:
     creds = as_credentials(credentials)
     if creds is None:
         raise ValueError("login_task needs credentials (RegistryCredentials, a DockerRegistryCredentials block or a dict)")
-    engine = Engine()
-    try:
+    with Engine() as engine:
         engine.login(creds)
         if write_config:
             engine.cli_login(creds)
-    finally:
-        _close(engine)
     get_run_logger().info("logged in to %s as %s", creds.registry, creds.username)
     return creds.registry
 
@@ -453,12 +438,8 @@ def push_image_task(
     timings are carried over so the last artifact tells the whole story.
     """
     creds = as_credentials(credentials, ImageRef.parse(image.repository).registry)
-    engine = Engine()
-    try:
-        with RunLoggerStream(secrets=_secrets(creds)) as stream:
-            result = _push(image, creds, force=force, stream=stream, timeout=push_timeout, engine=engine)
-    finally:
-        _close(engine)
+    with RunLoggerStream(secrets=_secrets(creds)) as stream:
+        result = _push(image, creds, force=force, stream=stream, timeout=push_timeout)
     _remember(ImageTarget.of(image, push=True), result)
     return result
 
@@ -472,34 +453,23 @@ def _push(
     timeout: Optional[float],
     engine: Optional[Engine] = None,
 ) -> BuildResult:
+    """The pipeline's :func:`~prefect_flyimage.pipeline.push_local` of a build result,
+    with the build's timings carried over."""
+    if not image.plan_hash:
+        # An existing image (e.g. an ``Image`` spec that only names one): nothing to push.
+        return image
     target = ImageTarget.of(image, push=True)
-    content_ref = target.ref(target.content_tag)
-    engine = engine or Engine()
-    started = time.monotonic()
+    pushed = pipeline.push_local(
+        target.repository, target.tags, creds, plan_hash=target.plan_hash, force=force, engine=engine,
+        stream_progress_to=stream, timeout=timeout,  # type: ignore[arg-type]
+    )
+    if not pushed.pushed:
+        _run_logger().info("%s is already in the registry (%s): push skipped", image.reference, pushed.digest)
     timings = {k: v for k, v in image.timings.items() if k != "total"}
-    before = float(image.timings.get("total", 0.0))  # the build's share of the total
-
-    def done(**changes: Any) -> BuildResult:
-        timings["total"] = round(before + time.monotonic() - started, 4)
-        return replace(image, timings=timings, **changes)
-
-    if not force:
-        held = target.observe(engine, creds)
-        timings["check"] = round(time.monotonic() - started, 4)
-        if held:
-            _run_logger().info("%s is already in the registry (%s): push skipped", image.reference, held)
-            return done(digest=held, pushed=False)
-    local = engine.local_image(content_ref)
-    if local is None:
-        raise FlyImageError(
-            f"{content_ref} is not in the Docker daemon, so it cannot be pushed; build it first "
-            "(build_image_task) or use ensure_image_task, which builds as needed"
-        )
-    mark = time.monotonic()
-    digest = pipeline.publish(engine, local["Id"], target.repository, target.tags, creds,
-                     main_tag=target.content_tag, stream_progress_to=stream, timeout=timeout)
-    timings["push"] = round(time.monotonic() - mark, 4)
-    return done(digest=digest, pushed=True, image_id=local["Id"])
+    timings.update({k: v for k, v in pushed.timings.items() if k != "total"})
+    # The build's share of the total, plus this push's.
+    timings["total"] = round(float(image.timings.get("total", 0.0)) + float(pushed.timings.get("total", 0.0)), 4)
+    return replace(image, digest=pushed.digest, pushed=pushed.pushed, image_id=pushed.image_id or image.image_id, timings=timings)
 
 
 @task(

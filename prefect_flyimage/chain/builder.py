@@ -96,8 +96,22 @@ class DockerBuilder:
         if self._engine is None:
             from ..engine import Engine
 
-            self._engine = Engine(client=self._client)
+            self._engine = self._own_engine = Engine(client=self._client)
         return self._engine
+
+    def close(self) -> None:
+        """Close the engine if this builder made it (its images share it)."""
+        own, self._own_engine = getattr(self, "_own_engine", None), None
+        if own is not None:
+            own.close()
+            if self._engine is own:
+                self._engine = None
+
+    def __enter__(self) -> "DockerBuilder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def client(self) -> "docker.DockerClient":

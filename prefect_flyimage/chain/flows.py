@@ -18,7 +18,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from ..errors import FlyImageError
+from ..errors import FlyImageError, ImageTaskFailed
 from ..plan import BuildPlan
 from .builder import GOOD_STATES, DockerBuilder
 from .changelog import ImageSpec
@@ -44,18 +44,6 @@ class ImageJob:
     pull_parents: tuple[str, ...] = ()  #: labels of published parents to pull if missing
 
 
-class ImageTaskFailed(FlyImageError):
-    """An image task ended in error; ``outcome`` says where (picklable for remote runners)."""
-
-    def __init__(self, message: str, outcome: dict[str, Any]) -> None:
-        super().__init__(message, outcome)
-        self.message = message
-        self.outcome = outcome
-
-    def __str__(self) -> str:
-        return self.message
-
-
 @task(cache_policy=NO_CACHE, retries=0)
 def build_image(job: ImageJob, config_path: str, publish: bool = True) -> dict[str, Any]:
     """Build (unless already built), verify and optionally publish one image."""
@@ -64,17 +52,20 @@ def build_image(job: ImageJob, config_path: str, publish: bool = True) -> dict[s
     fsm.state, fsm.image_id = job.state, job.image_id
     creds = credentials(config)
     try:
-        for label in job.pull_parents:
-            if fsm.engine.local_image(label) is None:
-                fsm.engine.pull(label, creds)
-    except FlyImageError as exc:
-        fsm._fail("pulling a parent", exc)
-    if fsm.state == ImageFSM.STATE_TO_BUILD:
-        fsm.build()
-    if fsm.state == ImageFSM.STATE_BUILT:
-        fsm.verify()
-    if publish and creds is not None and fsm.state == ImageFSM.STATE_VERIFIED:
-        fsm.publish()
+        try:
+            for label in job.pull_parents:
+                if fsm.engine.local_image(label) is None:
+                    fsm.engine.pull(label, creds)
+        except FlyImageError as exc:
+            fsm._fail("pulling a parent", exc)
+        if fsm.state == ImageFSM.STATE_TO_BUILD:
+            fsm.build()
+        if fsm.state == ImageFSM.STATE_BUILT:
+            fsm.verify()
+        if publish and creds is not None and fsm.state == ImageFSM.STATE_VERIFIED:
+            fsm.publish()
+    finally:
+        fsm.close()
     outcome = {**ImageOutcome.of(fsm).as_dict(), "image_id": fsm.image_id}
     if fsm.state == ImageFSM.STATE_ERROR:
         raise ImageTaskFailed(f"{fsm.label}: {fsm.error}", outcome)
@@ -121,43 +112,46 @@ def build_tree_flow(
     """
     config = read_config(config_path)
     builder = DockerBuilder(directory, config, selection, nocache, pull)
-    builder.scan(max_workers=int(setting(config, "scan_workers") or 1))
-    builder.refresh_base_images()
-    jobs = {img.short_name: img for img in builder.build_chain}
-    if publish and credentials(config) is not None:
-        for state in (ImageFSM.STATE_BUILT, ImageFSM.STATE_VERIFIED):
-            for img in builder.images_in_state(state):
-                if builder._matches_glob(img):
-                    jobs.setdefault(img.short_name, img)
-    parents = {n: [p.short_name for p in img.parents] for n, img in jobs.items()}
-    print(f"image tree {builder.root}: {len(jobs)} image(s) to handle, up to {max_concurrency} at once")
+    try:
+        builder.scan(max_workers=int(setting(config, "scan_workers") or 1))
+        builder.refresh_base_images()
+        jobs = {img.short_name: img for img in builder.build_chain}
+        if publish and credentials(config) is not None:
+            for state in (ImageFSM.STATE_BUILT, ImageFSM.STATE_VERIFIED):
+                for img in builder.images_in_state(state):
+                    if builder._matches_glob(img):
+                        jobs.setdefault(img.short_name, img)
+        parents = {n: [p.short_name for p in img.parents] for n, img in jobs.items()}
+        print(f"image tree {builder.root}: {len(jobs)} image(s) to handle, up to {max_concurrency} at once")
 
-    def submit(name: str, parent_futures: list[PrefectFuture[Any]]) -> PrefectFuture[Any]:
-        img = jobs[name]
-        return build_image.with_options(task_run_name=f"image-{name}").submit(
-            _job(builder, img), str(config_path), publish, wait_for=parent_futures
-        )
+        def submit(name: str, parent_futures: list[PrefectFuture[Any]]) -> PrefectFuture[Any]:
+            img = jobs[name]
+            return build_image.with_options(task_run_name=f"image-{name}").submit(
+                _job(builder, img), str(config_path), publish, wait_for=parent_futures
+            )
 
-    def succeeded(name: str, fut: PrefectFuture[Any]) -> bool:
-        fut.wait()
-        result = fut.state.result(raise_on_failure=False)
-        if isinstance(result, ImageTaskFailed):
-            _apply(jobs[name], result.outcome)
-        elif isinstance(result, dict):
-            _apply(jobs[name], result)
-        else:
-            jobs[name].error = f"task ended {fut.state.type.value}: {result}"
-            jobs[name].state = ImageFSM.STATE_ERROR
-        return jobs[name].state in GOOD_STATES
+        def succeeded(name: str, fut: PrefectFuture[Any]) -> bool:
+            fut.wait()
+            result = fut.state.result(raise_on_failure=False)
+            if isinstance(result, ImageTaskFailed):
+                _apply(jobs[name], result.outcome)
+            elif isinstance(result, dict):
+                _apply(jobs[name], result)
+            else:
+                jobs[name].error = f"task ended {fut.state.type.value}: {result}"
+                jobs[name].state = ImageFSM.STATE_ERROR
+            return jobs[name].state in GOOD_STATES
 
-    for event in run_dag(list(jobs), parents, submit, succeeded, max_in_flight=max(1, max_concurrency)):
-        img = jobs[event.name]
-        if event.status == "blocked":
-            img.blocked_by = event.cause
-            print(f"* {img.label}: not built, parent {event.cause} failed")
-        else:
-            print(f"* {img.label}: {img.state}" + (f" ({img.digest})" if img.digest else ""))
-    report_run(builder.all_images, "build")
+        for event in run_dag(list(jobs), parents, submit, succeeded, max_in_flight=max(1, max_concurrency)):
+            img = jobs[event.name]
+            if event.status == "blocked":
+                img.blocked_by = event.cause
+                print(f"* {img.label}: not built, parent {event.cause} failed")
+            else:
+                print(f"* {img.label}: {img.state}" + (f" ({img.digest})" if img.digest else ""))
+        report_run(builder.all_images, "build")
+    finally:
+        builder.close()
     outcomes = [ImageOutcome.of(jobs[n]) for n in sorted(jobs)]
     failed = [o.image for o in outcomes if o.state == ImageFSM.STATE_ERROR]
     blocked = [o.image for o in outcomes if o.blocked_by]

@@ -17,8 +17,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
-from ..errors import AuthenticationError, FlyImageError, RegistryUnavailable, redact
-from ..plan import PLAN_LABEL, BuildPlan
+from ..errors import FlyImageError, VerificationError, redact
+from ..pipeline import Target, ensure, local_match, observe, push_local
+from ..plan import BuildPlan
 from .changelog import ImageSpec, read_spec
 from .config import credentials, image_label, image_name, secrets, setting, state_dir
 from .errors import IllegalTransitionError, TreeProblem, TreeSpecError
@@ -185,8 +186,16 @@ class ImageFSM:
         if self._engine is None:
             from ..engine import Engine
 
-            self._engine = Engine(client=self._client)
+            self._engine = self._own_engine = Engine(client=self._client)
         return self._engine
+
+    def close(self) -> None:
+        """Close the engine if this image made it (a builder's shared engine is the builder's)."""
+        own, self._own_engine = getattr(self, "_own_engine", None), None
+        if own is not None:
+            own.close()
+            if self._engine is own:
+                self._engine = None
 
     # ---- plan ---------------------------------------------------------------------
     def render_dockerfile(self) -> str:
@@ -218,11 +227,7 @@ class ImageFSM:
 
     # ---- inspection ---------------------------------------------------------------
     def _local_id(self) -> Optional[str]:
-        info = self.engine.local_image(self.plan.content_ref)
-        if info is None:
-            return None
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        return info["Id"] if labels.get(PLAN_LABEL) == self.plan.hash else None
+        return local_match(self.engine, self.plan)
 
     def _is_published(self) -> bool:
         """True when the registry's ``name:tag`` is the digest built from this plan.
@@ -233,25 +238,20 @@ class ImageFSM:
         """
         if not self.config.get("registry"):
             return False
-        creds = credentials(self.config)
-        try:
-            remote = self.engine.registry_digest(self.label, creds)
-            if remote is None:
-                return False
-            content = self.engine.registry_digest(self.plan.content_ref, creds)
-        except AuthenticationError:
-            raise
-        except RegistryUnavailable as exc:
-            log.warning("%s: registry unreachable, assuming not published: %s", self.label, exc)
+        target = Target(self.name, self.plan.hash, (self.tag,))
+        seen = observe(target, credentials(self.config), self.engine, local=False)
+        if seen.unreachable:
+            log.warning("%s: registry unreachable, assuming not published: %s", self.label, seen.unreachable)
             return False
-        if content != remote:
+        if seen.remote_digest and not seen.published and seen.tag_digests.get(self.tag):
             log.warning(
                 "%s is in the registry as %s, which was not built from the current plan %s; "
                 "publishing will replace it (bump the changelog version instead)",
-                self.label, remote, self.plan.content_tag,
+                self.label, seen.tag_digests[self.tag], self.plan.content_tag,
             )
+        if not seen.published:
             return False
-        self.digest = remote
+        self.digest = seen.remote_digest
         return True
 
     def refresh_state(self) -> str:
@@ -290,8 +290,6 @@ class ImageFSM:
                 return
             if self.state != self.STATE_TO_BUILD:
                 raise IllegalTransitionError(self.label, self.state, "build", [self.STATE_TO_BUILD, self.STATE_BUILT])
-            from ..pipeline import ensure
-
             started = time.monotonic()
             try:
                 result = ensure(
@@ -317,19 +315,24 @@ class ImageFSM:
                 raise IllegalTransitionError(self.label, self.state, "verify", [self.STATE_BUILT, self.STATE_VERIFIED])
             started = time.monotonic()
             try:
-                image_id = self.image_id or self._local_id()
-                if image_id is None:
+                if (self.image_id or self._local_id()) is None:
                     self._fail("verify", f"image {self.label} is not in the daemon")
                     return
-                if self.records.is_verified(self.plan.hash, image_id):
-                    self.state = self.STATE_VERIFIED  # verified by an earlier run
-                    return
-                outcome = run_verification(self.path, self.label, self.config)
-                if outcome.ok:
+
+                def check(image_id: str) -> None:
+                    # The pipeline's verify hook: it hands over the daemon's image of this plan.
+                    self.image_id = image_id
+                    if self.records.is_verified(self.plan.hash, image_id):
+                        return  # verified by an earlier run
+                    outcome = run_verification(self.path, self.label, self.config)
+                    if not outcome.ok:
+                        raise VerificationError(f"exit code {outcome.returncode}: {outcome.output[-2000:]}")
                     self.records.record(self.plan.hash, image_id, self.label)
-                    self.state = self.STATE_VERIFIED
-                else:
-                    self._fail("verification", f"exit code {outcome.returncode}: {outcome.output[-2000:]}")
+
+                ensure(self.plan, push=False, engine=self.engine, verify=check)
+                self.state = self.STATE_VERIFIED
+            except VerificationError as exc:
+                self._fail("verification", exc)
             except Exception as exc:  # noqa: BLE001
                 self._fail("verify", exc)
             finally:
@@ -347,22 +350,19 @@ class ImageFSM:
             started = time.monotonic()
             stream = _LogStream(log.getChild(self.short_name), secrets(self.config))
             try:
-                image_id = self.image_id or self._local_id()
-                if image_id is None:
-                    raise FlyImageError(f"image {self.label} is not in the daemon")
-                refs = [str(self.plan.content_ref), f"{self.name}:latest", self.label]
-                digests = {}
-                for ref in refs:  # the version tag last: it only moves once the rest is there
-                    self.engine.tag(image_id, ref)
-                    digests[ref] = self.engine.push(ref, creds, stream)
-                digest = digests[self.label]
-                held = self.engine.registry_digest(self.label, creds)
-                if held != digest or digests[refs[0]] != digest:
-                    raise FlyImageError(f"pushed {self.label} as {digest} but the registry holds {held or 'nothing'}")
+                # The version tag last: it only moves once the content tag and latest are there.
+                # Always pushed (docker-pkg's publish): a verified image is what the tags must name,
+                # also when a forced rebuild made a new image of an unchanged plan.
+                result = push_local(
+                    self.name, [self.plan.content_tag, "latest", self.tag], creds, plan_hash=self.plan.hash,
+                    force=True, engine=self.engine, stream_progress_to=stream,
+                )
+                digest = result.digest
             except Exception as exc:  # noqa: BLE001
                 self._fail("publish", exc)
             else:
                 self.digest = digest
+                self.image_id = result.image_id or self.image_id
                 self.state = self.STATE_PUBLISHED
             finally:
                 self.durations["publish"] = round(time.monotonic() - started, 3)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional, TypedDict
 
@@ -49,9 +48,8 @@ from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..docker_image import plan_for_build, resolve_image_name
 from ..dockerfile import default_dockerfile_text
 from ..engine import Engine
-from ..errors import FlyImageError
 from ..names import ImageRef, parse_image_tag
-from ..plan import PLAN_LABEL, BuildResult
+from ..plan import BuildResult
 
 __all__ = [
     "BuildDockerImageResult",
@@ -215,16 +213,6 @@ def build_docker_image(
     }
 
 
-def _same_repository(a: str, b: str) -> bool:
-    def norm(name: str) -> str:
-        for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/"):
-            if name.startswith(prefix):
-                return name[len(prefix):]
-        return name
-
-    return norm(a) == norm(b) or norm(a) == f"library/{norm(b)}" or f"library/{norm(a)}" == norm(b)
-
-
 def push_reference(
     name: str,
     tags: list[str],
@@ -235,46 +223,11 @@ def push_reference(
 ) -> BuildResult:
     """Push ``name:tag`` for each of ``tags`` (first = main) unless the registry holds them.
 
-    Without a plan, "the registry holds it" means: the registry's digest for every tag
-    is the main tag's, and that digest is one of the local image's ``RepoDigests`` —
-    i.e. it is the manifest of *this* image, recorded by an earlier push or pull.
+    The pipeline's :func:`~prefect_flyimage.pipeline.push_local`: without a plan, "the
+    registry holds it" means the registry's digest for every tag is the main tag's, and
+    that digest is one recorded for the local image (its ``RepoDigests``).
     """
-    engine = engine or Engine()
-    started = time.monotonic()
-    main = ImageRef.parse(f"{name}:{tags[0]}")
-    local = engine.local_image(main)
-    if local is None:
-        raise FlyImageError(
-            f"{main} is not in the Docker daemon, so it cannot be pushed; build it first "
-            "(build_docker_image) or use ensure_image"
-        )
-    refs = [ImageRef.parse(f"{name}:{t}") for t in tags]
-    timings: dict[str, float] = {}
-    if not force:
-        remote = engine.registry_digest(main, credentials)
-        timings["check"] = round(time.monotonic() - started, 4)
-        ours = remote is not None and any(
-            "@" in rd and rd.split("@", 1)[1] == remote and _same_repository(rd.split("@", 1)[0], name)
-            for rd in local.get("RepoDigests") or []
-        )
-        if ours and all(engine.registry_digest(r, credentials) == remote for r in refs[1:]):
-            timings["total"] = round(time.monotonic() - started, 4)
-            return BuildResult(
-                reference=str(main), plan_hash=_plan_label(local), image_id=local["Id"], digest=remote,
-                size=local.get("Size"), tags=tuple(tags), timings=timings,
-            )
-    mark = time.monotonic()
-    digest = pipeline.publish(engine, local["Id"], name, tags, credentials, stream_progress_to=sys.stdout)
-    timings["push"] = round(time.monotonic() - mark, 4)
-    timings["total"] = round(time.monotonic() - started, 4)
-    return BuildResult(
-        reference=str(main), plan_hash=_plan_label(local), image_id=local["Id"], digest=digest, pushed=True,
-        size=local.get("Size"), tags=tuple(tags), timings=timings,
-    )
-
-
-def _plan_label(info: dict[str, Any]) -> str:
-    return ((info.get("Config") or {}).get("Labels") or {}).get(PLAN_LABEL, "")
+    return pipeline.push_local(name, tags, credentials, force=force, engine=engine, stream_progress_to=sys.stdout)
 
 
 def push_docker_image(

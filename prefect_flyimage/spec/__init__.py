@@ -7,7 +7,7 @@ are public for ``Image.clone(addl_layer=...)`` and for inspecting :attr:`Image.l
 from __future__ import annotations
 
 from .config import ScriptMetadata, read_script_metadata, resolve_ref_name
-from .image import DEFAULT_NAME, DEFAULT_PLATFORM, SPEC_LABEL, Architecture, Image, SpecDockerImage
+from .image import DEFAULT_NAME, DEFAULT_PLATFORM, Architecture, Image, SpecDockerImage
 from .layers import (
     AptPackages,
     CodeBundle,
@@ -43,7 +43,6 @@ __all__ = [
     "PipPackages",
     "PoetryProject",
     "Requirements",
-    "SPEC_LABEL",
     "ScriptMetadata",
     "SecretMount",
     "SourceFiles",

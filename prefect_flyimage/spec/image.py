@@ -23,34 +23,26 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import shutil
 import sys
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Literal, Mapping, Optional, Sequence, TextIO, Union
+from typing import Any, ClassVar, Iterable, Literal, Mapping, Optional, Sequence, Union
 
-from .._encoding import length_prefixed
-from ..context import BuildContext
-from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
-from ..errors import FlyImageError, InvalidReferenceError, SpecError
+from ..errors import FlyImageError, SpecError
 from ..names import ImageRef
-from ..plan import BuildPlan, BuildResult, BuildSecret, PLAN_LABEL
+from ..plan import TAG_LENGTH, BuildSecret
 from ..prefect_images import get_prefect_image_name
 from . import config
+from ._build import SpecDockerImage, _Building
+from ._validate import _Validation
 from .layers import (
-    DEFAULT_IGNORE,
     AptPackages,
     CodeBundle,
     Commands,
     DockerIgnore,
     Env,
     Layer,
-    LayerContext,
     PipPackages,
     PoetryProject,
     Requirements,
@@ -63,40 +55,20 @@ from .layers import (
     as_secrets,
 )
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-__all__ = ["Architecture", "DEFAULT_NAME", "DEFAULT_PLATFORM", "Image", "SPEC_LABEL", "SpecDockerImage"]
+__all__ = ["Architecture", "DEFAULT_NAME", "DEFAULT_PLATFORM", "Image", "SpecDockerImage"]
 
 #: A target platform such as ``"linux/amd64"``.
 Architecture = str
 DEFAULT_PLATFORM: tuple[Architecture, ...] = ("linux/amd64",)
 #: Name (repository) of images that were given none, e.g. ``from_debian_base().with_...``.
 DEFAULT_NAME = "prefect-flyimage"
-#: Label carrying the full spec hash, so a local image can be matched to its spec.
-SPEC_LABEL = "io.prefect-flyimage.spec-hash"
-#: Hex digits of the spec hash used as the URI's tag (128 bits).
-URI_TAG_LENGTH = 32
-# Bump when rendering changes in a way that must not reuse images built before.
-_HASH_DOMAIN = b"prefect-flyimage-spec-v1\0"
-# Context folder of our layer files when the context also holds a user's Dockerfile folder.
-_DOCKERFILE_PREFIX = ".prefect-flyimage/"
-_PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+#: Hex digits of the plan hash used as the URI's tag (the plan's content tag).
+URI_TAG_LENGTH = TAG_LENGTH
 
 PythonVersion = Union[tuple[int, int], str]
 Platforms = Union[Architecture, Sequence[Architecture], None]
 Urls = Union[str, Sequence[str], None]
 SecretMounts = Union[SecretMount, Iterable[SecretMount], None]
-
-
-def _encode(value: Union[str, Sequence[Any]]) -> bytes:
-    """Injective bytes of nested str/tuple values: type byte, 8-byte length, payload."""
-    if isinstance(value, str):
-        data = value.encode("utf-8", "surrogateescape")
-        return b"s" + length_prefixed(data)
-    if isinstance(value, (tuple, list)):
-        return b"t" + len(value).to_bytes(8, "big") + b"".join(_encode(v) for v in value)
-    raise TypeError(f"cannot hash {type(value).__name__}")
 
 
 def _current_python() -> tuple[int, int]:
@@ -137,7 +109,7 @@ def _absolute(path: Union[str, Path]) -> Path:
 
 
 @dataclass(frozen=True)
-class Image:
+class Image(_Validation, _Building):
     """A container image specification, built with a fluent two-step pattern.
 
     1. Start from a ``from_*`` constructor: :meth:`from_debian_base`, :meth:`from_base`,
@@ -590,7 +562,7 @@ class Image:
 
     @property
     def tag(self) -> str:
-        """The tag of :attr:`uri`: the first :data:`URI_TAG_LENGTH` hex digits of the spec hash."""
+        """The tag of :attr:`uri`: its plan's content tag."""
         return ImageRef.parse(self.uri).tag or "latest"
 
     @property
@@ -608,7 +580,7 @@ class Image:
             base = self.resolved_base_image
             assert base is not None  # validate() checked
             return base
-        return f"{self.repository}:{self._hash()[:URI_TAG_LENGTH]}"
+        return str(self._plan().ref)
 
     @property
     def reference(self) -> str:
@@ -619,394 +591,8 @@ class Image:
         return ("an image with layers needs a name for its URI: give name= to the constructor or "
                 "call .clone(name='my-image') before adding layers")
 
-    # ---- validation ----------------------------------------------------------------
-    def _ignore_patterns(self) -> tuple[str, ...]:
-        patterns = list(DEFAULT_IGNORE)
-        for layer in self._layers:
-            if isinstance(layer, DockerIgnore) and layer.path.is_file():
-                patterns += layer.patterns()
-        return tuple(patterns)
-
-    def _contexts(self, stage_root: Optional[Path] = None) -> list[LayerContext]:
-        ignore = self._ignore_patterns()
-        prefix = _DOCKERFILE_PREFIX if self.dockerfile is not None else ""
-        return [LayerContext(i, ignore, prefix, stage_root) for i in range(len(self._layers))]
-
-    def problems(self) -> list[str]:
-        """Every problem of the spec (empty when valid); :meth:`validate` raises them."""
-        problems: list[str] = []
-        if self.dockerfile is not None:
-            if self.base_image:
-                problems.append("an image cannot have both a Dockerfile and a base image")
-            if not self.dockerfile.is_file():
-                problems.append(f"from_dockerfile(): {str(self.dockerfile)!r} does not exist or is not a file")
-        elif self._ref_name is not None and not self.base_image:
-            try:
-                base = config.resolve_ref_name(self._ref_name)
-                ImageRef.parse(base)
-            except (SpecError, InvalidReferenceError) as exc:
-                problems += exc.problems if isinstance(exc, SpecError) else [f"from_ref_name({self._ref_name!r}): {exc}"]
-        elif not self.base_image:
-            problems.append("the image has no base image; pass a full URI such as 'ghcr.io/org/app:1.0' to from_base()")
-        else:
-            try:
-                ImageRef.parse(self.base_image)
-            except InvalidReferenceError as exc:
-                problems.append(f"base image: {exc}")
-
-        if self._layers and not self.extendable:
-            if self.dockerfile is not None:
-                problems.append(
-                    "layers cannot be added to a from_dockerfile() image: put them in the Dockerfile, "
-                    "or make it extendable with .clone(extendable=True) to append them after its last stage"
-                )
-            else:
-                problems.append("layers cannot be added to a non-extendable image; use .clone(extendable=True) first")
-
-        if not self.is_reference:
-            if not self.name:
-                problems.append(self._no_name_problem())
-            else:
-                registry = self.effective_registry
-                repo = f"{registry.rstrip('/')}/{self.name}" if registry else self.name
-                try:
-                    ImageRef.parse(f"{repo}:{'0' * URI_TAG_LENGTH}")
-                except InvalidReferenceError as exc:
-                    problems.append(f"registry/name: {exc}")
-            bad = [p for p in self.platform if not _PLATFORM.fullmatch(p)]
-            if bad or not self.platform:
-                problems.append(f"platform {self.platform!r}: expected values like 'linux/amd64' or 'linux/arm64'")
-            elif len(self.platform) > 1:
-                problems.append(
-                    f"platform {self.platform!r}: the local builder builds one platform at a time; "
-                    "clone(platform='linux/arm64') per platform (multi-platform images need buildx)"
-                )
-
-        problems += self._combination_problems()
-        for ctx, layer in zip(self._contexts(), self._layers):
-            problems += layer.problems(ctx)
-        return problems
-
-    def _combination_problems(self) -> list[str]:
-        kinds = [type(layer) for layer in self._layers]
-        problems = []
-        if PoetryProject in kinds:
-            others = sorted({k.__name__ for k in kinds if k in (Requirements, UVProject, UVScript)})
-            if others:
-                problems.append(
-                    f"with_poetry_project() cannot be combined with {', '.join(others)}: Poetry installs from "
-                    "its lock file, another installer would fight it; add the packages to the Poetry project"
-                )
-            if kinds.count(PoetryProject) > 1:
-                problems.append("only one with_poetry_project() per image")
-        for layer in self._layers:
-            if isinstance(layer, UVScript) and layer.script.is_file():
-                try:
-                    requires = config.read_script_metadata(layer.script).requires_python
-                    if not config.python_satisfies(self.python_version, requires):
-                        v = ".".join(map(str, self.python_version))
-                        problems.append(
-                            f"{layer.describe()}: requires-python {requires!r} excludes the image's Python {v}"
-                        )
-                except SpecError:
-                    pass  # the layer reports it
-        return problems
-
-    def validate(self) -> None:
-        """Check that every file and folder exists and every combination is legal.
-
-        Raises:
-            SpecError: with *all* problems found, one per line.
-        """
-        problems = self.problems()
-        if problems:
-            raise SpecError(problems)
-
-    # ---- rendering and hashing -------------------------------------------------------
-    def _render(self, stage_root: Optional[Path] = None) -> str:
-        if self.dockerfile is not None:
-            head = self.dockerfile.read_text().rstrip("\n")
-        else:
-            head = f"FROM {self.resolved_base_image}"
-        lines = [head]
-        for ctx, layer in zip(self._contexts(stage_root), self._layers):
-            lines += layer.render(ctx)
-        return "\n".join(lines) + "\n"
-
-    def dockerfile_text(self) -> str:
-        """The Dockerfile this spec builds with (nothing is copied or staged)."""
-        self.validate()
-        return self._render()
-
-    def spec_hash(self) -> str:
-        """Hex SHA-256 over the base, platform, every layer's lines and copied files' contents.
-
-        Not covered: where the files live on this machine, the registry and name (they
-        are the URI's other parts), and the values of secrets.
-        """
-        self.validate()
-        return self._hash()
-
-    def _hash(self) -> str:
-        h = hashlib.sha256(_HASH_DOMAIN)
-        if self.dockerfile is not None:
-            folder = BuildContext(self.dockerfile.parent, self.dockerfile.name)
-            h.update(_encode(("dockerfile", self.dockerfile.read_text(), folder.digest())))
-        else:
-            h.update(_encode(("base", self.resolved_base_image or "")))
-        h.update(_encode(("platform", tuple(self.platform))))
-        for ctx, layer in zip(self._contexts(), self._layers):
-            h.update(_encode((type(layer).__name__, tuple(layer.render(ctx)), tuple(layer.digests(ctx)))))
-        return h.hexdigest()
-
-    @property
-    def secrets(self) -> tuple[BuildSecret, ...]:
-        """The BuildKit secrets the layers mount (one per id)."""
-        seen: dict[str, BuildSecret] = {}
-        for layer in self._layers:
-            for s in layer.secrets:
-                seen.setdefault(s.id, s)
-        return tuple(seen.values())
-
-    def _secret_problems(self) -> list[str]:
-        problems = []
-        by_id: dict[str, set[tuple[Optional[str], Optional[str]]]] = {}
-        for layer in self._layers:
-            for s in layer.secrets:
-                by_id.setdefault(s.id, set()).add((s.src, s.env))
-        for sid, sources in sorted(by_id.items()):
-            if len(sources) > 1:
-                problems.append(f"secret {sid!r} is given different sources in different layers")
-                continue
-            src, env = next(iter(sources))
-            if env is not None and env not in os.environ:
-                problems.append(f"secret {sid!r}: environment variable {env} is not set in the building process")
-            if src is not None and not Path(src).is_file():
-                problems.append(f"secret {sid!r}: file {src!r} does not exist")
-        return problems
-
-    # ---- building ------------------------------------------------------------------
-    def to_plan(
-        self,
-        context_dir: Union[Path, str, None] = None,
-        *,
-        network: Optional[str] = None,
-        pull: bool = False,
-        no_cache: bool = False,
-    ) -> BuildPlan:
-        """Stage the build context and return the :class:`~prefect_flyimage.plan.BuildPlan`.
-
-        The plan's tag is the URI's tag, so what is pushed is exactly :attr:`uri`; its
-        backend is ``"buildkit"`` when a layer uses cache, bind or secret mounts.
-
-        Args:
-            context_dir: an empty (or missing) folder to stage the context in. ``None``: a
-                new temporary folder that the caller must remove -- prefer
-                :meth:`staged_plan`, which does. A :meth:`from_dockerfile` image without
-                layers builds its own folder and stages nothing.
-            network: network for ``RUN`` steps (``"host"`` where the default bridge has
-                no way out); default ``$PREFECT_FLYIMAGE_BUILD_NETWORK`` or
-                ``build_network`` in ``[tool.prefect-flyimage]``.
-            pull: always pull a newer base image.
-            no_cache: build without the layer cache.
-
-        Raises:
-            SpecError: the spec is invalid, refers to an existing image (nothing to
-                build), or a secret's source is missing.
-        """
-        problems = self.problems()
-        if not problems and self.is_reference:
-            problems.append(
-                f"{self.resolved_base_image} is an existing image; there is nothing to build. "
-                "Add a layer, or clone(name=..., registry=...) to copy it into another registry"
-            )
-        problems += self._secret_problems()
-        if problems:
-            raise SpecError(problems)
-        if network is None:
-            network = config.load_settings().get("build_network", env=config.ENV_PREFIX + "BUILD_NETWORK")
-        spec_hash = self._hash()
-        secrets = self.secrets
-        needs_buildkit = bool(secrets) or any(layer.needs_buildkit for layer in self._layers)
-        common: dict[str, Any] = dict(
-            tag=spec_hash[:URI_TAG_LENGTH],
-            platform=self.platform[0],
-            labels={SPEC_LABEL: spec_hash},
-            secrets=secrets,
-            network=network,
-            pull=pull,
-            no_cache=no_cache,
-            backend="buildkit" if needs_buildkit else "auto",
-        )
-        if self.dockerfile is not None and not self._layers:
-            return BuildPlan.from_dockerfile(self.dockerfile.parent, self.repository, dockerfile=self.dockerfile.name, **common)
-
-        root = Path(tempfile.mkdtemp(prefix="prefect-flyimage-spec-")) if context_dir is None else Path(context_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        if any(root.iterdir()):
-            raise SpecError([f"context_dir {str(root)!r} must be empty: the build context is staged into it"])
-        if self.dockerfile is not None:
-            # The Dockerfile's folder is the context; our layers' files go beside it.
-            parent = BuildContext(self.dockerfile.parent, self.dockerfile.name)
-            LayerContext(0, stage_root=root).stage_entries(parent.root, ((e.path, e.kind) for e in parent.entries()), ".")
-        text = self._render(root)
-        # The staged folder is thrown away after the build: hash it without the persistent
-        # stat cache, which would otherwise keep one entry file per build.
-        return BuildPlan(context=root, dockerfile_text=text, repository=self.repository,
-                         labels=tuple(common.pop("labels").items()), stat_cache=False, **common)
-
-    @contextmanager
-    def staged_plan(self, **options: Any) -> Iterator[BuildPlan]:
-        """``with image.staged_plan() as plan:`` -- :meth:`to_plan` in a temporary folder removed afterwards."""
-        tmp = Path(tempfile.mkdtemp(prefix="prefect-flyimage-spec-"))
-        try:
-            yield self.to_plan(tmp, **options)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def credentials(self) -> Optional[RegistryCredentials]:
-        """Credentials from ``registry_secret`` (a saved prefect-docker block is loaded by name)."""
-        secret = self._registry_secret
-        if secret is None:
-            return None
-        if isinstance(secret, str):
-            try:
-                from prefect_docker.credentials import DockerRegistryCredentials
-            except ImportError:  # pragma: no cover - prefect-docker is a dependency
-                raise SpecError([f"registry_secret {secret!r} names a block, but prefect-docker is not installed"]) from None
-            secret = DockerRegistryCredentials.load(secret, _sync=True)
-        return as_credentials(secret, registry=ImageRef.parse(f"{self.repository}:x").registry)
-
-    def build(
-        self,
-        push: bool = True,
-        credentials: CredentialsLike = None,
-        force: bool = False,
-        stream_progress_to: Optional[TextIO] = None,
-        *,
-        network: Optional[str] = None,
-        engine: Optional["Engine"] = None,
-        build_timeout: Optional[float] = None,
-        push_timeout: Optional[float] = None,
-    ) -> BuildResult:
-        """Build (and with ``push``, push) the image unless :attr:`uri` already exists.
-
-        With ``push=True`` a registry that already holds :attr:`uri` means nothing is
-        staged, built or pushed; with ``push=False`` a local image tagged :attr:`uri`
-        from this spec does. Otherwise the context is staged in a temporary folder
-        and :func:`prefect_flyimage.pipeline.ensure` builds and pushes. An image that
-        is only a reference (:attr:`is_reference`) is returned as is.
-
-        Args:
-            push: also push to the registry.
-            credentials: registry credentials (default: from ``registry_secret``, else
-                the Docker client's login).
-            force: rebuild and re-push even if the image exists.
-            stream_progress_to: a stream for build and push output.
-            network, engine, build_timeout, push_timeout: see :meth:`to_plan` and
-                :func:`~prefect_flyimage.pipeline.ensure`.
-        """
-        from ..engine import Engine
-        from ..errors import RegistryUnavailable
-        from ..pipeline import ensure
-
-        if self.is_reference:
-            uri = self.uri
-            return BuildResult(reference=uri, plan_hash="", tags=(ImageRef.parse(uri).tag or "latest",))
-        problems = self.problems()
-        if push and not self.effective_registry:
-            problems.append(
-                "pushing needs a registry: pass registry= (e.g. 'ghcr.io/acme'), set $PREFECT_FLYIMAGE_REGISTRY, "
-                "or build with push=False"
-            )
-        if problems:
-            raise SpecError(problems)
-        engine = engine or Engine()
-        creds = as_credentials(credentials, registry=ImageRef.parse(f"{self.repository}:x").registry) or self.credentials()
-        if not force:
-            spec_hash = self._hash()
-            uri = f"{self.repository}:{spec_hash[:URI_TAG_LENGTH]}"
-            info = engine.local_image(uri)
-            labels = ((info or {}).get("Config") or {}).get("Labels") or {}
-            local_id = info["Id"] if info and labels.get(SPEC_LABEL) == spec_hash else None
-            plan_hash = labels.get(PLAN_LABEL, "") if local_id else ""
-            if push:
-                try:
-                    digest = engine.registry_digest(uri, creds)
-                except RegistryUnavailable:
-                    digest = None  # ensure() decides (and reports the outage when pushing)
-                if digest:
-                    return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, digest=digest, tags=(spec_hash[:URI_TAG_LENGTH],))
-            elif local_id:
-                return BuildResult(reference=uri, plan_hash=plan_hash, image_id=local_id, tags=(spec_hash[:URI_TAG_LENGTH],))
-        with self.staged_plan(network=network) as plan:
-            return ensure(
-                plan, push=push, force=force, credentials=creds, stream_progress_to=stream_progress_to,
-                engine=engine, build_timeout=build_timeout, push_timeout=push_timeout,
-            )
-
-    def push(self, credentials: CredentialsLike = None, stream_progress_to: Optional[TextIO] = None, **options: Any) -> BuildResult:
-        """Make sure :attr:`uri` is in the registry: ``build(push=True)`` (a no-op when it is)."""
-        return self.build(push=True, credentials=credentials, stream_progress_to=stream_progress_to, **options)
-
-    def to_docker_image(
-        self,
-        credentials: CredentialsLike = None,
-        stream_progress_to: Optional[TextIO] = None,
-        **options: Any,
-    ) -> "SpecDockerImage":
-        """An object shaped like Prefect's ``DockerImage`` for ``flow.deploy(image=...)``.
-
-        Its ``build()`` only builds and ``push()`` pushes, so ``deploy(push=False)`` keeps
-        the image local. (Passing the ``Image`` itself also works, but its ``build()``
-        pushes as well.)
-        """
-        return SpecDockerImage(self, credentials=credentials, stream_progress_to=stream_progress_to, **options)
-
     def __str__(self) -> str:
         try:
             return self.uri
         except FlyImageError:
             return repr(self)
-
-
-class SpecDockerImage:
-    """Prefect's ``DockerImage`` interface (``name``, ``tag``, ``reference``, ``build()``, ``push()``) for an :class:`Image`.
-
-    ``build()`` builds locally (skipped when the image exists); ``push()`` pushes
-    (skipped when the registry holds it). ``result`` is the last :class:`BuildResult`.
-    """
-
-    def __init__(self, image: Image, credentials: CredentialsLike = None,
-                 stream_progress_to: Optional[TextIO] = None, **options: Any) -> None:
-        self.image = image
-        self.credentials = credentials
-        self.stream_progress_to = stream_progress_to
-        self.options = options
-        self.result: Optional[BuildResult] = None
-        self.dockerfile = "spec"
-
-    @property
-    def name(self) -> str:
-        """The repository (``<registry>/<name>``), as Prefect's ``DockerImage.name``."""
-        return self.image.repository
-
-    @property
-    def tag(self) -> str:
-        """The URI's tag."""
-        return self.image.tag
-
-    @property
-    def reference(self) -> str:
-        """``name:tag``, i.e. the image's :attr:`Image.uri`."""
-        return self.image.uri
-
-    def build(self) -> None:
-        """Build the image locally (no push)."""
-        self.result = self.image.build(push=False, credentials=self.credentials,
-                                       stream_progress_to=self.stream_progress_to, **self.options)
-
-    def push(self) -> None:
-        """Push the image (a no-op when the registry already holds it)."""
-        self.result = self.image.build(push=True, credentials=self.credentials,
-                                       stream_progress_to=self.stream_progress_to, **self.options)

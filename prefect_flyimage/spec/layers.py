@@ -233,6 +233,9 @@ class LayerContext:
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     prefix: str = ""
     stage_root: Optional[Path] = None
+    #: When a list, every staging call is also recorded here as ``(method, args)``, so a
+    #: context can be described (and hashed) without copying anything.
+    record: Optional[list[tuple[str, tuple[object, ...]]]] = None
 
     def path(self, kind: str) -> str:
         """This layer's folder in the build context, e.g. ``layers/03-folder``."""
@@ -252,12 +255,17 @@ class LayerContext:
 
     def stage_file(self, src: Path, rel: str) -> None:
         """Copy one file (contents and mode) to ``rel`` in the context being staged."""
+        if self.record is not None:
+            self.record.append(("stage_file", (src, rel)))
         dest = self._dest(rel)
         if dest is not None:
             shutil.copy2(src, dest)
 
     def stage_entries(self, src_root: Path, entries: Iterable[tuple[str, str]], rel: str) -> None:
         """Copy ``(relative path, kind)`` entries of ``src_root`` below ``rel``."""
+        if self.record is not None:
+            entries = list(entries)
+            self.record.append(("stage_entries", (src_root, tuple(entries), rel)))
         dest_root = self._dest(rel + "/x")
         if dest_root is None:
             return
@@ -280,6 +288,8 @@ class LayerContext:
 
     def stage_folder(self, src: Path, rel: str, patterns: Sequence[str]) -> None:
         """Copy what ``.dockerignore`` leaves of folder ``src`` to ``rel``."""
+        if self.record is not None:
+            self.record.append(("stage_folder", (src, rel, tuple(patterns))))
         if self.stage_root is None:
             return
         ctx = FolderContext(src, patterns)
@@ -905,11 +915,12 @@ class CodeBundle(Layer):
 
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         rel = ctx.path(self.kind)
-        if ctx.stage_root is not None:
+        if ctx.stage_root is not None or ctx.record is not None:
             if self.copy_style == "all":
                 ctx.stage_folder(self.root_dir, rel, self._patterns(ctx))
             else:
                 ctx.stage_entries(self.root_dir.resolve(), ((f, "file") for f in self.files(ctx)), rel)
+        if ctx.stage_root is not None:
             (ctx.stage_root / rel).mkdir(parents=True, exist_ok=True)
         return [f"COPY {_json(rel + '/', _dir_dest(self.dst))}"]
 

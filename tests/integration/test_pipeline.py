@@ -143,7 +143,8 @@ def test_build_timeout_cancels_the_build(project, unique_name, docker_client):
     import time
 
     deadline = time.monotonic() + 20
-    while any("sleep 30" in " ".join(c.attrs["Config"].get("Cmd") or []) for c in docker_client.containers.list(all=True)):
+    # The list's own "Command" (no inspect per container: others' containers come and go meanwhile).
+    while any("sleep 30" in (c.get("Command") or "") for c in docker_client.api.containers(all=True)):
         assert time.monotonic() < deadline, "the build container outlived the timeout"
         time.sleep(0.5)
     assert Engine().local_image(plan.content_ref) is None

@@ -92,6 +92,7 @@ def test_rerun_after_a_crash_resumes(chain_tree, chain_config, write_config, doc
             os.killpg(proc.pid, signal.SIGKILL)  # crash right after the second image
             break
     proc.wait(timeout=60)
+    proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL, "".join(seen)
 
     builder = DockerBuilder(chain_tree, chain_config, pull=False, client=docker_client)

@@ -10,7 +10,6 @@ import pytest
 
 from prefect_flyimage import BuildPlan, Image, SpecError
 from prefect_flyimage.plan import BuildSecret
-from prefect_flyimage.spec import SPEC_LABEL
 
 BASE = "flyimage/python:3.11-bookworm"
 
@@ -97,9 +96,10 @@ def test_to_plan_stages_context_and_tags_with_uri(project, tmp_path):
     plan = image.to_plan(ctx, network="host")
     assert isinstance(plan, BuildPlan)
     assert plan.context == ctx.resolve()
-    assert plan.repository == "127.0.0.1:5000/app" and plan.tag == image.tag
-    assert str(plan.ref) == image.uri
-    assert dict(plan.labels)[SPEC_LABEL] == image.spec_hash()
+    assert plan.repository == "127.0.0.1:5000/app" and plan.content_tag == image.tag
+    assert str(plan.ref) == image.uri  # one identity: the URI's tag is the plan's content tag
+    assert plan.hash == image.spec_hash() and not plan.labels  # no second label
+    assert plan.hash == image.to_plan().hash  # staging changes nothing about it
     assert plan.backend == "buildkit" and plan.network == "host" and plan.platform == "linux/amd64"
     assert plan.dockerfile_text == image.dockerfile_text()
     staged = sorted(p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file())
@@ -136,7 +136,7 @@ def test_from_dockerfile_without_layers_builds_its_folder(project):
     image = Image.from_dockerfile(project / "docker" / "Dockerfile", registry="127.0.0.1:5000", name="df", platform="linux/amd64")
     plan = image.to_plan()
     assert plan.context == (project / "docker").resolve()
-    assert plan.dockerfile_name == "Dockerfile" and plan.tag == image.tag
+    assert plan.dockerfile_name == "Dockerfile" and plan.content_tag == image.tag
     assert plan.dockerfile_text == (project / "docker" / "Dockerfile").read_text()
 
 

@@ -9,16 +9,11 @@ into the :mod:`prefect_flyimage.errors` hierarchy here, with secrets redacted.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import threading
-
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TextIO
@@ -26,17 +21,16 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, T
 import docker
 import docker.errors
 import docker.utils.build as build_utils
-import requests.exceptions
-import urllib3.exceptions
 
-from .context import read_dockerignore
-from .credentials import RegistryCredentials, retry_refused
-from .errors import (
+from ..context import read_dockerignore
+from ..credentials import RegistryCredentials, retry_refused
+from ..errors import (
     AuthenticationError,
     BuildError,
     BuildTimeout,
     DockerUnavailable,
     FlyImageError,
+    InvalidReferenceError,
     PushAuthenticationError,
     PushError,
     PushTimeout,
@@ -45,16 +39,19 @@ from .errors import (
     RegistryUnavailable,
     redact,
 )
-from .names import ImageRef
+from ..names import ImageRef
+from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
+from ._process import TAIL_LINES, buildkit_available, docker_cli, run_streaming, write
+from ._types import LocalImage
 
 if TYPE_CHECKING:
-    from .plan import BuildPlan
+    from ..plan import BuildPlan
+
+__all__ = ["GENERATED_DOCKERFILE", "Engine", "classify_registry_error", "docker_client"]
 
 #: Name under which a generated Dockerfile travels in the context archive (fixed, so
 #: that the same plan always sends the same bytes).
 GENERATED_DOCKERFILE = ".flyimage.Dockerfile"
-#: Lines of build output kept for error messages.
-TAIL_LINES = 25
 
 _AUTH_PATTERNS = re.compile(
     r"unauthorized|authentication required|no basic auth credentials|denied|"
@@ -71,62 +68,6 @@ _MISSING_PATTERNS = re.compile(r"manifest unknown|not found|name unknown|no such
 _STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")
 
 
-def docker_cli() -> str:
-    """The docker CLI to run BuildKit builds with.
-
-    ``$PREFECT_FLYIMAGE_DOCKER_CLI`` wins; otherwise Debian's ``/usr/bin/docker`` is
-    preferred because newer CLIs need the separate buildx plugin for BuildKit.
-    """
-    env = os.environ.get("PREFECT_FLYIMAGE_DOCKER_CLI")
-    if env:
-        return env
-    if os.path.exists("/usr/bin/docker"):
-        return "/usr/bin/docker"
-    found = shutil.which("docker")
-    if not found:
-        raise DockerUnavailable("no docker CLI found on PATH; BuildKit builds need it (install docker.io)")
-    return found
-
-
-@functools.lru_cache(maxsize=None)
-def _cli_can_buildkit(cli: str) -> bool:
-    try:
-        if subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=30).returncode == 0:
-            return True
-        out = subprocess.run([cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    # Before Docker 23 the CLI drove BuildKit itself; later ones need the buildx plugin.
-    match = re.match(r"(\d+)\.", out.stdout.strip())
-    return bool(match) and int(match.group(1)) < 23
-
-
-def buildkit_available() -> bool:
-    """True when :func:`docker_cli` can run BuildKit builds (built in, or the buildx plugin)."""
-    try:
-        return _cli_can_buildkit(docker_cli())
-    except DockerUnavailable:
-        return False
-
-
-def _local_daemon() -> bool:
-    """True when DOCKER_HOST is a unix socket, i.e. the daemon shares this kernel."""
-    return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
-
-
-def _client_from_env(timeout: int = 120) -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        raise DockerUnavailable(
-            f"cannot reach the Docker daemon at {host}: {exc}. Start dockerd (scripts/services.sh up) "
-            "or point DOCKER_HOST at a running daemon."
-        ) from None
-
-
 @contextlib.contextmanager
 def docker_client() -> Iterator[docker.DockerClient]:
     """Get the environmentally-configured Docker client (Prefect's ``docker_client``).
@@ -136,11 +77,24 @@ def docker_client() -> Iterator[docker.DockerClient]:
     (a registry's "denied", a missing image) pass through unchanged instead of being
     reported as "Docker is not running".
     """
-    client = _client_from_env()
+    client = new_client()
     try:
         yield client
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def _transport(doing: str) -> Iterator[None]:
+    """Map a lost connection to the daemon (only that) to :class:`DockerUnavailable`."""
+    try:
+        yield
+    except TRANSPORT_ERRORS as exc:
+        raise DockerUnavailable(f"lost the Docker daemon while {doing}: {exc}") from None
+
+def _local_daemon() -> bool:
+    """True when DOCKER_HOST is a unix socket, i.e. the daemon shares this kernel."""
+    return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
 
 
 def classify_registry_error(
@@ -160,57 +114,6 @@ def classify_registry_error(
     return RegistryError(f"registry {registry or '?'} error: {text}", registry)
 
 
-def _write(stream: Optional[TextIO], text: str) -> None:
-    if stream is not None and text:
-        stream.write(text)
-        stream.flush()
-
-
-def _aborter(api: docker.APIClient) -> Callable[[], None]:
-    """A timeout callback that really cuts ``api``'s streaming responses.
-
-    ``api.close()`` alone only drops idle pooled connections: a thread blocked reading a
-    quiet build (``RUN sleep``) keeps waiting, and the daemon finishes the build. Shutting
-    the response socket down ends the read at once and makes the daemon cancel.
-    """
-    responses: list[Any] = []
-    stream_helper = api._stream_helper
-
-    def capture(response: Any, *args: Any, **kwargs: Any) -> Any:
-        responses.append(response)
-        return stream_helper(response, *args, **kwargs)
-
-    api._stream_helper = capture  # type: ignore[method-assign]
-
-    def abort() -> None:
-        for response in responses:
-            with contextlib.suppress(Exception):
-                raw = response.raw._fp.fp.raw  # socket.SocketIO (docker-py's own way in)
-                getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)
-        api.close()
-
-    return abort
-
-
-class _Watchdog:
-    """Calls ``on_timeout`` after ``timeout`` seconds unless cancelled; remembers whether it fired."""
-
-    def __init__(self, timeout: Optional[float], on_timeout: Callable[[], None]) -> None:
-        self.fired = False
-        self._timer: Optional[threading.Timer] = None
-        if timeout:
-            def fire() -> None:
-                self.fired = True
-                on_timeout()
-            self._timer = threading.Timer(timeout, fire)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def cancel(self) -> None:
-        if self._timer:
-            self._timer.cancel()
-
-
 class Engine:
     """Docker operations the pipeline needs, with errors translated.
 
@@ -225,7 +128,7 @@ class Engine:
         self._bridge: Optional[bool] = None
 
     def close(self) -> None:
-        """Close the docker-py client if this engine created it."""
+        """Close the docker-py client if this engine created it (idempotent)."""
         if self._client is not None and self._owns_client:
             self._client.close()
             self._client = None
@@ -237,24 +140,20 @@ class Engine:
         self.close()
 
     @property
-    def client(self) -> docker.DockerClient:
-        """The docker-py client (created from the environment on first use)."""
-        if self._client is None:
-            self._client = _client_from_env()
-        return self._client
+    def connected(self) -> bool:
+        """True once a docker-py client exists (nothing connects before it is needed)."""
+        return self._client is not None
 
-    def _fresh_api(self) -> docker.APIClient:
-        # A dedicated low-level client per long operation, so a timeout can close its
-        # connection (which makes the daemon cancel the build or push) without
-        # disturbing other users of the shared client.
-        base = self.client.api
-        adapter = getattr(base, "_custom_adapter", None)
-        if base.base_url == "http+docker://localhost" and getattr(adapter, "socket_path", None):
-            url = "unix://" + adapter.socket_path
-            return docker.APIClient(base_url=url, version=base._version, timeout=base.timeout)
-        if base.base_url.startswith("http://"):
-            return docker.APIClient(base_url=base.base_url, version=base._version, timeout=base.timeout)
-        return docker.APIClient(**docker.utils.kwargs_from_env(), version=base._version, timeout=base.timeout)
+    @property
+    def client(self) -> docker.DockerClient:
+        """The docker-py client, created from the environment on first use (lazily:
+        an engine that is never asked anything never talks to the daemon)."""
+        if self._client is None:
+            self._client = new_client()
+            self._owns_client = True
+            # A safety net for engines dropped without close(): their sockets close with them.
+            weakref.finalize(self, self._client.close)
+        return self._client
 
     def default_build_network(self) -> Optional[str]:
         """Network for RUN steps when the plan names none: the daemon's default, or
@@ -278,31 +177,36 @@ class Engine:
 
     @contextlib.contextmanager
     def _streaming_call(self, timeout: Optional[float], timed_out: Callable[[], Exception], doing: str) -> Iterator[docker.APIClient]:
-        """A low-level client for one long streaming call (build or push), with a timeout.
+        """A dedicated low-level client for one long streaming call (build or push).
 
-        On timeout the connection is shut down (the daemon then cancels the operation) and
-        ``timed_out()`` is raised; a connection lost otherwise is :class:`DockerUnavailable`.
+        On timeout its connection is shut down (the daemon then cancels the operation) and
+        ``timed_out()`` is raised; a connection lost otherwise is :class:`DockerUnavailable`;
+        anything else (a bug) propagates unchanged.
         """
-        api = self._fresh_api() if timeout else self.client.api
-        watchdog = _Watchdog(timeout, _aborter(api))
+        with _transport("connecting"):
+            api = streaming_api(self.client)
+        aborter = StreamAborter(api)
+        watchdog = Watchdog(timeout, aborter)
         try:
             yield api
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, AttributeError, OSError) as exc:
+        except Exception as exc:
             if watchdog.fired:
                 raise timed_out() from None
-            raise DockerUnavailable(f"lost the Docker daemon while {doing}: {exc}") from None
+            if isinstance(exc, TRANSPORT_ERRORS):
+                raise DockerUnavailable(f"lost the Docker daemon while {doing}: {exc}") from None
+            raise
         finally:
             watchdog.cancel()
-            if api is not self.client.api:
-                api.close()
+            aborter.close()
         if watchdog.fired:
             raise timed_out()
 
     # ---- images in the daemon -------------------------------------------------
-    def local_image(self, ref: ImageRef | str) -> Optional[dict[str, Any]]:
-        """``docker inspect`` of ``ref`` in the daemon, or ``None`` if it is not there."""
+    def local_image(self, ref: ImageRef | str) -> Optional[LocalImage]:
+        """The daemon's image for ``ref`` (tag, ``name@digest`` or id), or ``None`` if it is not there."""
         try:
-            return self.client.api.inspect_image(str(ref))
+            with _transport(f"inspecting {ref}"):
+                return LocalImage.from_inspect(self.client.api.inspect_image(str(ref)))
         except docker.errors.ImageNotFound:
             return None
         except docker.errors.APIError as exc:
@@ -313,22 +217,29 @@ class Engine:
     def list_tags(self, repository: str) -> list[str]:
         """Tags of the local images named ``repository`` (bare tags, without the name)."""
         found: set[str] = set()
-        for image in self.client.api.images(name=repository):
-            for ref in image.get("RepoTags") or []:
-                name, _, tag = ref.rpartition(":")
-                if name == repository:
-                    found.add(tag)
+        with _transport(f"listing {repository}"):
+            images = self.client.api.images(name=repository)
+        for image in images:
+            for text in image.get("RepoTags") or []:
+                try:
+                    ref = ImageRef.parse(text)
+                except InvalidReferenceError:
+                    continue  # "<none>:<none>" of an untagged image
+                if ref.name == repository and ref.tag:
+                    found.add(ref.tag)
         return sorted(found)
 
     def tag(self, image: str, ref: ImageRef | str) -> None:
         """Tag ``image`` (id or reference) as ``ref``."""
         r = ImageRef.parse(str(ref))
-        self.client.api.tag(image, r.name, r.tag)
+        with _transport(f"tagging {r}"):
+            self.client.api.tag(image, r.name, r.tag)
 
     def remove(self, ref: ImageRef | str, *, force: bool = False) -> bool:
         """Remove a tag (or image); ``False`` if it did not exist."""
         try:
-            self.client.api.remove_image(str(ref), force=force, noprune=True)
+            with _transport(f"removing {ref}"):
+                self.client.api.remove_image(str(ref), force=force, noprune=True)
             return True
         except docker.errors.ImageNotFound:
             return False
@@ -342,18 +253,19 @@ class Engine:
         r = ImageRef.parse(str(ref))
         secrets = [credentials.secret] if credentials else []
         try:
-            for event in self.client.api.pull(
-                r.name, tag=r.digest or r.tag or "latest", stream=True, decode=True,
-                auth_config=credentials.auth_config() if credentials else None,
-            ):
-                if "error" in event:
-                    raise classify_registry_error(event["error"], r.registry, secrets=secrets)
+            with _transport(f"pulling {r}"):
+                for event in self.client.api.pull(
+                    r.name, tag=r.digest or r.tag or "latest", stream=True, decode=True,
+                    auth_config=credentials.auth_config() if credentials else None,
+                ):
+                    if "error" in event:
+                        raise classify_registry_error(event["error"], r.registry, secrets=secrets)
         except docker.errors.APIError as exc:
             raise classify_registry_error(str(exc.explanation or exc), r.registry, secrets=secrets) from None
         image = self.local_image(r)
         if image is None:
             raise RegistryError(f"pull of {r} finished but the image is not in the daemon", r.registry)
-        return image["Id"]
+        return image.id
 
     def run(
         self,
@@ -370,16 +282,17 @@ class Engine:
 
         The container is always removed, also on timeout (which kills it, exit code 137).
         """
-        container = self.client.containers.create(
-            image, command, network_mode=network, environment=environment, entrypoint=entrypoint,
-            volumes=volumes, detach=True,
-        )
+        with _transport(f"creating a container of {image}"):
+            container = self.client.containers.create(
+                image, command, network_mode=network, environment=environment, entrypoint=entrypoint,
+                volumes=volumes, detach=True,
+            )
         try:
             container.start()
             try:
                 status = container.wait(timeout=timeout)
                 code = int(status.get("StatusCode", 1))
-            except requests.exceptions.RequestException:
+            except TRANSPORT_ERRORS:  # the wait timed out
                 container.kill()
                 code = 137
             output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
@@ -401,9 +314,10 @@ class Engine:
         r = ImageRef.parse(str(ref))
         secrets = [credentials.secret] if credentials else []
         try:
-            info = self.client.api.inspect_distribution(
-                str(r), auth_config=credentials.auth_config() if credentials else None
-            )
+            with _transport(f"asking the registry for {r}"):
+                info = self.client.api.inspect_distribution(
+                    str(r), auth_config=credentials.auth_config() if credentials else None
+                )
         except docker.errors.APIError as exc:
             text = str(exc.explanation or exc)
             if _AUTH_PATTERNS.search(text) and not _MISSING_PATTERNS.search(text.replace("denied", "")):
@@ -413,16 +327,15 @@ class Engine:
             if _MISSING_PATTERNS.search(text) or exc.status_code == 404:
                 return None
             raise classify_registry_error(text, r.registry, secrets=secrets) from None
-        except requests.exceptions.RequestException as exc:
-            raise DockerUnavailable(f"lost the Docker daemon while asking for {r}: {exc}") from None
         return info.get("Descriptor", {}).get("digest")
 
     def login(self, credentials: RegistryCredentials) -> None:
         """Check ``credentials`` against the registry (daemon-side login, nothing written to disk)."""
         try:
-            self.client.login(
-                username=credentials.username, password=credentials.secret, registry=credentials.registry, reauth=True
-            )
+            with _transport(f"logging in to {credentials.registry}"):
+                self.client.login(
+                    username=credentials.username, password=credentials.secret, registry=credentials.registry, reauth=True
+                )
         except docker.errors.APIError as exc:
             raise classify_registry_error(str(exc.explanation or exc), credentials.registry, secrets=[credentials.secret]) from None
 
@@ -489,7 +402,7 @@ class Engine:
                             line = f"{event['id']}: {line}"
                         if event.get("progress"):
                             line += " " + event["progress"]
-                        _write(stream, line + "\n")
+                        write(stream, line + "\n")
                     aux = event.get("aux") or {}
                     if aux.get("Digest"):
                         digest = aux["Digest"]
@@ -526,36 +439,53 @@ class Engine:
             backend = "buildkit" if plan.needs_buildkit() or (prefer and not extra and buildkit_available()) else "docker-py"
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
-        if backend == "docker-py":
-            return self._build_classic(plan, refs, stream, timeout, extra or {})
-        # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
-        with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
-            dockerfile = Path(tmp) / "Dockerfile"
-            dockerfile.write_text(plan.dockerfile_text)
-            return self._build_buildkit(plan, refs, dockerfile, stream, timeout)
+        with self._context_folder(plan) as context:
+            if backend == "docker-py":
+                return self._build_classic(plan, context, refs, stream, timeout, extra or {})
+            # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
+            with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
+                dockerfile = Path(tmp) / "Dockerfile"
+                dockerfile.write_text(plan.dockerfile_text)
+                return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _context_folder(plan: "BuildPlan") -> Iterator[Path]:
+        """The folder to send: the plan's, or its generated context staged for this build."""
+        generated = plan.generated_context
+        if generated is None:
+            yield plan.context
+            return
+        if generated.staged_at is not None and Path(generated.staged_at).is_dir():
+            yield Path(generated.staged_at)
+            return
+        with tempfile.TemporaryDirectory(prefix="flyimage-ctx-") as tmp:
+            generated.stage(Path(tmp))
+            yield Path(tmp)
 
     def _build_classic(
-        self, plan: "BuildPlan", refs: list[str], stream: Optional[TextIO], timeout: Optional[float], extra: dict[str, Any],
+        self, plan: "BuildPlan", context: Path, refs: list[str], stream: Optional[TextIO], timeout: Optional[float],
+        extra: dict[str, Any],
     ) -> str:
         kwargs: dict[str, Any] = dict(
             pull=plan.pull, nocache=plan.no_cache, buildargs=dict(plan.build_args) or None,
             labels=plan.image_labels, target=plan.target, platform=plan.platform, network_mode=plan.network,
         )
         kwargs.update(extra)
-        on_disk = plan.context / plan.dockerfile_name if plan.dockerfile_name else None
+        on_disk = context / plan.dockerfile_name if plan.dockerfile_name else None
         if on_disk is not None and on_disk.is_file() and on_disk.read_text() == plan.dockerfile_text:
             # The Dockerfile is in the context: name it, and the context goes as it is.
-            image_id = self.build_classic(plan.context, plan.dockerfile_name, refs[0], stream=stream, timeout=timeout, **kwargs)
+            image_id = self.build_classic(context, plan.dockerfile_name, refs[0], stream=stream, timeout=timeout, **kwargs)
         else:
             # Generated text: docker-py would ship it as ".dockerfile.<random>" and rewrite
             # .dockerignore to name it, so every build (and `COPY .` layer) would differ.
             # Archive the context ourselves with a fixed name instead: same plan, same bytes.
             archive = build_utils.tar(
-                str(plan.context), exclude=read_dockerignore(plan.context), dockerfile=(GENERATED_DOCKERFILE, plan.dockerfile_text),
+                str(context), exclude=read_dockerignore(context), dockerfile=(GENERATED_DOCKERFILE, plan.dockerfile_text),
             )
             try:
                 image_id = self.build_classic(
-                    plan.context, GENERATED_DOCKERFILE, refs[0], stream=stream, timeout=timeout,
+                    context, GENERATED_DOCKERFILE, refs[0], stream=stream, timeout=timeout,
                     fileobj=archive, custom_context=True, **kwargs,
                 )
             finally:
@@ -599,7 +529,7 @@ class Engine:
                 for event in api.build(dockerfile=dockerfile, tag=tag, decode=True, **source, **kwargs):
                     if "stream" in event:
                         text = event["stream"]
-                        _write(stream, text)
+                        write(stream, text)
                         for line in text.splitlines():
                             if _STEP.match(line.strip()):
                                 step = line.strip()
@@ -620,7 +550,8 @@ class Engine:
         return image_id
 
     def _build_buildkit(
-        self, plan: "BuildPlan", refs: list[str], dockerfile: Path, stream: Optional[TextIO], timeout: Optional[float]
+        self, plan: "BuildPlan", context: Path, refs: list[str], dockerfile: Path, stream: Optional[TextIO],
+        timeout: Optional[float],
     ) -> str:
         with tempfile.TemporaryDirectory(prefix="flyimage-bk-") as tmp:
             iidfile = Path(tmp) / "iid"
@@ -652,7 +583,7 @@ class Engine:
                     path.touch(mode=0o600)
                     path.write_text(os.environ.get(secret.env or "", ""))
                     cmd += ["--secret", f"id={secret.id},src={path}"]
-            cmd.append(str(plan.context))
+            cmd.append(str(context))
             code, tail, step, timed_out = run_streaming(cmd, env=env, stream=stream, timeout=timeout, step_pattern=_STEP)
             if timed_out:
                 raise BuildTimeout(
@@ -672,49 +603,3 @@ class Engine:
                 )
             return iidfile.read_text().strip()
 
-
-def run_streaming(
-    cmd: list[str],
-    *,
-    env: Optional[dict[str, str]] = None,
-    stream: Optional[TextIO] = None,
-    timeout: Optional[float] = None,
-    stdin_text: Optional[str] = None,
-    step_pattern: Optional[re.Pattern[str]] = None,
-) -> tuple[int, list[str], Optional[str], bool]:
-    """Run ``cmd`` in its own process group, echoing output to ``stream``.
-
-    Returns (exit code, last lines of output, last step line seen, timed out). On timeout
-    the whole process group is killed, so no child outlives the call.
-    """
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-        env=env, text=True, errors="replace", start_new_session=True,
-    )
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    state: dict[str, Any] = {"step": None}
-
-    def kill() -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    watchdog = _Watchdog(timeout, kill)
-    try:
-        if stdin_text is not None and proc.stdin:
-            proc.stdin.write(stdin_text)
-            proc.stdin.close()
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            _write(stream, line)
-            stripped = line.rstrip()
-            if stripped:
-                tail.append(stripped)
-            if step_pattern is not None and step_pattern.match(stripped):
-                state["step"] = stripped
-        code = proc.wait()
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            kill()
-            proc.wait()
-    return code, list(tail), state["step"], watchdog.fired

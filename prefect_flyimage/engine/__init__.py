@@ -1,0 +1,34 @@
+"""The only package that talks to Docker.
+
+Daemon and registry calls go through docker-py; BuildKit builds go through the
+``docker`` CLI. Every Docker failure is translated into :mod:`prefect_flyimage.errors`
+here, with secrets redacted; every result is a typed value (:class:`LocalImage`, ids,
+digests), never a raw ``docker inspect`` dict.
+
+- ``_types``: :class:`LocalImage` and :class:`EngineProtocol` (what the pipeline needs);
+- ``_docker``: the docker-py shim (client, timeouts, transport errors, stream abort);
+- ``_process``: the docker CLI and process groups (:func:`run_streaming`);
+- ``_engine``: :class:`Engine`.
+"""
+
+from ._docker import DEFAULT_TIMEOUT, TIMEOUT_ENV, TRANSPORT_ERRORS, daemon_timeout
+from ._engine import GENERATED_DOCKERFILE, Engine, classify_registry_error, docker_client
+from ._process import TAIL_LINES, buildkit_available, docker_cli, run_streaming
+from ._types import EngineProtocol, LocalImage
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Engine",
+    "EngineProtocol",
+    "GENERATED_DOCKERFILE",
+    "LocalImage",
+    "TAIL_LINES",
+    "TIMEOUT_ENV",
+    "TRANSPORT_ERRORS",
+    "buildkit_available",
+    "classify_registry_error",
+    "daemon_timeout",
+    "docker_cli",
+    "docker_client",
+    "run_streaming",
+]
