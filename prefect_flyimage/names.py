@@ -25,6 +25,7 @@ __all__ = [
     "parse_image_tag",
     "split_repository_path",
     "validate_digest",
+    "validate_platform",
     "validate_registry",
     "validate_repository",
     "validate_tag",
@@ -44,6 +45,8 @@ _HOST = re.compile(
     r"|\[[a-fA-F0-9:]+\])"  # bracketed IPv6
     r"(?::[0-9]+)?"
 )
+# containerd's platform specifier: os[/arch[/variant]], each part [A-Za-z0-9_-]+.
+_PLATFORM = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+){0,2}")
 _DIGEST_ALGORITHM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[+._-][A-Za-z][A-Za-z0-9]*)*")
 _DIGEST_HEX = re.compile(r"[0-9a-fA-F]{32,}")
 # go-digest validates registered algorithms strictly: exact length, lower-case hex only.
@@ -261,6 +264,16 @@ def validate_registry(registry: str) -> str:
     """Return ``registry`` unchanged if it is a valid ``host[:port]``, else raise."""
     _check_registry(registry, registry)
     return registry
+
+
+def validate_platform(platform: str) -> str:
+    """Return ``platform`` unchanged if it is an ``os[/arch[/variant]]`` specifier (containerd's
+    grammar, e.g. ``linux/amd64``, ``linux/arm64/v8``), else raise :class:`ValueError` naming it."""
+    if not isinstance(platform, str) or not _PLATFORM.fullmatch(platform):
+        raise ValueError(
+            f"platform {platform!r} must look like 'os/arch[/variant]', e.g. 'linux/amd64' or 'linux/arm64/v8'"
+        )
+    return platform
 
 
 def validate_repository(name: str) -> str:
