@@ -151,8 +151,8 @@ def plan_for_build(
             context=root,
             dockerfile_text=default_dockerfile_text(root),
             repository=repository,
-            build_args=tuple((build_args or {}).items()),
-            labels=tuple((labels or {}).items()),
+            build_args=() if build_args is None else build_args,  # BuildPlan checks and normalises them
+            labels=() if labels is None else labels,
             **fields,
         )
     else:

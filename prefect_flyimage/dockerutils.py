@@ -24,6 +24,7 @@ from .context import check_context_dir
 from .engine import Engine, docker_client
 from .errors import ContextError
 from .names import ImageRef
+from .plan import build_arg_pairs
 
 __all__ = ["build_image", "docker_client", "push_image", "IMAGE_LABELS"]
 
@@ -73,7 +74,9 @@ def build_image(
         raise ContextError(f"Dockerfile {dockerfile!r} not found in build context {str(root)!r}", root / df)
     if tag is not None:
         ImageRef.parse(tag)  # a bad tag is an input error, not a daemon error
-    labels = {**IMAGE_LABELS, **(kwargs.pop("labels", None) or {})}
+    if kwargs.get("buildargs") is not None:  # None values mean unset; non-scalars are a SpecError
+        kwargs["buildargs"] = dict(build_arg_pairs(kwargs["buildargs"])) or None
+    labels = {**IMAGE_LABELS, **dict(build_arg_pairs(kwargs.pop("labels", None), "label"))}
     with Engine() as engine:
         return engine.build_classic(
             root, dockerfile, tag, stream=stream_progress_to, pull=pull, platform=platform, labels=labels, **kwargs
