@@ -46,6 +46,14 @@ class SpecError(FlyImageError, ValueError):
         super().__init__(f"{len(self.problems)} problem(s) in the image spec:\n{lines}")
 
 
+class InvalidArgumentError(FlyImageError, ValueError):
+    """A function was called with an argument of the wrong type or value; ``argument`` names it."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument} {message}")
+
+
 class ImageBuildError(FlyImageError):
     """Raised when the Docker image build or push fails (flaude's name).
 

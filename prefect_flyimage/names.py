@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from .errors import InvalidReferenceError
+from .errors import InvalidArgumentError, InvalidReferenceError
 
 __all__ = [
     "ImageRef",
@@ -302,10 +302,10 @@ def validate_registry(registry: str) -> str:
 
 def validate_platform(platform: str) -> str:
     """Return ``platform`` unchanged if it is an ``os[/arch[/variant]]`` specifier (containerd's
-    grammar, e.g. ``linux/amd64``, ``linux/arm64/v8``), else raise :class:`ValueError` naming it."""
+    grammar, e.g. ``linux/amd64``, ``linux/arm64/v8``), else raise :class:`InvalidArgumentError`."""
     if not isinstance(platform, str) or not _PLATFORM.fullmatch(platform):
-        raise ValueError(
-            f"platform {platform!r} must look like 'os/arch[/variant]', e.g. 'linux/amd64' or 'linux/arm64/v8'"
+        raise InvalidArgumentError(
+            "platform", f"{platform!r} must look like 'os/arch[/variant]', e.g. 'linux/amd64' or 'linux/arm64/v8'"
         )
     return platform
 

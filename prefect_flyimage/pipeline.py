@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, TextIO
 
+from . import _args
 from .credentials import CredentialsLike, RegistryCredentials, as_credentials
 from .engine import Engine
-from .errors import PushError, RegistryUnavailable
+from .errors import InvalidArgumentError, PushError, RegistryUnavailable
 from .names import ImageRef
 from .plan import PLAN_LABEL, BuildPlan, BuildResult
 
@@ -34,6 +35,11 @@ class Existence:
         return bool(self.local_id or self.remote_digest)
 
 
+def _check_plan(plan: Any) -> None:
+    if not isinstance(plan, BuildPlan):
+        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
+
+
 def plan_credentials(plan: BuildPlan, credentials: CredentialsLike) -> Optional[RegistryCredentials]:
     """Credentials for the plan's registry from any accepted form (or ``None``)."""
     return as_credentials(credentials, registry=ImageRef.parse(plan.repository).registry)
@@ -50,6 +56,7 @@ def local_match(engine: Engine, plan: BuildPlan) -> Optional[str]:
 
 def exists(plan: BuildPlan, credentials: CredentialsLike = None, engine: Optional[Engine] = None, *, remote: bool = True) -> Existence:
     """Check the daemon and (if ``remote``) the registry for the plan's content tag."""
+    _check_plan(plan)
     if engine is None:
         with Engine() as own:
             return exists(plan, credentials, own, remote=remote)
@@ -116,6 +123,11 @@ def ensure(
     - After a push, the registry is asked again: a result is only returned when the
       registry holds the pushed digest.
     """
+    _check_plan(plan)
+    _args.boolean("push", push)
+    _args.boolean("force", force)
+    _args.timeout("build_timeout", build_timeout)
+    _args.timeout("push_timeout", push_timeout)
     if engine is None:
         with Engine() as own:
             return ensure(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
 from .context import BuildContext, check_context_dir
-from .errors import ContextError, SpecError
+from .errors import ContextError, InvalidArgumentError, SpecError
 from .names import ImageRef, validate_platform, validate_tag
 
 #: Hex digits of the plan hash used as the default ("content") tag: 64 bits.
@@ -156,7 +156,7 @@ class BuildPlan:
         if self.tag is not None:
             validate_tag(self.tag)
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+            raise InvalidArgumentError("backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}")
 
     @classmethod
     def from_dockerfile(
