@@ -51,7 +51,7 @@ from ..dockerfile import default_dockerfile_text
 from ..engine import Engine
 from ..errors import FlyImageError, InvalidArgumentError
 from ..names import ImageRef, parse_image_tag
-from ..plan import PLAN_LABEL, BuildResult
+from ..plan import PLAN_LABEL, BuildResult, build_arg_pairs
 
 __all__ = [
     "BuildDockerImageResult",
@@ -144,6 +144,7 @@ def _prepare(
     additional = _args.str_list("additional_tags", additional_tags)
     _args.boolean("persist_dockerfile", persist_dockerfile)
     _args.text("dockerfile_output_path", dockerfile_output_path)
+    build_arg_pairs(build_kwargs.get("buildargs"))  # bad build args fail before anything is written
     if dockerfile == "auto" and persist_dockerfile:
         # Written before planning, so the file is part of the context from the first run
         # on and the content tag stays stable across runs.
