@@ -68,7 +68,10 @@ def usage_error(message: str, mode: Optional[str] = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prefect-flyimage chain", description="Build trees of docker-pkg images.")
+    parser = argparse.ArgumentParser(
+        prog="prefect-flyimage chain", description="Build trees of docker-pkg images.",
+        epilog="Example: prefect-flyimage chain -c config.yaml build images/ --select '*python*'",
+    )
     parser.add_argument("-c", "--configfile", default="config.yaml")
     level = parser.add_argument_group(title="logging options").add_mutually_exclusive_group()
     level.add_argument("--debug", action="store_true", help="Activate debug logging")
