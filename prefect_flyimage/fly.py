@@ -152,7 +152,8 @@ def fly_registry_host(registry: Optional[str] = None) -> str:
 
     URLs are reduced to ``host[:port]`` (``https://registry.fly.io/`` -> ``registry.fly.io``).
     """
-    _args.optional_text("registry", registry)
+    if registry is not None and not isinstance(registry, str):
+        raise InvalidArgumentError("registry", f"must be a str such as 'registry.fly.io', not {type(registry).__name__}")
     value = registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY
     host = registry_host(value)
     if not host:
