@@ -277,8 +277,7 @@ def dockerfile(path: Path = PathArg, dockerfile: str = DockerfileOpt,
     """Print the Dockerfile a project (or an Image spec) renders to."""
     def go() -> str:
         if spec:
-            image = _load_spec(spec)
-            return image.dockerfile_text() if callable(getattr(image, "dockerfile_text", None)) else str(image.render())
+            return _load_spec(spec).dockerfile_text()
         if dockerfile == "auto":
             from .dockerfile import default_dockerfile_text
 
@@ -295,15 +294,28 @@ def _load_spec(spec: str) -> Any:
     import importlib
     import runpy
 
+    from .spec import Image
+
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise ValueError(f"--spec {spec!r} must be FILE.py:NAME or module:NAME")
-    if target.endswith(".py"):
-        namespace = runpy.run_path(target)
-        if attr not in namespace:
-            raise ValueError(f"{target} defines no {attr!r}")
-        return namespace[attr]
-    return getattr(importlib.import_module(target), attr)
+    try:
+        if target.endswith(".py"):
+            namespace = runpy.run_path(target)
+        else:
+            namespace = vars(importlib.import_module(target))
+    except (FileNotFoundError, ImportError) as exc:
+        raise ValueError(f"--spec {spec!r}: cannot load {target}: {exc}") from None
+    except SyntaxError as exc:
+        raise SpecError([f"--spec {spec!r}: {exc.filename} line {exc.lineno}: {exc.msg}"]) from None
+    except Exception as exc:  # the user's module failed while loading: report it, no traceback
+        raise SpecError([f"--spec {spec!r}: loading {target} raised {type(exc).__name__}: {exc}"]) from None
+    if attr not in namespace:
+        raise ValueError(f"--spec {spec!r}: {target} defines no {attr!r}")
+    image = namespace[attr]
+    if not isinstance(image, Image):
+        raise SpecError([f"--spec {spec!r}: {attr} is a {type(image).__name__}, not a prefect_flyimage Image"])
+    return image
 
 
 @app.command(epilog="Example: prefect-flyimage inspect . -r 127.0.0.1:5000/team/app --json")

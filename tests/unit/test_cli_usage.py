@@ -21,6 +21,9 @@ ENTRY = shutil.which("prefect-flyimage")
 @pytest.fixture
 def ctx(tmp_path: Path) -> Path:
     (tmp_path / "Dockerfile").write_text("FROM busybox\n")
+    (tmp_path / "broken.py").write_text("def app(:\n")
+    (tmp_path / "raises.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "notimage.py").write_text("app = 1\n")
     return tmp_path
 
 
@@ -74,6 +77,12 @@ USAGE_ERRORS = [
     ("fly", "ensure", "my-app", "--tag", "bad tag"),
     ("fly", "ensure", "my-app", "--context", "no-such-dir"),
     ("dockerfile", "--spec", "nocolon"),
+    ("dockerfile", "--spec", "no_such_module:app"),
+    ("dockerfile", "--spec", "missing.py:app"),
+    ("dockerfile", "--spec", "broken.py:app"),
+    ("dockerfile", "--spec", "raises.py:app"),
+    ("dockerfile", "--spec", "notimage.py:app"),
+    ("dockerfile", "--spec", "notimage.py:other"),
     ("dockerfile", ".", "-f", "Missing.Dockerfile"),
     # chain: docker-pkg's argparse command line
     ("chain",),
@@ -117,3 +126,13 @@ def test_in_process_main_returns_2(ctx: Path, capsys: pytest.CaptureFixture[str]
 
     assert main(["build", str(ctx), "--bogus"]) == 2
     assert "Usage:" in capsys.readouterr().err
+
+
+def test_dockerfile_of_a_spec(ctx: Path) -> None:
+    (ctx / "images.py").write_text(
+        "from prefect_flyimage import Image\n"
+        "app = Image.from_base('busybox:1').clone(name='x').with_commands('echo spec-ok')\n"
+    )
+    proc = run("dockerfile", "--spec", "images.py:app", cwd=ctx)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "FROM busybox:1" and "RUN echo spec-ok" in proc.stdout
