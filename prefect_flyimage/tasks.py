@@ -92,7 +92,7 @@ def _env_number(name: str, default: float, cast: type) -> Any:
     try:
         return cast(value)
     except ValueError:
-        raise ValueError(f"${name} must be a number, got {value!r}") from None
+        raise InvalidArgumentError(f"${name}", f"must be a number, got {value!r}") from None
 
 
 #: Retries of every task (``$PREFECT_FLYIMAGE_TASK_RETRIES``, default 3).

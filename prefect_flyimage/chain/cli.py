@@ -106,6 +106,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_problems(config: dict) -> list[str]:
+    """Values of the numeric settings the command line uses that are not numbers in range."""
+    problems = []
+    for key in ("scan_workers", "build_workers"):
+        value = setting(config, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            problems.append(f"{key} must be a whole number >= 1, not {value!r}")
+    for key in ("build_timeout", "verify_timeout"):
+        value = setting(config, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            problems.append(f"{key} must be a positive number of seconds, not {value!r}")
+    return problems
+
+
 class _Printer:
     """Prints each image's state changes (thread-safe: builds may run in parallel)."""
 
@@ -136,6 +150,9 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
         config = read_config(args.configfile)
     except (OSError, ValueError) as exc:
         return usage_error(f"cannot read config {args.configfile}: {exc}")
+    problems = config_problems(config)
+    if problems:
+        return usage_error(f"config {args.configfile}: " + "; ".join(problems))
     if config.get("ca_bundle"):
         os.environ["REQUESTS_CA_BUNDLE"] = str(config["ca_bundle"])
     try:

@@ -24,6 +24,7 @@ def ctx(tmp_path: Path) -> Path:
     (tmp_path / "broken.py").write_text("def app(:\n")
     (tmp_path / "raises.py").write_text("raise RuntimeError('boom')\n")
     (tmp_path / "notimage.py").write_text("app = 1\n")
+    (tmp_path / "bad-values.yaml").write_text("scan_workers: abc\nbuild_timeout: -5\n")
     return tmp_path
 
 
@@ -94,6 +95,7 @@ USAGE_ERRORS = [
     ("chain", "build", "no-such-dir"),
     ("chain", "-c", "no-such-config.yaml", "build", "."),
     ("chain", "update", "", "."),
+    ("chain", "-c", "bad-values.yaml", "build", "."),
 ]
 
 
