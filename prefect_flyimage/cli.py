@@ -38,11 +38,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INFRA = 0, 1, 2, 3, 4
 app = typer.Typer(
     name="prefect-flyimage",
     help="Build, cache and publish container images for Prefect deployments; rebuild only what changed.",
-    no_args_is_help=True,
+    # Without a command: "Missing command." with the usage line on stderr and exit 2
+    # (no_args_is_help would print the help to stdout, from where scripts do not see a mistake).
+    no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-fly_app = typer.Typer(help="Fly.io registry (registry.fly.io/<app>:<tag>).", no_args_is_help=True)
+fly_app = typer.Typer(help="Fly.io registry (registry.fly.io/<app>:<tag>).", no_args_is_help=False)
 app.add_typer(fly_app, name="fly")
 
 
@@ -57,6 +59,21 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
+def _show_usage() -> None:
+    """The command's usage line and help hint on stderr, as click prints them for usage errors."""
+    ctx = _current_context()
+    if ctx is not None:
+        typer.echo(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n", err=True)
+
+
+def _current_context() -> Any:
+    try:  # typer >= 0.22 bundles its own click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import get_current_context
+    return get_current_context(silent=True)
+
+
 def _run(fn: Callable[[], Any], as_json: bool) -> None:
     try:
         value = fn()
@@ -65,6 +82,8 @@ def _run(fn: Callable[[], Any], as_json: bool) -> None:
         if as_json:
             print(json.dumps({"error": type(exc).__name__, "message": str(exc), "exit_code": code}))
         else:
+            if code == EXIT_USAGE:
+                _show_usage()
             typer.secho(f"error ({type(exc).__name__}): {exc}", err=True, fg="red")
             output = getattr(exc, "output", None)
             if output:
@@ -110,15 +129,76 @@ def _plan(path: Path, repository: str, dockerfile: str, tag: Optional[str], buil
     return BuildPlan.from_dockerfile(path, repository, dockerfile=dockerfile, build_args=args, **common)
 
 
-PathArg = typer.Argument(Path("."), help="build context folder", show_default=True)
-RepoOpt = typer.Option(..., "--repository", "-r", help="image name without tag, e.g. 127.0.0.1:5000/team/app")
-DockerfileOpt = typer.Option("Dockerfile", "--dockerfile", "-f", help="Dockerfile path in the context, or 'auto' for Prefect's default")
-TagOpt = typer.Option(None, "--tag", "-t", help="explicit tag (the content tag is pushed too); default: content hash")
-ArgOpt = typer.Option([], "--build-arg", help="KEY=VALUE, repeatable")
-PlatformOpt = typer.Option(None, "--platform", help="e.g. linux/amd64")
-TargetOpt = typer.Option(None, "--target", help="multi-stage target")
-NetworkOpt = typer.Option(None, "--network", help="build-time network, e.g. host")
-BackendOpt = typer.Option("auto", "--backend", help="auto, docker-py or buildkit")
+def _checked(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A typer callback turning ``check``'s ValueError into a usage error naming the option."""
+    def callback(value: Any) -> Any:
+        if value is None:
+            return value
+        try:
+            for item in value if isinstance(value, list) else [value]:
+                check(item)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return value
+
+    return callback
+
+
+def _check_build_arg(item: str) -> None:
+    key, sep, _ = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{item!r} must look like KEY=VALUE")
+
+
+def _check_backend(value: str) -> None:
+    from .plan import BACKENDS
+
+    if value not in BACKENDS:
+        raise ValueError(f"{value!r} is not one of {', '.join(BACKENDS)}")
+
+
+def _check_nonempty(value: str) -> None:
+    if not value.strip():
+        raise ValueError("must not be empty")
+
+
+def _check_repository(value: str) -> None:
+    from .names import validate_repository
+
+    validate_repository(value)
+
+
+def _check_tag(value: str) -> None:
+    from .names import validate_tag
+
+    validate_tag(value)
+
+
+def _check_reference(value: str) -> None:
+    from .names import ImageRef
+
+    ImageRef.parse(value)
+
+
+def _check_platform(value: str) -> None:
+    from .names import validate_platform
+
+    validate_platform(value)
+
+
+PathArg = typer.Argument(Path("."), help="build context folder", show_default=True, exists=True, file_okay=False,
+                         dir_okay=True)
+RepoOpt = typer.Option(..., "--repository", "-r", help="image name without tag, e.g. 127.0.0.1:5000/team/app",
+                       callback=_checked(_check_repository))
+DockerfileOpt = typer.Option("Dockerfile", "--dockerfile", "-f", help="Dockerfile path in the context, or 'auto' for Prefect's default",
+                             callback=_checked(_check_nonempty))
+TagOpt = typer.Option(None, "--tag", "-t", help="explicit tag (the content tag is pushed too); default: content hash",
+                      callback=_checked(_check_tag))
+ArgOpt = typer.Option([], "--build-arg", help="KEY=VALUE, repeatable", callback=_checked(_check_build_arg))
+PlatformOpt = typer.Option(None, "--platform", help="e.g. linux/amd64", callback=_checked(_check_platform))
+TargetOpt = typer.Option(None, "--target", help="multi-stage target", callback=_checked(_check_nonempty))
+NetworkOpt = typer.Option(None, "--network", help="build-time network, e.g. host", callback=_checked(_check_nonempty))
+BackendOpt = typer.Option("auto", "--backend", help="auto, docker-py or buildkit", callback=_checked(_check_backend))
 JsonOpt = typer.Option(False, "--json", help="print one JSON object (for scripts)")
 UserOpt = typer.Option(None, "--username", "-u", help="registry user (or $PREFECT_FLYIMAGE_REGISTRY_USERNAME)")
 PassOpt = typer.Option(False, "--password-stdin", help="read the registry password from stdin (or $PREFECT_FLYIMAGE_REGISTRY_PASSWORD)")
@@ -171,7 +251,7 @@ def ensure(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = Do
 
 
 @app.command(epilog="Example: prefect-flyimage push 127.0.0.1:5000/team/app:v1 -u flyimage --password-stdin")
-def push(reference: str = typer.Argument(..., help="local image reference to push"), username: Optional[str] = UserOpt,
+def push(reference: str = typer.Argument(..., help="local image reference to push", callback=_checked(_check_reference)), username: Optional[str] = UserOpt,
          password_stdin: bool = PassOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Push a local image; print its digest."""
     from .names import ImageRef
@@ -195,8 +275,7 @@ def dockerfile(path: Path = PathArg, dockerfile: str = DockerfileOpt,
     """Print the Dockerfile a project (or an Image spec) renders to."""
     def go() -> str:
         if spec:
-            image = _load_spec(spec)
-            return image.dockerfile_text() if callable(getattr(image, "dockerfile_text", None)) else str(image.render())
+            return _load_spec(spec).dockerfile_text()
         if dockerfile == "auto":
             from .dockerfile import default_dockerfile_text
 
@@ -213,15 +292,28 @@ def _load_spec(spec: str) -> Any:
     import importlib
     import runpy
 
+    from .spec import Image
+
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise ValueError(f"--spec {spec!r} must be FILE.py:NAME or module:NAME")
-    if target.endswith(".py"):
-        namespace = runpy.run_path(target)
-        if attr not in namespace:
-            raise ValueError(f"{target} defines no {attr!r}")
-        return namespace[attr]
-    return getattr(importlib.import_module(target), attr)
+    try:
+        if target.endswith(".py"):
+            namespace = runpy.run_path(target)
+        else:
+            namespace = vars(importlib.import_module(target))
+    except (FileNotFoundError, ImportError) as exc:
+        raise ValueError(f"--spec {spec!r}: cannot load {target}: {exc}") from None
+    except SyntaxError as exc:
+        raise SpecError([f"--spec {spec!r}: {exc.filename} line {exc.lineno}: {exc.msg}"]) from None
+    except Exception as exc:  # the user's module failed while loading: report it, no traceback
+        raise SpecError([f"--spec {spec!r}: loading {target} raised {type(exc).__name__}: {exc}"]) from None
+    if attr not in namespace:
+        raise ValueError(f"--spec {spec!r}: {target} defines no {attr!r}")
+    image = namespace[attr]
+    if not isinstance(image, Image):
+        raise SpecError([f"--spec {spec!r}: {attr} is a {type(image).__name__}, not a prefect_flyimage Image"])
+    return image
 
 
 @app.command(epilog="Example: prefect-flyimage inspect . -r 127.0.0.1:5000/team/app --json")
@@ -243,7 +335,7 @@ def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = D
     _run(go, as_json)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False,
              epilog="Example: prefect-flyimage chain -c config.yaml build images/ --select '*python*'")
 def chain(ctx: typer.Context) -> None:
     """docker-pkg compatible image trees: takes docker-pkg's arguments (build, publish, update, prune)."""
@@ -252,10 +344,17 @@ def chain(ctx: typer.Context) -> None:
     raise typer.Exit(chain_main(list(ctx.args)))
 
 
+def _check_fly_app(value: str) -> None:
+    from .fly import validate_app_name
+
+    validate_app_name(value)
+
+
 @fly_app.command("ensure", epilog="Example: FLY_API_TOKEN=... prefect-flyimage fly ensure my-app --context .")
-def fly_ensure(app_name: str = typer.Argument(..., help="Fly.io app name"),
-               tag: str = typer.Option("latest", "--tag", "-t"),
-               context: Optional[Path] = typer.Option(None, "--context", help="docker build context (default: cwd)"),
+def fly_ensure(app_name: str = typer.Argument(..., help="Fly.io app name", callback=_checked(_check_fly_app)),
+               tag: str = typer.Option("latest", "--tag", "-t", callback=_checked(_check_tag)),
+               context: Optional[Path] = typer.Option(None, "--context", help="docker build context (default: cwd)",
+                                                      exists=True, file_okay=False, dir_okay=True),
                token_stdin: bool = typer.Option(False, "--token-stdin", help="read the Fly API token from stdin (else $FLY_API_TOKEN)"),
                as_json: bool = JsonOpt) -> None:
     """Build and push registry.fly.io/APP:TAG unless the registry already holds this context's image."""
@@ -269,22 +368,66 @@ def fly_ensure(app_name: str = typer.Argument(..., help="Fly.io app name"),
     _run(go, as_json)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``prefect-flyimage`` script; returns the exit code."""
+def _click_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes command-line parsing raises and knows how to show.
+
+    typer >= 0.22 raises the classes of its bundled click (``typer._click``), which do
+    not derive from ``click.ClickException``; older typer raises click's own.
+    """
+    import click
+
+    classes: list[type[BaseException]] = [click.ClickException]
     try:
-        rv = app(args=argv, standalone_mode=False)
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - older typer
+        pass
+    else:
+        classes.append(ClickException)
+    return tuple(classes)
+
+
+def _aborts() -> tuple[type[BaseException], ...]:
+    import click
+
+    return tuple({click.exceptions.Abort, typer.Abort})
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``prefect-flyimage`` script; returns the exit code.
+
+    Usage errors (unknown option or command, missing or bad argument) print the usage
+    message and return 2, whichever click raised them.
+    """
+    try:
+        rv = app(args=argv, prog_name="prefect-flyimage", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
     except typer.Exit as exc:
         return exc.exit_code
-    except SystemExit as exc:  # click's usage errors
-        return int(exc.code or 0)
-    except Exception as exc:  # click.UsageError and friends
-        import click
+    except SystemExit as exc:  # argparse (the chain command) exits 2 after printing its usage
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
+    except _aborts():
+        typer.echo("Aborted!", err=True)
+        return EXIT_FAILED
+    except _click_errors() as exc:
+        if getattr(exc, "ctx", False) is None:  # some parser errors carry no context: find the command
+            exc.ctx = _context_for(sys.argv[1:] if argv is None else argv)  # type: ignore[attr-defined]
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return EXIT_USAGE
-        raise
+
+def _context_for(argv: list[str]) -> Any:
+    """A context for the deepest (sub)command named in ``argv``, so its usage line can be shown."""
+    command = typer.main.get_command(app)
+    ctx = command.context_class(command, info_name="prefect-flyimage")
+    for token in argv:
+        sub = getattr(command, "commands", {}).get(token)
+        if sub is None:
+            if not token.startswith("-"):
+                break
+            continue
+        command = sub
+        ctx = command.context_class(command, info_name=token, parent=ctx)
+    return ctx
 
 
 if __name__ == "__main__":

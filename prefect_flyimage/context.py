@@ -59,8 +59,17 @@ def read_dockerignore(root: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
+def _iterable(value: object) -> Sequence[object]:
+    try:
+        return tuple(value)  # type: ignore[call-overload]
+    except TypeError:
+        return (object(),)  # not iterable: fails the element check
+
+
 def check_context_dir(context: Path | str) -> Path:
     """Return ``context`` as an absolute path, or raise :class:`ContextError` saying what is wrong."""
+    if not isinstance(context, (str, os.PathLike)) or not os.fspath(context):
+        raise ContextError(f"build context must be a folder path (str or pathlib.Path), not {context!r:.60}", context)
     path = Path(context).expanduser()
     try:
         path = path.resolve(strict=True)
@@ -219,6 +228,10 @@ class BuildContext:
         use_cache: bool = True,
         extra_patterns: Sequence[str] = (),
     ) -> None:
+        if dockerfile is not None and (not isinstance(dockerfile, str) or not dockerfile):
+            raise ContextError(f"dockerfile must be a path relative to the context or None, not {dockerfile!r:.60}")
+        if isinstance(extra_patterns, str) or not all(isinstance(p, str) for p in _iterable(extra_patterns)):
+            raise ContextError(f"extra_patterns must be a sequence of .dockerignore patterns, not {extra_patterns!r:.60}")
         self.root = check_context_dir(root)
         self.dockerfile = dockerfile
         self.extra_patterns = tuple(extra_patterns)

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 from pydantic import SecretStr
 
 from . import _docker_config
-from .errors import AuthenticationError
+from .errors import AuthenticationError, InvalidArgumentError
 
 logger = logging.getLogger("prefect_flyimage")
 T = TypeVar("T")
@@ -38,6 +38,8 @@ TOKEN_USERNAME = "<token>"
 
 def registry_host(url_or_host: str) -> str:
     """``https://host:5000/path`` or ``host:5000`` -> ``host:5000`` (what Docker keys auth by)."""
+    if not isinstance(url_or_host, str):
+        raise InvalidArgumentError("registry", f"must be a str such as 'ghcr.io' or 'https://host:5000', not {type(url_or_host).__name__}")
     text = url_or_host.strip()
     if "://" in text:
         return urlparse(text).netloc
@@ -61,6 +63,15 @@ class RegistryCredentials:
     def __init__(
         self, registry: str, username: str, password: Union[str, SecretStr], *, helper: Optional[str] = None
     ) -> None:
+        # Typed errors naming the argument; the password's value is never shown.
+        if not isinstance(registry, str) or not registry_host(registry):
+            raise InvalidArgumentError("registry", f"must name a registry host such as 'ghcr.io', not {registry!r:.60}")
+        if not isinstance(username, str) or not username:
+            raise InvalidArgumentError("username", f"must be a non-empty str, not {type(username).__name__}")
+        if not isinstance(password, (str, SecretStr)) or not (
+            password.get_secret_value() if isinstance(password, SecretStr) else password
+        ):
+            raise InvalidArgumentError("password", f"must be a non-empty str or SecretStr, not {type(password).__name__}")
         object.__setattr__(self, "registry", registry_host(registry))
         object.__setattr__(self, "username", username)
         object.__setattr__(self, "password", password if isinstance(password, SecretStr) else SecretStr(password))
@@ -112,8 +123,8 @@ def as_credentials(value: CredentialsLike, registry: Optional[str] = None) -> Op
     password = get("password")
     url = get("registry_url") or get("registry") or get("serveraddress") or registry
     if not username or password is None or not url:
-        raise ValueError(
-            "registry credentials need username, password and registry_url "
+        raise InvalidArgumentError(
+            "credentials", "need username, password and registry_url "
             f"(got keys for {type(value).__name__}: username={'set' if username else 'missing'}, "
             f"password={'set' if password is not None else 'missing'}, registry_url={url or 'missing'})"
         )

@@ -36,11 +36,11 @@ from typing import Any, Iterable, Mapping, Optional, TextIO
 from prefect.docker.docker_image import DockerImage as _PrefectDockerImage
 from prefect.settings import PREFECT_DEFAULT_DOCKER_BUILD_NAMESPACE
 
-from . import pipeline
+from . import _args, pipeline
 from .context import check_context_dir
 from .credentials import CredentialsLike, as_credentials
 from .dockerfile import DockerfileExistsError, default_dockerfile_text
-from .errors import InvalidReferenceError
+from .errors import InvalidArgumentError, InvalidReferenceError
 from .names import ImageRef, parse_image_tag, split_repository_path
 from .plan import BuildPlan, BuildResult
 
@@ -116,14 +116,14 @@ def plan_for_build(
         ValueError: an unknown backend, or build kwargs we must set ourselves.
     """
     if backend not in BUILD_BACKENDS:
-        raise ValueError(f"build_backend {backend!r} is not one of {', '.join(BUILD_BACKENDS)}")
+        raise InvalidArgumentError("build_backend", f"{backend!r} is not one of {', '.join(BUILD_BACKENDS)}")
     kwargs = dict(build_kwargs or {})
     for key in _IGNORED_KWARGS:
         kwargs.pop(key, None)
     reserved = sorted(k for k in kwargs if k in _RESERVED_KWARGS)
     if reserved:
-        raise ValueError(
-            f"build option(s) {', '.join(reserved)} are set by prefect-flyimage; "
+        raise InvalidArgumentError(
+            "build_kwargs", f"option(s) {', '.join(reserved)} are set by prefect-flyimage; "
             "pass the context, Dockerfile and tag as their own arguments"
         )
     root = check_context_dir(context if context is not None else Path.cwd())
@@ -151,8 +151,8 @@ def plan_for_build(
             context=root,
             dockerfile_text=default_dockerfile_text(root),
             repository=repository,
-            build_args=tuple((build_args or {}).items()),
-            labels=tuple((labels or {}).items()),
+            build_args=() if build_args is None else build_args,  # BuildPlan checks and normalises them
+            labels=() if labels is None else labels,
             **fields,
         )
     else:
@@ -195,12 +195,15 @@ class DockerImage(_PrefectDockerImage):
         # Deliberately not calling Prefect's __init__: it would stamp a timestamp tag and
         # validate with its looser parser. Every attribute it sets is set here.
         image_name, image_tag = parse_image_tag(name)
+        _args.optional_text("tag", tag)
+        if not isinstance(dockerfile, Path):
+            _args.text("dockerfile", dockerfile)
         if tag and image_tag:
-            raise ValueError(
-                f"Only one tag can be provided - both {image_tag!r} and {tag!r} were provided as tags."
+            raise InvalidArgumentError(
+                "tag", f"Only one tag can be provided - both {image_tag!r} and {tag!r} were provided as tags."
             )
         if build_backend not in BUILD_BACKENDS:
-            raise ValueError(f"Invalid build_backend {build_backend!r}. Must be one of {', '.join(BUILD_BACKENDS)}.")
+            raise InvalidArgumentError("build_backend", f"Invalid build_backend {build_backend!r}. Must be one of {', '.join(BUILD_BACKENDS)}.")
         self.name: str = resolve_image_name(image_name)
         self._tag: Optional[str] = tag or image_tag
         if self._tag is not None:

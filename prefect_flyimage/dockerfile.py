@@ -36,6 +36,7 @@ from tempfile import TemporaryDirectory
 from types import TracebackType
 from typing import Any, Mapping, Optional, TextIO, TypeVar, Union
 
+from . import _args
 from .errors import ContextError, ContextPathNotFoundError, DockerfileExistsError
 from .prefect_images import get_prefect_image_name
 
@@ -60,6 +61,7 @@ def to_run_command(command: list[str]) -> str:
     'x'``), exactly as Prefect does, so generated Dockerfiles are byte-identical. An
     empty list gives ``""``.
     """
+    _args.str_list("command", command)  # a lone str would be split into characters
     if not command:
         return ""
     run_command = f"RUN {command[0]}"
@@ -112,6 +114,11 @@ class ImageBuilder:
         Raises:
             DockerfileExistsError: ``context`` already has a ``Dockerfile``.
         """
+        _args.text("base_image", base_image)
+        _args.optional_text("platform", platform)
+        for arg, value in (("base_directory", base_directory), ("context", context)):
+            if value is not None:
+                _args.path(arg, value)
         self.base_directory = base_directory or context or Path().absolute()
         self.temporary_directory = None
         self.context = context

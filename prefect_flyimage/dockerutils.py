@@ -20,10 +20,12 @@ from urllib.parse import urlsplit
 import pendulum
 from slugify import slugify
 
+from . import _args
 from .context import check_context_dir
 from .engine import Engine, docker_client
 from .errors import ContextError
-from .names import ImageRef
+from .names import ImageRef, validate_platform
+from .plan import build_arg_pairs
 
 __all__ = ["build_image", "docker_client", "push_image", "IMAGE_LABELS"]
 
@@ -67,13 +69,19 @@ def build_image(
     """
     if not context:
         raise ContextError("context required to build an image")
+    _args.path("dockerfile", dockerfile)
+    _args.boolean("pull", pull)
+    if platform is not None:
+        validate_platform(platform)
     root = check_context_dir(context)
     df = Path(dockerfile)
     if not (df if df.is_absolute() else root / df).is_file():
         raise ContextError(f"Dockerfile {dockerfile!r} not found in build context {str(root)!r}", root / df)
     if tag is not None:
         ImageRef.parse(tag)  # a bad tag is an input error, not a daemon error
-    labels = {**IMAGE_LABELS, **(kwargs.pop("labels", None) or {})}
+    if kwargs.get("buildargs") is not None:  # None values mean unset; non-scalars are a SpecError
+        kwargs["buildargs"] = dict(build_arg_pairs(kwargs["buildargs"])) or None
+    labels = {**IMAGE_LABELS, **dict(build_arg_pairs(kwargs.pop("labels", None), "label"))}
     with Engine() as engine:
         return engine.build_classic(
             root, dockerfile, tag, stream=stream_progress_to, pull=pull, platform=platform, labels=labels, **kwargs
@@ -99,6 +107,10 @@ def push_image(
         PushUnavailableError: the registry cannot be reached.
         PushError: any other push failure (all three are ``PushError``).
     """
+    _args.text("image_id", image_id)
+    _args.text("registry_url", registry_url)
+    _args.text("name", name)
+    _args.optional_text("tag", tag)
     if not tag:
         tag = slugify(pendulum.now("UTC").isoformat())
     registry = urlsplit(registry_url).netloc if "://" in registry_url else registry_url.split("/")[0]

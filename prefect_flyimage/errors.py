@@ -130,6 +130,14 @@ class SpecError(FlyImageError, ValueError):
 FLY_APP_NAME_MAX = 63
 
 
+class InvalidArgumentError(FlyImageError, ValueError):
+    """A function was called with an argument of the wrong type or value; ``argument`` names it."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument} {message}")
+
+
 class InvalidAppName(FlyImageError, ValueError):
     """A Fly app name breaks Fly's rules (lower-case letters, digits, dashes; starts with a letter; <= 63 chars)."""
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pydantic import SecretStr
 
+from . import _args
 from .credentials import RegistryCredentials, registry_host
 from .errors import (
     FLY_APP_NAME_MAX,
@@ -40,11 +41,13 @@ from .errors import (
     FlyContextError,
     ImageBuildError,
     InvalidAppName,
+    InvalidArgumentError,
     MissingFlyToken,
     RegistryUnavailable,
     is_transient,
     redact,
 )
+from .names import validate_tag
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -124,22 +127,26 @@ def fly_registry_host(registry: Optional[str] = None) -> str:
 
     URLs are reduced to ``host[:port]`` (``https://registry.fly.io/`` -> ``registry.fly.io``).
     """
+    if registry is not None and not isinstance(registry, str):
+        raise InvalidArgumentError("registry", f"must be a str such as 'registry.fly.io', not {type(registry).__name__}")
     value = registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY
     host = registry_host(value)
     if not host:
-        raise ValueError(f"registry {value!r} names no host")
+        raise InvalidArgumentError("registry", f"{value!r} names no host")
     return host
 
 
 def image_ref(app_name: str, tag: str = DEFAULT_TAG, *, registry: Optional[str] = None) -> str:
-    """``<registry>/<app_name>:<tag>`` after validating the app name."""
-    return f"{fly_registry_host(registry)}/{validate_app_name(app_name)}:{tag}"
+    """``<registry>/<app_name>:<tag>`` after validating the app name and the tag."""
+    return f"{fly_registry_host(registry)}/{validate_app_name(app_name)}:{validate_tag(tag)}"
 
 
 # ---- credentials -----------------------------------------------------------------------
 
 
 def _secret_text(value: TokenLike) -> Optional[str]:
+    if value is not None and not isinstance(value, (str, SecretStr)):
+        raise InvalidArgumentError("token", f"must be a str or SecretStr, not {type(value).__name__}")  # never its value
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     # Tokens pasted from files or `fly tokens create` carry a trailing newline.
@@ -279,7 +286,7 @@ def _plan(
 ) -> "BuildPlan":
     from .plan import BuildPlan
 
-    context = Path(docker_context) if docker_context is not None else Path.cwd()
+    context = _args.path("docker_context", docker_context) if docker_context is not None else Path.cwd()
     if not context.is_dir():
         raise FlyContextError(f"Docker context directory does not exist: {context}", context)
     if not (context / "Dockerfile").is_file():
@@ -309,6 +316,11 @@ def _ensure(
     from . import pipeline
 
     validate_app_name(app_name)
+    validate_tag(tag)
+    _args.timeout("build_timeout", build_timeout)
+    _args.timeout("push_timeout", push_timeout)
+    _args.boolean("force", force)
+    _secret_text(token)  # a wrong type is refused before anything is built
     host = fly_registry_host(registry)
     plan = _plan(app_name, tag, docker_context, platform, host, network)
     # Credentials first: a missing or refused token fails before a long build.
@@ -412,6 +424,8 @@ def docker_build_sync(
     from . import pipeline
 
     validate_app_name(app_name)
+    validate_tag(tag)
+    _args.timeout("timeout", timeout)
     host = fly_registry_host(registry)
     plan = _plan(app_name, tag, docker_context, platform, host, network)
     result = pipeline.ensure(plan, push=False, engine=engine, build_timeout=timeout)
@@ -432,6 +446,8 @@ def docker_push_sync(
     from . import pipeline
 
     ref = image_ref(app_name, tag, registry=registry)
+    _args.timeout("timeout", timeout)
+    _secret_text(token)
     host = fly_registry_host(registry)
     # Without a token, docker-py falls back to the docker config (docker_login_fly / flyctl).
     creds = fly_credentials(token, registry=host)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from .errors import InvalidReferenceError
+from .errors import InvalidArgumentError, InvalidReferenceError
 
 __all__ = [
     "ImageRef",
@@ -25,6 +25,7 @@ __all__ = [
     "parse_image_tag",
     "split_repository_path",
     "validate_digest",
+    "validate_platform",
     "validate_registry",
     "validate_repository",
     "validate_tag",
@@ -36,7 +37,9 @@ NAME_TOTAL_LENGTH_MAX = 255
 TAG_LENGTH_MAX = 128
 
 # Go's \w is ASCII-only; Python's is Unicode, so spell the classes out.
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*")
+# The separator is [-]+, not [-]*: an empty separator makes the pattern backtrack
+# exponentially on a long component followed by a bad character.
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = re.compile(
@@ -44,6 +47,8 @@ _HOST = re.compile(
     r"|\[[a-fA-F0-9:]+\])"  # bracketed IPv6
     r"(?::[0-9]+)?"
 )
+# containerd's platform specifier: os[/arch[/variant]], each part [A-Za-z0-9_-]+.
+_PLATFORM = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+){0,2}")
 _DIGEST_ALGORITHM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[+._-][A-Za-z][A-Za-z0-9]*)*")
 _DIGEST_HEX = re.compile(r"[0-9a-fA-F]{32,}")
 # go-digest validates registered algorithms strictly: exact length, lower-case hex only.
@@ -53,6 +58,12 @@ _COMPONENT_RULE = (
     "may contain only lower-case letters, digits and the separators '.', '_', '__' "
     "or '-', and each path component must start and end with a letter or digit"
 )
+
+
+def _require_str(value: object, part: str) -> None:
+    # A typed error naming the input, not a TypeError from deep inside re.
+    if not isinstance(value, str):
+        raise InvalidReferenceError(value, part, value, f"must be a str, not {type(value).__name__}")  # type: ignore[arg-type]
 
 
 def _is_domain(component: str) -> bool:
@@ -156,6 +167,32 @@ def _validate_parts(
         _check_digest(reference, digest)
 
 
+def _parse_parts(text: str) -> tuple[Optional[str], str, Optional[str], Optional[str]]:
+    """Split and validate ``text``; raise :class:`InvalidReferenceError` naming the bad part.
+
+    The registry is found with Docker's rule (:func:`_is_domain`). When that split is
+    invalid but the other one is valid -- ``a_b.c/app`` (not a host, but a valid path) or
+    ``Team/app`` (an upper-case first component is a registry for Docker) -- the other
+    one is used, so exactly the references of the Distribution grammar are accepted.
+    """
+    parts = _split_reference(text)
+    try:
+        _validate_parts(text, *parts)
+    except InvalidReferenceError as first:
+        registry, repository, tag, digest = parts
+        full = f"{registry}/{repository}" if registry is not None else repository
+        head, slash, rest = full.partition("/")
+        other = (None, full) if registry is not None else (head, rest) if slash else None
+        if other is None:
+            raise
+        try:
+            _validate_parts(text, other[0], other[1], tag, digest)
+        except InvalidReferenceError:
+            raise first from None
+        return other[0], other[1], tag, digest
+    return parts
+
+
 def _split_reference(
     text: str,
 ) -> tuple[Optional[str], str, Optional[str], Optional[str]]:
@@ -201,13 +238,10 @@ class ImageRef:
     @classmethod
     def parse(cls, text: str) -> ImageRef:
         """Parse ``text``; raise :class:`InvalidReferenceError` naming the bad part."""
-        if not isinstance(text, str):
-            raise TypeError(f"image reference must be a str, not {type(text).__name__}")
+        _require_str(text, "repository")
         if not text:
             raise InvalidReferenceError(text, "repository", text, "must not be empty")
-        registry, repository, tag, digest = _split_reference(text)
-        _validate_parts(text, registry, repository, tag, digest)
-        return cls(registry, repository, tag, digest)
+        return cls(*_parse_parts(text))
 
     @property
     def name(self) -> str:
@@ -247,20 +281,33 @@ class ImageRef:
 
 def validate_tag(tag: str) -> str:
     """Return ``tag`` unchanged if it is a valid tag, else raise :class:`InvalidReferenceError`."""
+    _require_str(tag, "tag")
     _check_tag(tag, tag)
     return tag
 
 
 def validate_digest(digest: str) -> str:
     """Return ``digest`` unchanged if it is a valid ``algorithm:hex``, else raise."""
+    _require_str(digest, "digest")
     _check_digest(digest, digest)
     return digest
 
 
 def validate_registry(registry: str) -> str:
     """Return ``registry`` unchanged if it is a valid ``host[:port]``, else raise."""
+    _require_str(registry, "registry")
     _check_registry(registry, registry)
     return registry
+
+
+def validate_platform(platform: str) -> str:
+    """Return ``platform`` unchanged if it is an ``os[/arch[/variant]]`` specifier (containerd's
+    grammar, e.g. ``linux/amd64``, ``linux/arm64/v8``), else raise :class:`InvalidArgumentError`."""
+    if not isinstance(platform, str) or not _PLATFORM.fullmatch(platform):
+        raise InvalidArgumentError(
+            "platform", f"{platform!r} must look like 'os/arch[/variant]', e.g. 'linux/amd64' or 'linux/arm64/v8'"
+        )
+    return platform
 
 
 def validate_repository(name: str) -> str:
@@ -268,6 +315,7 @@ def validate_repository(name: str) -> str:
 
     A tag or digest is refused: this validates the name a tag is attached to.
     """
+    _require_str(name, "repository")
     registry, repository, tag, digest = _split_reference(name)
     if digest is not None or tag is not None:
         extra = f"@{digest}" if digest is not None else f":{tag}"
@@ -277,7 +325,7 @@ def validate_repository(name: str) -> str:
             name,
             f"must not include a tag or digest ({extra!r}); pass it separately",
         )
-    _validate_parts(name, registry, repository, None, None)
+    _parse_parts(name)
     return name
 
 

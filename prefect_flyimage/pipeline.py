@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Any, Callable, Optional, TextIO
 
+from . import _args
 from ._observe import (
     Existence,
     Observation,
@@ -42,7 +43,7 @@ from ._observe import (
 from ._publish import _adopt, _plan_lock, _publish_plan, publish, push_local
 from .credentials import CredentialsLike
 from .engine import EngineProtocol
-from .errors import AuthenticationError
+from .errors import AuthenticationError, InvalidArgumentError
 from .plan import BuildPlan, BuildResult
 
 __all__ = [
@@ -63,6 +64,12 @@ logger = logging.getLogger("prefect_flyimage")
 
 
 # ---- ensure -----------------------------------------------------------------------------
+
+
+def _check_plan(plan: Any) -> None:
+    if not isinstance(plan, BuildPlan):
+        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
+
 
 
 def ensure(
@@ -100,6 +107,11 @@ def ensure(
       holds the pushed digest. Another process's push of the same plan that won the
       content tag is adopted (see the module docstring).
     """
+    _check_plan(plan)
+    _args.boolean("push", push)
+    _args.boolean("force", force)
+    _args.timeout("build_timeout", build_timeout)
+    _args.timeout("push_timeout", push_timeout)
     creds = plan_credentials(plan, credentials)
     with _session(engine, creds, registry, plan.repository) as session:
         run = _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs)

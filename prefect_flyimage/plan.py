@@ -10,15 +10,17 @@ The first :data:`TAG_LENGTH` hex digits of the hash are the image's default tag.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Union
 
 from ._encoding import length_prefixed as _lp
 from .context import BuildContext, check_context_dir
-from .errors import ContextError, DockerfileNotFoundError
-from .names import ImageRef, validate_tag
+from .errors import ContextError, DockerfileNotFoundError, InvalidArgumentError, SpecError
+from .names import ImageRef, validate_platform, validate_tag
 
 #: Hex digits of the plan hash used as the default ("content") tag: 64 bits.
 TAG_LENGTH = 16
@@ -28,8 +30,55 @@ PLAN_LABEL = "io.prefect-flyimage.plan-hash"
 BACKENDS = ("auto", "docker-py", "buildkit")
 
 
-def _pairs(value: Optional[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((str(k), str(v)) for k, v in (value or {}).items()))
+BuildArgs = Union[Mapping[str, Any], Iterable[tuple[str, Any]], None]
+
+
+def _scalar(what: str, key: str, value: Any) -> Optional[str]:
+    """The text Docker receives for one value; ``None`` means unset (the key is left out)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # before int: bool is an int
+        return "true" if value else "false"  # what docker-py's json.dumps sends
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SpecError([f"{what} {key!r}: {value!r} is not a finite number"])
+        return json.dumps(value)
+    raise SpecError([
+        f"{what} {key!r}: value of type {type(value).__name__} ({value!r:.60}) is not a string, number or bool; "
+        "pass the text the Dockerfile should see, or None to leave it unset"
+    ])
+
+
+def build_arg_pairs(value: BuildArgs, what: str = "build arg") -> tuple[tuple[str, str], ...]:
+    """Normalise build args (or labels): sorted ``(key, text)`` pairs.
+
+    Takes a mapping or ``(key, value)`` pairs. ``None`` values mean *unset*, as in
+    docker-py and Prefect: the key is dropped, so it is neither passed to Docker nor
+    hashed (a plan without ``None`` values hashes as before). ``str`` passes as is;
+    ``bool`` becomes ``"true"``/``"false"`` and numbers their JSON text, which is what
+    docker-py sends. Anything else -- lists, dicts, bytes, objects -- and keys that are
+    not non-empty strings without ``=`` raise :class:`SpecError` naming the key.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Mapping, Iterable)):
+        raise SpecError([f"{what}s must be a mapping of names to values, not {type(value).__name__} ({value!r:.60})"])
+    items = value.items() if isinstance(value, Mapping) else value
+    out: dict[str, str] = {}
+    for item in items:
+        if not isinstance(value, Mapping) and (not isinstance(item, (tuple, list)) or len(item) != 2):
+            raise SpecError([f"{what}s must be a mapping or (name, value) pairs; got the item {item!r:.60}"])
+        key, raw = item
+        if not isinstance(key, str) or not key or "=" in key:
+            raise SpecError([f"{what} name {key!r} must be a non-empty string without '='"])
+        text = _scalar(what, key, raw)
+        if text is None:
+            out.pop(key, None)
+        else:
+            out[key] = text
+    return tuple(sorted(out.items()))
 
 
 @dataclass(frozen=True)
@@ -46,8 +95,16 @@ class BuildSecret:
     env: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise SpecError([f"build secret id must be a non-empty str, not {self.id!r}"])
+        for name in ("src", "env"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (str, Path)) or not str(value)):
+                raise SpecError([f"build secret {self.id!r}: {name} must be a non-empty str, not {type(value).__name__}"])
         if (self.src is None) == (self.env is None):
-            raise ValueError(f"build secret {self.id!r} needs exactly one of src= or env=")
+            raise SpecError([f"build secret {self.id!r} needs exactly one of src= or env="])
+        if isinstance(self.src, Path):
+            object.__setattr__(self, "src", str(self.src))
 
     def __repr__(self) -> str:
         return f"BuildSecret(id={self.id!r}, {'src' if self.src else 'env'}=...)"
@@ -87,17 +144,20 @@ class BuildPlan:
     generated_context: Optional[Any] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         object.__setattr__(self, "context", check_context_dir(self.context))
-        object.__setattr__(self, "build_args", _pairs(dict(self.build_args)))
-        object.__setattr__(self, "labels", _pairs(dict(self.labels)))
+        object.__setattr__(self, "build_args", build_arg_pairs(self.build_args))
+        object.__setattr__(self, "labels", build_arg_pairs(self.labels, "label"))
         object.__setattr__(self, "extra_tags", tuple(validate_tag(t) for t in self.extra_tags))
+        if self.platform is not None:
+            validate_platform(self.platform)
         ImageRef.parse(self.repository)  # raises InvalidReferenceError naming the bad part
         if ":" in self.repository.rsplit("/", 1)[-1] or "@" in self.repository:
             raise ContextError(f"repository {self.repository!r} must not carry a tag or digest; pass tag= instead")
         if self.tag is not None:
             validate_tag(self.tag)
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+            raise InvalidArgumentError("backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}")
 
     @classmethod
     def from_dockerfile(
@@ -117,6 +177,8 @@ class BuildPlan:
         absolute. A missing Dockerfile, or one outside the context, raises
         :class:`ContextError` naming it.
         """
+        if not isinstance(dockerfile, (str, Path)) or not str(dockerfile).strip():
+            raise ContextError(f"dockerfile must be a non-empty path, not {dockerfile!r}")
         root = check_context_dir(context)
         path = Path(dockerfile)
         full = path if path.is_absolute() else root / path
@@ -141,8 +203,8 @@ class BuildPlan:
             dockerfile_text=full.read_text(),
             repository=repository,
             tag=tag,
-            build_args=_pairs(build_args),
-            labels=_pairs(labels),
+            build_args=() if build_args is None else build_args,  # type: ignore[arg-type]  # normalised by __post_init__
+            labels=() if labels is None else labels,  # type: ignore[arg-type]
             dockerfile_name=rel,
             **kwargs,
         )
@@ -222,6 +284,40 @@ class BuildPlan:
             "labels": dict(self.labels),
             "secrets": [s.id for s in self.secrets],
         }
+
+
+_OPTIONAL_TEXT = ("tag", "target", "platform", "network", "dockerfile_name")
+
+
+def _check_fields(plan: BuildPlan) -> None:
+    """Type checks of every field, all problems at once, before anything touches them."""
+    problems = []
+    if not isinstance(plan.context, (str, Path)) or not str(plan.context):
+        problems.append(f"context must be a folder path, not {plan.context!r:.60}")
+    if not isinstance(plan.dockerfile_text, str) or not plan.dockerfile_text.strip():
+        problems.append(f"dockerfile_text must be the non-empty text of a Dockerfile, not {plan.dockerfile_text!r:.60}")
+    if not isinstance(plan.repository, str):
+        problems.append(f"repository must be a str such as '127.0.0.1:5000/team/app', not {type(plan.repository).__name__}")
+    for name in _OPTIONAL_TEXT:
+        value = getattr(plan, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            problems.append(f"{name} must be a non-empty str or None, not {value!r:.60}")
+    for name in ("pull", "no_cache", "stat_cache"):
+        if not isinstance(getattr(plan, name), bool):
+            problems.append(f"{name} must be True or False, not {getattr(plan, name)!r:.60}")
+    if isinstance(plan.extra_tags, str) or not isinstance(plan.extra_tags, Iterable):
+        problems.append(f"extra_tags must be a sequence of tags, not {plan.extra_tags!r:.60}")
+    elif any(not isinstance(t, str) for t in plan.extra_tags):
+        problems.append(f"extra_tags must all be str, got {tuple(plan.extra_tags)!r:.80}")
+    if isinstance(plan.secrets, (str, BuildSecret)) or not isinstance(plan.secrets, Iterable):
+        problems.append(f"secrets must be a sequence of BuildSecret, not {plan.secrets!r:.60}")
+    else:
+        object.__setattr__(plan, "secrets", tuple(plan.secrets))
+        bad = [s for s in plan.secrets if not isinstance(s, BuildSecret)]
+        if bad:
+            problems.append(f"secrets must be BuildSecret objects, not {type(bad[0]).__name__}")
+    if problems:
+        raise SpecError([f"BuildPlan: {p}" for p in problems])
 
 
 @dataclass(frozen=True)

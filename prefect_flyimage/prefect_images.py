@@ -16,9 +16,12 @@ import sys
 import unicodedata
 from typing import Optional
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
+
+from .errors import InvalidArgumentError
 
 __all__ = [
+    "InvalidPrefectVersion",
     "format_outlier_version_name",
     "get_prefect_image_name",
     "installed_prefect_version",
@@ -33,6 +36,10 @@ _DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _LOCAL_SHA = re.compile(r"g([0-9a-f]{4,40})")
 _TAG_MAX = 128
 
+
+
+class InvalidPrefectVersion(InvalidArgumentError, InvalidVersion):
+    """A Prefect version that is not PEP 440: ours, and ``packaging``'s ``InvalidVersion`` as in Prefect."""
 
 def python_version_minor() -> str:
     """The running interpreter's ``major.minor`` version, e.g. ``'3.11'``."""
@@ -126,9 +133,17 @@ def get_prefect_image_name(
     ``prefect_version`` ours names the commit that version was built from.
 
     Raises:
-        packaging.version.InvalidVersion: ``prefect_version`` is not a PEP 440 version.
+        InvalidPrefectVersion: ``prefect_version`` is not a PEP 440 version (also
+            ``packaging``'s ``InvalidVersion``, which Prefect raises).
+        InvalidArgumentError: an argument is not a non-empty str.
     """
-    parsed = Version(prefect_version or installed_prefect_version())
+    for arg, value in (("prefect_version", prefect_version), ("python_version", python_version), ("flavor", flavor)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise InvalidArgumentError(arg, f"must be a non-empty str or None, not {value!r:.40} ({type(value).__name__})")
+    try:
+        parsed = Version(prefect_version or installed_prefect_version())
+    except InvalidVersion:
+        raise InvalidPrefectVersion("prefect_version", f"{prefect_version!r} is not a PEP 440 version such as '3.1.0'") from None
     is_release = parsed.local is None
     version_part = parsed.public if is_release else f"sha-{_dev_short_sha(parsed)}"
     python_version = python_version or python_version_minor()
@@ -142,4 +157,6 @@ def format_outlier_version_name(version: str) -> str:
 
     Same as Prefect's: ``'20.10.0-ce'`` -> ``'20.10.0'``, ``'24.0.7'`` unchanged.
     """
+    if not isinstance(version, str):
+        raise InvalidArgumentError("version", f"must be a str, not {type(version).__name__}")
     return version.replace("-ce", "").replace("-ee", "")

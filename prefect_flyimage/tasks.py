@@ -54,8 +54,10 @@ from . import pipeline
 from .artifacts import create_build_artifact
 from .credentials import CredentialsLike, RegistryCredentials, as_credentials
 from .engine import Engine
+from . import _args
 from .errors import (
     FlyImageError,
+    InvalidArgumentError,
     is_transient,
     redact,
 )
@@ -89,7 +91,7 @@ def _env_number(name: str, default: float, cast: type) -> Any:
     try:
         return cast(value)
     except ValueError:
-        raise ValueError(f"${name} must be a number, got {value!r}") from None
+        raise InvalidArgumentError(f"${name}", f"must be a number, got {value!r}") from None
 
 
 #: Retries of every task (``$PREFECT_FLYIMAGE_TASK_RETRIES``, default 3).
@@ -101,6 +103,8 @@ DEFAULT_RETRY_BACKOFF: float = _env_number("PREFECT_FLYIMAGE_TASK_RETRY_BACKOFF"
 
 def retry_delays(retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_RETRY_BACKOFF) -> list[float]:
     """Exponential retry delays: ``backoff * 2**n`` for each of ``retries`` retries."""
+    _args.non_negative_int("retries", retries)
+    _args.non_negative_number("backoff", backoff)
     return exponential_backoff(backoff)(retries) if retries > 0 else [0.0]
 
 
@@ -128,6 +132,8 @@ def configure_retries(
     ``backoff`` is the first delay in seconds (doubled each retry); ``jitter`` is Prefect's
     ``retry_jitter_factor``. ``retries=0`` disables retries.
     """
+    if jitter is not None:
+        _args.non_negative_number("jitter", jitter)
     return task_.with_options(  # type: ignore[return-value]
         retries=retries,
         retry_delay_seconds=retry_delays(retries, backoff),
@@ -391,7 +397,7 @@ def login_task(credentials: CredentialsLike, write_config: bool = False) -> str:
     """
     creds = as_credentials(credentials)
     if creds is None:
-        raise ValueError("login_task needs credentials (RegistryCredentials, a DockerRegistryCredentials block or a dict)")
+        raise InvalidArgumentError("credentials", "login_task needs credentials (RegistryCredentials, a DockerRegistryCredentials block or a dict)")
     with Engine() as engine:
         engine.login(creds)
         if write_config:
@@ -412,6 +418,8 @@ def build_image_task(plan: BuildPlan, force: bool = False, build_timeout: Option
 
     Tags the image with every tag of the plan. ``force`` rebuilds regardless.
     """
+    if not isinstance(plan, BuildPlan):
+        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
     with RunLoggerStream() as stream:
         result = pipeline.ensure(plan, push=False, force=force, stream_progress_to=stream, build_timeout=build_timeout)
     _remember(ImageTarget.of(plan, push=False), result)
@@ -437,6 +445,9 @@ def push_image_task(
     Returns the result with the registry ``digest`` and ``pushed``; ``built`` and the build
     timings are carried over so the last artifact tells the whole story.
     """
+    if not isinstance(image, BuildResult):
+        raise InvalidArgumentError("image", f"must be the BuildResult of build_image_task, not {type(image).__name__}")
+    _args.timeout("push_timeout", push_timeout)
     creds = as_credentials(credentials, ImageRef.parse(image.repository).registry)
     with RunLoggerStream(secrets=_secrets(creds)) as stream:
         result = _push(image, creds, force=force, stream=stream, timeout=push_timeout)
@@ -493,6 +504,8 @@ def ensure_image_task(
     unchanged plan whose image is in place is a cache hit; a changed plan is built and
     pushed; an image deleted from the daemon and registry is rebuilt.
     """
+    if not isinstance(plan, BuildPlan):
+        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
     creds = pipeline.plan_credentials(plan, credentials)
     with RunLoggerStream(secrets=_secrets(creds)) as stream:
         result = pipeline.ensure(

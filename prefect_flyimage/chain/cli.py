@@ -25,9 +25,53 @@ NIGHTLY_FORMAT = "%Y%m%d"
 SNAPSHOT_FORMAT = "%Y%m%d-%H%M%S"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse docker-pkg's command line (and our additions)."""
-    parser = argparse.ArgumentParser(prog="prefect-flyimage chain", description="Build trees of docker-pkg images.")
+    """Parse docker-pkg's command line (and our additions).
+
+    A usage error (unknown option, missing or bad argument) prints the usage and exits 2,
+    as argparse does.
+    """
+    return _parser().parse_args(list(argv))
+
+
+def _subparser(parser: argparse.ArgumentParser, mode: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions if parser._subparsers else ():  # noqa: SLF001
+        choices = getattr(action, "choices", None) or {}
+        if mode in choices:
+            return choices[mode]
+    return parser
+
+
+def usage_error(message: str, mode: Optional[str] = None) -> int:
+    """Print the usage of ``mode`` (or of the command) and ``message`` on stderr; return 2."""
+    parser = _parser()
+    target = _subparser(parser, mode) if mode else parser
+    target.print_usage(sys.stderr)
+    print(f"{target.prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefect-flyimage chain", description="Build trees of docker-pkg images.",
+        epilog="Example: prefect-flyimage chain -c config.yaml build images/ --select '*python*'",
+    )
     parser.add_argument("-c", "--configfile", default="config.yaml")
     level = parser.add_argument_group(title="logging options").add_mutually_exclusive_group()
     level.add_argument("--debug", action="store_true", help="Activate debug logging")
@@ -40,26 +84,40 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     nightly.add_argument("--snapshot", action="store_true", help="Create a snapshot build")
     build.add_argument("--use-cache", dest="nocache", action="store_false", help="Use the Docker layer cache")
     build.add_argument("--no-pull", dest="pull", action="store_false", help="Do not consult or pull from the registry")
-    build.add_argument("--select", metavar="GLOB", default=None, help="A glob on name:tag of the images to build")
-    build.add_argument("--workers", type=int, default=None, help="Images built in parallel (default: build_workers)")
+    build.add_argument("--select", metavar="GLOB", type=_nonempty, default=None, help="A glob on name:tag of the images to build")
+    build.add_argument("--workers", type=_positive_int, default=None, help="Images built in parallel (default: build_workers)")
     build.add_argument("--prefect", action="store_true", help="Run as the Prefect flow build_tree_flow")
     build.add_argument("--no-publish", dest="publish", action="store_false", help="Build and verify only")
 
     publish = actions.add_parser("publish", help="Verify and publish images already built")
-    publish.add_argument("--select", metavar="GLOB", default=None, help="A glob on name:tag of the images")
+    publish.add_argument("--select", metavar="GLOB", type=_nonempty, default=None, help="A glob on name:tag of the images")
 
     prune = actions.add_parser("prune", help="Prune local outdated versions of images in DIRECTORY")
-    prune.add_argument("--select", metavar="GLOB", default=None, help="A glob on name:tag of the images")
+    prune.add_argument("--select", metavar="GLOB", type=_nonempty, default=None, help="A glob on name:tag of the images")
     prune.add_argument("--nightly", default=False, metavar="NIGHTLY_IDENTIFIER", help="Keep only this nightly build")
 
     update = actions.add_parser("update", help="Add a changelog entry to an image and all its descendants")
-    update.add_argument("select", metavar="NAME", help="The image being updated")
+    update.add_argument("select", metavar="NAME", type=_nonempty, help="The image being updated")
     update.add_argument("--reason", default="Security update", help="Reason for the update")
     update.add_argument("--version", "-v", default=None, help="Version for the updated image")
 
     for sub in (build, publish, prune, update):
         sub.add_argument("directory", metavar="DIRECTORY", help="The directory to scan for images")
-    return parser.parse_args(list(argv))
+    return parser
+
+
+def config_problems(config: dict) -> list[str]:
+    """Values of the numeric settings the command line uses that are not numbers in range."""
+    problems = []
+    for key in ("scan_workers", "build_workers"):
+        value = setting(config, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            problems.append(f"{key} must be a whole number >= 1, not {value!r}")
+    for key in ("build_timeout", "verify_timeout"):
+        value = setting(config, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            problems.append(f"{key} must be a positive number of seconds, not {value!r}")
+    return problems
 
 
 class _Printer:
@@ -85,12 +143,16 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     """Run the command line; returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not os.path.isdir(args.directory):
+        return usage_error(f"DIRECTORY {args.directory!r} is not an existing folder", args.mode)
     _setup_logging(args)
     try:
         config = read_config(args.configfile)
     except (OSError, ValueError) as exc:
-        print(f"error: cannot read config {args.configfile}: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(f"cannot read config {args.configfile}: {exc}")
+    problems = config_problems(config)
+    if problems:
+        return usage_error(f"config {args.configfile}: " + "; ".join(problems))
     if config.get("ca_bundle"):
         os.environ["REQUESTS_CA_BUNDLE"] = str(config["ca_bundle"])
     try:

@@ -43,13 +43,14 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TypedDict
 
-from .. import pipeline
+from .. import _args, pipeline
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..docker_image import plan_for_build, resolve_image_name
 from ..dockerfile import default_dockerfile_text
 from ..engine import Engine
+from ..errors import InvalidArgumentError
 from ..names import ImageRef, parse_image_tag
-from ..plan import BuildResult
+from ..plan import BuildResult, build_arg_pairs
 
 __all__ = [
     "BuildDockerImageResult",
@@ -108,10 +109,11 @@ class EnsureImageResult(TypedDict):
 
 
 def _image_name(image_name: str) -> tuple[str, Optional[str]]:
+    _args.text("image_name", image_name)
     if any(ch.isspace() for ch in image_name):
         # prefect-docker's check, kept for its clearer message
-        raise ValueError(
-            f"Invalid Docker image name {image_name!r}. Image names cannot contain spaces. Use lowercase "
+        raise InvalidArgumentError(
+            "image_name", f"Invalid Docker image name {image_name!r}. Image names cannot contain spaces. Use lowercase "
             "letters, numbers, and separators like '-', '_', '.', and '/'."
         )
     name, tag = parse_image_tag(image_name)
@@ -120,7 +122,7 @@ def _image_name(image_name: str) -> tuple[str, Optional[str]]:
 
 def _one_tag(image_name: str, in_name: Optional[str], tag: Optional[str]) -> Optional[str]:
     if in_name and tag and in_name != tag:
-        raise ValueError(f"Only one tag can be provided - both {in_name!r} and {tag!r} were provided as tags.")
+        raise InvalidArgumentError("tag", f"Only one tag can be provided - both {in_name!r} and {tag!r} were provided as tags.")
     return tag or in_name
 
 
@@ -135,9 +137,13 @@ def _prepare(
     build_kwargs: dict[str, Any],
 ) -> tuple[Any, dict[str, Any], list[str]]:
     name, tag_in_name = _image_name(image_name)
-    tag = _one_tag(image_name, tag_in_name, tag)
+    tag = _one_tag(image_name, _args.optional_text("tag", tag_in_name), _args.optional_text("tag", tag))
     context = build_kwargs.pop("path", None) or os.getcwd()
-    additional = list(additional_tags or [])
+    _args.path("path", context)
+    additional = _args.str_list("additional_tags", additional_tags)
+    _args.boolean("persist_dockerfile", persist_dockerfile)
+    _args.text("dockerfile_output_path", dockerfile_output_path)
+    build_arg_pairs(build_kwargs.get("buildargs"))  # bad build args fail before anything is written
     if dockerfile == "auto" and persist_dockerfile:
         # Written before planning, so the file is part of the context from the first run
         # on and the content tag stays stable across runs.
@@ -192,6 +198,7 @@ def build_docker_image(
         ``image_id``, ``additional_tags``, ``digest`` (``None`` until pushed), ``cached``
         (the build was skipped), ``built``, ``plan_hash`` and ``content_tag``.
     """
+    _args.boolean("ignore_cache", ignore_cache)
     plan, extra, additional = _prepare(
         image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
         dict(build_kwargs),
@@ -257,8 +264,9 @@ def push_docker_image(
         (nothing was pushed), ``pushed`` and ``pinned`` (``image_name@digest``).
     """
     name, tag_in_name = _image_name(image_name)
-    tag = _one_tag(image_name, tag_in_name, tag) or "latest"
-    additional = [t for t in (additional_tags or []) if t and t != tag]
+    tag = _one_tag(image_name, tag_in_name, _args.optional_text("tag", tag)) or "latest"
+    additional = [t for t in _args.str_list("additional_tags", additional_tags) if t and t != tag]
+    _args.boolean("ignore_cache", ignore_cache)
     creds = as_credentials(credentials, ImageRef.parse(name).registry)
     result = push_reference(name, [tag, *additional], creds, force=ignore_cache)
     assert result.digest is not None  # push_reference verified it against the registry
@@ -295,6 +303,8 @@ def ensure_image(
     keys: ``image``, ``image_id``, ``digest``, ``pinned``, ``cached``, ``built``,
     ``pushed``, ...
     """
+    _args.boolean("ignore_cache", ignore_cache)
+    _args.boolean("push", push)
     plan, extra, additional = _prepare(
         image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
         dict(build_kwargs),

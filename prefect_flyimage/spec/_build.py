@@ -14,7 +14,7 @@ from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..errors import SpecError
 from ..names import ImageRef
 from ..plan import BuildPlan, BuildResult, BuildSecret
-from . import config
+from . import _checks, config
 from ._context import SpecContext
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class _Building:
             SpecError: the spec is invalid, refers to an existing image (nothing to
                 build), or a secret's source is missing.
         """
+        _checks.check_call("plan", locals())
         problems = self.problems()
         if not problems and self.is_reference:
             problems.append(
@@ -133,6 +134,7 @@ class _Building:
                 without layers builds its own folder and stages nothing.
             network, pull, no_cache: see :meth:`plan`.
         """
+        _checks.check_call("to_plan", locals())
         plan = self.plan(network=network, pull=pull, no_cache=no_cache)
         if context_dir is None or plan.generated_context is None:
             return plan
@@ -198,6 +200,7 @@ class _Building:
             network, engine, build_timeout, push_timeout: see :meth:`to_plan` and
                 :func:`~prefect_flyimage.pipeline.ensure`.
         """
+        _checks.check_call("build", locals())
         from ..pipeline import ensure
 
         if self.is_reference:

@@ -67,7 +67,10 @@ class Settings:
             if value:
                 return value
         value = self.table.get(key)
-        return str(value) if value not in (None, "") else None
+        if value is not None and not isinstance(value, str):
+            # A number or table here is a typo in the file, not text to stringify.
+            raise SpecError([f"{key} in [tool.{TOOL_TABLE}] of {self.path} must be a string, not {type(value).__name__} ({value!r:.60})"])
+        return value or None
 
     @property
     def images(self) -> dict[str, str]:
@@ -75,7 +78,13 @@ class Settings:
         images = self.table.get("images") or {}
         if not isinstance(images, Mapping):
             raise SpecError([f"[tool.{TOOL_TABLE}.images] in {self.path} must be a table of name = \"image uri\""])
-        return {str(k): str(v) for k, v in images.items()}
+        bad = [k for k, v in images.items() if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise SpecError([
+                f"[tool.{TOOL_TABLE}.images] in {self.path}: {k} must be an image URI string, not {images[k]!r:.60}"
+                for k in bad
+            ])
+        return {str(k): v for k, v in images.items()}
 
 
 def find_pyproject(start: Optional[Path] = None) -> Optional[Path]:
@@ -87,8 +96,10 @@ def find_pyproject(start: Optional[Path] = None) -> Optional[Path]:
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / "pyproject.toml"
-        if candidate.is_file() and TOOL_TABLE in _read_toml(candidate).get("tool", {}):
-            return candidate
+        if candidate.is_file():
+            tool = _read_toml(candidate).get("tool", {})
+            if isinstance(tool, Mapping) and TOOL_TABLE in tool:
+                return candidate
     return None
 
 
@@ -107,7 +118,10 @@ def load_settings(start: Optional[Path] = None) -> Settings:
     path = find_pyproject(start)
     if path is None:
         return Settings(None, {})
-    return Settings(path, _read_toml(path)["tool"][TOOL_TABLE])
+    table = _read_toml(path)["tool"][TOOL_TABLE]
+    if not isinstance(table, Mapping):
+        raise SpecError([f"[tool.{TOOL_TABLE}] in {path} must be a table, not {type(table).__name__}"])
+    return Settings(path, table)
 
 
 def env_key_for_ref_name(name: str) -> str:

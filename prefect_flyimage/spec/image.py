@@ -31,9 +31,9 @@ from typing import Any, ClassVar, Iterable, Literal, Mapping, Optional, Sequence
 
 from ..errors import FlyImageError, SpecError
 from ..names import ImageRef
-from ..plan import TAG_LENGTH, BuildSecret
+from ..plan import TAG_LENGTH
 from ..prefect_images import get_prefect_image_name
-from . import config
+from . import _checks, config
 from ._build import SpecDockerImage, _Building
 from ._validate import _Validation
 from .layers import (
@@ -81,11 +81,11 @@ def _python_version(value: Optional[PythonVersion]) -> tuple[int, int]:
     if isinstance(value, str):
         match = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", value.strip())
         if not match:
-            raise ValueError(f"python_version {value!r} must look like '3.12' or (3, 12)")
+            raise SpecError([f"python_version {value!r} must look like '3.12' or (3, 12)"])
         return int(match.group(1)), int(match.group(2))
     items = tuple(value)
     if len(items) < 2 or not all(isinstance(i, int) for i in items[:2]):
-        raise ValueError(f"python_version {value!r} must look like '3.12' or (3, 12)")
+        raise SpecError([f"python_version {value!r} must look like '3.12' or (3, 12)"])
     return items[0], items[1]
 
 
@@ -203,6 +203,7 @@ class Image(_Validation, _Building):
         Without ``registry`` and ``name`` the result *is* the base image (its :attr:`uri`
         is the base's; nothing is built); with either it is a copy of it in ``registry``.
         """
+        _checks.check_call("from_debian_base", locals())
         pv = _python_version(python_version)
         py = f"{pv[0]}.{pv[1]}"
         if install_prefect:
@@ -228,6 +229,7 @@ class Image(_Validation, _Building):
         Unchanged, the image's :attr:`uri` is ``image_uri`` and nothing is built. To add
         layers, give the result a name first: ``Image.from_base(uri).clone(name="app")``.
         """
+        _checks.check_call("from_base", locals())
         return cls._new(base_image=image_uri, extendable=True)
 
     @classmethod
@@ -240,6 +242,7 @@ class Image(_Validation, _Building):
         name makes :meth:`validate` (and :attr:`uri`) raise a :class:`SpecError` listing
         the known names. Layers added to it produce ``<registry>/<name>:<hash>``.
         """
+        _checks.check_call("from_ref_name", locals())
         return cls._new(name=name, _ref_name=name, extendable=True)
 
     @classmethod
@@ -269,6 +272,7 @@ class Image(_Validation, _Building):
 
         Other arguments as for :meth:`from_debian_base` and :meth:`with_pip_packages`.
         """
+        _checks.check_call("from_uv_script", locals())
         path = _absolute(script)
         if python_version is None:
             try:
@@ -306,6 +310,7 @@ class Image(_Validation, _Building):
         folder's ``.dockerignore``. The image is not extendable: put everything in the
         Dockerfile, or ``clone(extendable=True)`` to append layers after its last stage.
         """
+        _checks.check_call("from_dockerfile", locals())
         return cls._new(
             dockerfile=_absolute(file), registry=registry, name=name,
             platform=_platforms(platform), extendable=False, _cloned=True,
@@ -327,6 +332,7 @@ class Image(_Validation, _Building):
         A clone is always an image of its own (built and pushed as
         ``<registry>/<name>:<hash>``), even without layers.
         """
+        _checks.check_call("clone", locals())
         if addl_layer is not None and not isinstance(addl_layer, Layer):
             raise TypeError(f"addl_layer must be a Layer, not {type(addl_layer).__name__}")
         return self._replace(
@@ -345,6 +351,7 @@ class Image(_Validation, _Building):
     # ---- layers --------------------------------------------------------------------
     def with_workdir(self, workdir: str) -> "Image":
         """Set the working directory (an absolute path); later relative destinations are below it."""
+        _checks.check_call("with_workdir", locals())
         return self.clone(addl_layer=WorkDir(workdir=workdir))
 
     def with_requirements(
@@ -372,6 +379,7 @@ class Image(_Validation, _Building):
                 mounted with BuildKit and exported to the step's commands as ``$<id>``
                 (``secret_mounts=["PIP_INDEX_URL"]`` gives pip a private index).
         """
+        _checks.check_call("with_requirements", locals())
         return self.clone(addl_layer=Requirements(
             file=_absolute(file), index_url=index_url, extra_index_urls=_urls(extra_index_urls),
             pre=pre, extra_args=extra_args, secret_mounts=as_secrets(secret_mounts),
@@ -390,6 +398,7 @@ class Image(_Validation, _Building):
 
         Options as for :meth:`with_requirements`. Uses a BuildKit cache mount for pip's cache.
         """
+        _checks.check_call("with_pip_packages", locals())
         for p in packages:
             if not isinstance(p, str):
                 raise TypeError(f"packages must be strings, not {type(p).__name__}; pass several as separate arguments")
@@ -403,6 +412,7 @@ class Image(_Validation, _Building):
 
         Never put secrets here: ``ENV`` values are stored in the image. Use ``secret_mounts``.
         """
+        _checks.check_call("with_env_vars", locals())
         return self.clone(addl_layer=Env(env_vars=tuple((str(k), str(v)) for k, v in env_vars.items())))
 
     def with_source_folder(self, src: Union[Path, str], dst: str = ".", copy_contents_only: bool = False) -> "Image":
@@ -414,6 +424,7 @@ class Image(_Validation, _Building):
             copy_contents_only: copy the folder's contents into ``dst`` instead of a folder
                 named like ``src`` (only matters for the default ``dst="."``).
         """
+        _checks.check_call("with_source_folder", locals())
         path = _absolute(src)
         if not copy_contents_only and dst == ".":
             dst = f"./{path.name}"
@@ -421,6 +432,7 @@ class Image(_Validation, _Building):
 
     def with_source_file(self, src: Union[Path, str, Sequence[Union[Path, str]]], dst: str = ".") -> "Image":
         """Copy local file(s) into folder ``dst`` of the image (modes are kept)."""
+        _checks.check_call("with_source_file", locals())
         items = [src] if isinstance(src, (str, Path)) else list(src)
         return self.clone(addl_layer=SourceFiles(srcs=tuple(_absolute(s) for s in items), dst=dst))
 
@@ -449,6 +461,7 @@ class Image(_Validation, _Building):
         A flow module that imports ``prefect_flyimage`` at top level needs it installed in
         the image too; import it under ``if __name__ == "__main__":`` instead.
         """
+        _checks.check_call("with_code_bundle", locals())
         root = _absolute(root_dir if root_dir is not None else Path.cwd())
         return self.clone(addl_layer=CodeBundle(copy_style=copy_style, dst=dst, root_dir=root))
 
@@ -458,6 +471,7 @@ class Image(_Validation, _Building):
         Patterns are matched relative to each copied folder; a folder's own
         ``.dockerignore`` applies too, after these.
         """
+        _checks.check_call("with_dockerignore", locals())
         return self.clone(addl_layer=DockerIgnore(path=_absolute(path)))
 
     def with_uv_project(
@@ -484,6 +498,7 @@ class Image(_Validation, _Building):
 
         Other options as for :meth:`with_requirements`.
         """
+        _checks.check_call("with_uv_project", locals())
         pyproject = _absolute(pyproject_file)
         lock = _absolute(uvlock) if uvlock is not None else None
         if lock is None and (pyproject.parent / "uv.lock").exists():
@@ -508,6 +523,7 @@ class Image(_Validation, _Building):
         exist. Poetry runs from a throw-away virtualenv. Not allowed together with
         :meth:`with_requirements`, :meth:`with_uv_project` or :meth:`from_uv_script`.
         """
+        _checks.check_call("with_poetry_project", locals())
         pyproject = _absolute(pyproject_file)
         lock = _absolute(poetry_lock) if poetry_lock is not None else pyproject.parent / "poetry.lock"
         return self.clone(addl_layer=PoetryProject(
@@ -517,6 +533,7 @@ class Image(_Validation, _Building):
 
     def with_apt_packages(self, *packages: str, secret_mounts: SecretMounts = None) -> "Image":
         """``apt-get install`` Debian packages (apt lists and archives in locked BuildKit cache mounts)."""
+        _checks.check_call("with_apt_packages", locals())
         for p in packages:
             if not isinstance(p, str):
                 raise TypeError(f"packages must be strings, not {type(p).__name__}; pass several as separate arguments")
@@ -524,6 +541,7 @@ class Image(_Validation, _Building):
 
     def with_commands(self, commands: Union[str, Sequence[str]], secret_mounts: SecretMounts = None) -> "Image":
         """Run shell commands at build time, one ``RUN`` each (write them without ``RUN``)."""
+        _checks.check_call("with_commands", locals())
         items = (commands,) if isinstance(commands, str) else tuple(commands)
         return self.clone(addl_layer=Commands(commands=items, secret_mounts=as_secrets(secret_mounts)))
 

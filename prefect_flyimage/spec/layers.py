@@ -35,6 +35,7 @@ from docker.utils.build import PatternMatcher
 from ..context import BuildContext, hash_file, read_dockerignore
 from ..errors import SpecError
 from ..plan import BuildSecret
+from ._checks import requirement_problem, requirements_file_problems
 from .config import read_script_metadata
 
 __all__ = [
@@ -127,7 +128,7 @@ def as_secrets(value: Union[None, SecretMount, Iterable[SecretMount]]) -> tuple[
         elif isinstance(item, str):
             out.append(BuildSecret(id=item, env=item))
         else:
-            raise TypeError(f"secret_mounts items must be str or BuildSecret, not {type(item).__name__}")
+            raise SpecError([f"secret_mounts items must be str or BuildSecret, not {type(item).__name__}"])
     return tuple(out)
 
 
@@ -407,6 +408,8 @@ class PipPackages(PipOptions):
                 problems.append(f"with_pip_packages(): package spec {p!r} must not contain a line break")
             elif p.startswith("-"):
                 problems.append(f"with_pip_packages(): {p!r} is an option, not a package; pass options in extra_args=")
+            elif requirement_problem(p):
+                problems.append(f"with_pip_packages(): package spec {p!r} {requirement_problem(p)}")
         return problems
 
     def describe(self) -> str:  # noqa: D102
@@ -430,7 +433,8 @@ class Requirements(PipOptions):
         return [file_digest(self.file)]
 
     def problems(self, ctx: LayerContext) -> list[str]:  # noqa: D102
-        return super().problems(ctx) + _file_problems(self.describe(), self.file)
+        missing = _file_problems(self.describe(), self.file)
+        return super().problems(ctx) + (missing or requirements_file_problems(self.describe(), self.file))
 
     def describe(self) -> str:  # noqa: D102
         return f"with_requirements({str(self.file)!r})"
@@ -467,7 +471,7 @@ class UVScript(PipOptions):
             "build; use with_source_folder() and a path inside the image instead"
             for d in deps
             if "file://" in d
-        ]
+        ] + [f"{self.describe()}: dependency {d!r} {requirement_problem(d)}" for d in deps if requirement_problem(d)]
 
     def describe(self) -> str:  # noqa: D102
         return f"from_uv_script({str(self.script)!r})"

@@ -94,8 +94,13 @@ def test_parse_errors_name_the_part(text, part, value, reason_contains):
 
 
 def test_parse_rejects_non_strings():
-    with pytest.raises(TypeError):
-        ImageRef.parse(None)  # type: ignore[arg-type]
+    # A typed error naming the input (was a bare TypeError before issue 14).
+    for value in (None, 5, b"app", ["app"]):
+        with pytest.raises(InvalidReferenceError, match="must be a str"):
+            ImageRef.parse(value)  # type: ignore[arg-type]
+    for check in (validate_tag, validate_digest, validate_registry, validate_repository):
+        with pytest.raises(InvalidReferenceError, match="must be a str"):
+            check(None)  # type: ignore[arg-type]
 
 
 def test_name_length_limit_is_255_including_registry():
@@ -171,8 +176,12 @@ def test_validate_repository():
     for good in ["app", "org/app", "ghcr.io/org/app", "localhost:5000/a/b/c"]:
         assert validate_repository(good) == good
     with pytest.raises(InvalidReferenceError) as info:
-        validate_repository("Org/app")
+        validate_repository("Org/App")
     assert info.value.part == "repository" and "did you mean 'org/app'" in info.value.reason
+    # An upper-case first component is a registry host for Docker (splitDockerDomain) and
+    # the Distribution grammar: valid since issue 14 (was refused as an upper-case path).
+    assert validate_repository("Org/app") == "Org/app"
+    assert ImageRef.parse("Org/app").registry == "Org"
     for with_extra in ["org/app:1", f"org/app@{SHA}"]:
         with pytest.raises(InvalidReferenceError, match="must not include a tag or digest"):
             validate_repository(with_extra)

@@ -168,5 +168,6 @@ def test_images_are_immutable(project):
 
 
 def test_packages_must_be_separate_arguments():
-    with pytest.raises(TypeError, match="separate arguments"):
+    # A SpecError naming the parameter (was a bare TypeError before issue 14).
+    with pytest.raises(SpecError, match="separate arguments"):
         named().with_pip_packages(["six", "idna"])  # type: ignore[arg-type]
