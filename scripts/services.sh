@@ -6,6 +6,9 @@
 #   scripts/services.sh down    stop what `up` started (pidfiles); caches stay
 #   scripts/services.sh status  one line per service; exit 0 iff everything is up
 #   scripts/services.sh env     print $STATE/env
+#   scripts/services.sh standin VERSION
+#                               build (or load) the Prefect stand-in image for Prefect VERSION
+#                               beside the one `up` made; touches nothing else; prints its tag
 #
 # Idempotent and non-interactive; meant for a Debian bookworm machine as root.
 # Nothing is pulled from a registry: the base images are made from Debian packages
@@ -489,7 +492,10 @@ ensure_prefect_image() {
     uvv="$(host_dist_version uv)"
     reqs=("prefect==$version" "$FASTAPI_SPEC" "uv${uvv:+==$uvv}" "prefect-docker${pd:+==$pd}")
     # a `docker save` of an earlier build (for a fresh daemon with the same state dir)
-    local saved="$CACHE/prefect-image-$PYTHON_ROOTFS_KEY-$(printf '%s' "$tag ${reqs[*]}" | md5sum | cut -c1-12).tar"
+    # keyed by tag, so stand-ins for several Prefect versions (scripts/test.sh's compat run) coexist
+    local slug
+    slug="$(printf '%s' "$tag" | tr -c 'A-Za-z0-9._-' '_')"
+    local saved="$CACHE/prefect-image-$slug-$PYTHON_ROOTFS_KEY-$(printf '%s' "$tag ${reqs[*]}" | md5sum | cut -c1-12).tar"
     if [[ -s "$saved" ]]; then
         log "image $tag: loading $saved"
         if docker load -q -i "$saved" >/dev/null 2>&1 && image_present "$tag"; then
@@ -553,7 +559,7 @@ EOF
     out="$(docker run --rm --network none "$tag" uv --version 2>&1)" \
         || { docker rmi -f "$tag" >/dev/null 2>&1 || true; die "image $tag: 'uv --version' fails: $out"; }
     log "image $tag: built ($out); saving it to $saved"
-    rm -f "$CACHE"/prefect-image-*.tar
+    rm -f "$CACHE/prefect-image-$slug-"*.tar
     docker save -o "$saved.tmp" "$tag" && mv "$saved.tmp" "$saved" || { rm -f "$saved.tmp"; log "image $tag: docker save failed (not fatal)"; }
 }
 
@@ -656,6 +662,17 @@ cmd_status() {
     return $all
 }
 
+cmd_standin() {  # VERSION: an extra stand-in, e.g. for the oldest supported Prefect
+    local version=${1:-} pyv tag
+    [[ -n "$version" ]] || die "usage: $0 standin PREFECT_VERSION"
+    docker_ok || die "standin: dockerd is not answering at $DOCKER_HOST (run: $0 up)"
+    image_present "$PYTHON_IMAGE" || die "standin: $PYTHON_IMAGE is missing (run: $0 up)"
+    pyv="$(docker run --rm --network none "$PYTHON_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    tag="prefecthq/prefect:$version-python$pyv"
+    ensure_prefect_image "$tag" "$version"
+    echo "$tag"
+}
+
 cmd_env() {
     [[ -s "$ENV_FILE" ]] || die "no env file at $ENV_FILE: run scripts/services.sh up"
     cat "$ENV_FILE"
@@ -666,5 +683,6 @@ case "${1:-}" in
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    standin) cmd_standin "${2:-}" ;;
+    *) echo "usage: $0 up|down|status|env|standin VERSION" >&2; exit 2 ;;
 esac
