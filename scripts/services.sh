@@ -120,6 +120,20 @@ host_dist_version() {  # version of an installed host distribution, or nothing
     python3 -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true
 }
 
+# The oldest supported Prefect: the floor in pyproject.toml (`prefect>=X`). Its stand-in
+# is built beside the installed version's: pinned Dockerfiles (flows/example) and the
+# compat run of scripts/test.sh use it.
+floor_prefect_version() {
+    local pyproject
+    pyproject="$(dirname "${BASH_SOURCE[0]}")/../pyproject.toml"
+    [[ -f "$pyproject" ]] || return 0
+    sed -n 's/^ *"prefect>=\([0-9][0-9a-z.]*\).*/\1/p' "$pyproject" | head -n 1
+}
+
+python_image_minor() {
+    docker run --rm --network none "$PYTHON_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'
+}
+
 prefect_image_name() {
     local name=""
     if [[ -n "${FLYIMAGE_PREFECT_IMAGE:-}" ]]; then echo "$FLYIMAGE_PREFECT_IMAGE"; return; fi
@@ -604,6 +618,11 @@ cmd_up() {
     ptag="$(prefect_image_name)"
     pver="$(prefect_version)"
     ensure_prefect_image "$ptag" "$pver"
+    local floor
+    floor="$(floor_prefect_version)"
+    if [[ -n "$floor" && "$floor" != "$pver" ]]; then
+        ensure_prefect_image "prefecthq/prefect:$floor-python$(python_image_minor)" "$floor"
+    fi
     write_env "$ptag"
     log "all services up in $((SECONDS - t0))s; env in $ENV_FILE"
     cat "$ENV_FILE"
@@ -645,7 +664,12 @@ cmd_status() {
     fi
     ptag="$(env_file_value FLYIMAGE_PREFECT_IMAGE)"
     [[ -n "$ptag" ]] || ptag="$(prefect_image_name)"
-    for img in "$BUSYBOX_IMAGE" "$PYTHON_IMAGE" "$ptag"; do
+    local extra=() floor
+    floor="$(floor_prefect_version)"
+    if [[ -n "$floor" && "$ptag" != prefecthq/prefect:"$floor"-* ]]; then
+        extra=("prefecthq/prefect:$floor-python3.11")  # the python image is 3.11 (checked by up)
+    fi
+    for img in "$BUSYBOX_IMAGE" "$PYTHON_IMAGE" "$ptag" "${extra[@]}"; do
         if [[ $dok == 0 ]] && image_present "$img"; then
             echo "image $img: up"
         else
@@ -667,7 +691,7 @@ cmd_standin() {  # VERSION: an extra stand-in, e.g. for the oldest supported Pre
     [[ -n "$version" ]] || die "usage: $0 standin PREFECT_VERSION"
     docker_ok || die "standin: dockerd is not answering at $DOCKER_HOST (run: $0 up)"
     image_present "$PYTHON_IMAGE" || die "standin: $PYTHON_IMAGE is missing (run: $0 up)"
-    pyv="$(docker run --rm --network none "$PYTHON_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    pyv="$(python_image_minor)"
     tag="prefecthq/prefect:$version-python$pyv"
     ensure_prefect_image "$tag" "$version"
     echo "$tag"
