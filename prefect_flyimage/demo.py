@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     r = run_demo(args.project, args.registry, username, password, state_dir, name=args.name, compare=args.compare)
     what = "cached (nothing built or pushed)" if not r.built and not r.pushed else f"built={r.built} pushed={r.pushed}"
     _say("done; the Prefect server is stopped")
+    print(f"flow run: {r.flow_run_id}")
     print(f"flow run state: {r.state}")
     print(f"image: {r.reference}")
     print(f"digest: {r.digest}")

@@ -35,7 +35,7 @@ def _demo(name: str, state_dir: Path) -> dict[str, str]:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert os.environ["FLYIMAGE_REGISTRY_PASSWORD"] not in proc.stdout + proc.stderr
-    lines = dict(re.findall(r"^(flow run state|image|digest|image status): (.*)$", proc.stdout, re.M))
+    lines = dict(re.findall(r"^(flow run|flow run state|image|digest|image status): (.*)$", proc.stdout, re.M))
     lines["output"] = proc.stdout
     return lines
 
@@ -74,6 +74,6 @@ def test_demo_deploys_and_runs_then_redeploys_from_cache(tmp_path, registry, cre
     assert second["image status"] == "cached (nothing built or pushed)"
     assert re.search(r"image build and push: prefect-flyimage's [0-9.]+s, Prefect's [0-9.]+s", second["output"])
     assert _server_pids(state_dir) == []
-    # auto_remove: no exited flow-run container of this image is left behind
-    leftovers = engine.client.containers.list(all=True, filters={"ancestor": first["image"]})
-    assert leftovers == []
+    # auto_remove: the flow runs' containers are gone
+    for run in (first, second):
+        assert engine.client.containers.list(all=True, filters={"label": f"prefect.io/flow-run-id={run['flow run']}"}) == []
