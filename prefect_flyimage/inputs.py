@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     from .plan import BuildPlan
 
-__all__ = ["INPUTS_LABEL", "MAX_LABEL_BYTES", "Changes", "compare", "decode", "encode", "explain", "inputs_of", "label_for"]
+__all__ = ["INPUTS_LABEL", "MAX_LABEL_BYTES", "Changes", "compare", "decode", "encode", "explain", "inputs_of", "label_for", "why_markdown"]
 
 #: Image label holding the encoded inputs manifest.
 INPUTS_LABEL = "io.prefect-flyimage.inputs"
@@ -253,3 +253,17 @@ def explain(plan: "BuildPlan", credentials: Any = None, against: Optional[str] =
     changes = compare(old, plan)
     return {"status": "changed", "compared_with": f"{plan.repository}:{tag}", "created": config.get("created"),
             "changes": changes}
+
+
+def why_markdown(explanation: dict[str, Any]) -> str:
+    """:func:`explain`'s result as markdown, for a build artifact."""
+    status, ref = explanation["status"], explanation.get("compared_with")
+    if status == "unchanged":
+        return f"**Why**: nothing to rebuild: the registry holds this plan's image as `{ref}`.\n"
+    if status == "no-previous-image":
+        return "**Why**: the first image of this repository.\n"
+    if status == "no-inputs-label":
+        return f"**Why**: unknown: `{ref}` carries no inputs label.\n"
+    changes: Changes = explanation["changes"]
+    items = changes.lines() or ["no input differs"]
+    return f"**Why rebuilt** (compared with `{ref}`):\n\n" + "".join(f"- {line}\n" for line in items)

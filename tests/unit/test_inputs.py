@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from prefect_flyimage import inputs
-from prefect_flyimage.inputs import INPUTS_LABEL, compare, decode, encode, inputs_of, label_for
+from prefect_flyimage.inputs import INPUTS_LABEL, compare, decode, encode, inputs_of, label_for, why_markdown
 from prefect_flyimage.plan import PLAN_LABEL, BuildPlan
 
 
@@ -81,3 +81,12 @@ def test_large_context_is_described_by_folder(project, monkeypatch):
 def test_decode_refuses_what_is_not_ours(garbage):
     with pytest.raises(ValueError):
         decode(garbage)
+
+
+def test_why_markdown(project):
+    old = decode(label_for(_plan(project)))
+    (project / "a.txt").write_text("changed\n")
+    changes = compare(old, _plan(project))
+    text = why_markdown({"status": "changed", "compared_with": "127.0.0.1:5000/app:abc", "changes": changes})
+    assert text == "**Why rebuilt** (compared with `127.0.0.1:5000/app:abc`):\n\n- file changed: a.txt\n"
+    assert "first image" in why_markdown({"status": "no-previous-image", "compared_with": None, "changes": None})
