@@ -20,7 +20,7 @@ stamp_dir="${FLYIMAGE_STATE_DIR:-/var/tmp/prefect-flyimage}"
 stamp="$stamp_dir/bootstrap-$(pwd | md5sum | cut -c1-12).stamp"
 want="$(cat pyproject.toml | md5sum | cut -c1-32) $(command -v python3)"
 if [[ "${FLYIMAGE_BOOTSTRAP_FORCE:-0}" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-    && (cd / && python3 -c 'import sys, prefect_flyimage; sys.exit(not prefect_flyimage.__file__.startswith(sys.argv[1] + "/"))' "$(pwd)") 2>/dev/null; then
+    && (repo="$(pwd)" && cd / && python3 -c 'import sys, prefect_flyimage; sys.exit(not prefect_flyimage.__file__.startswith(sys.argv[1] + "/"))' "$repo") 2>/dev/null; then
     echo "bootstrap: already installed from $(pwd) (pyproject.toml unchanged)" >&2
     exit 0
 fi

@@ -130,13 +130,22 @@ floor_prefect_version() {
     sed -n 's/^ *"prefect>=\([0-9][0-9a-z.]*\).*/\1/p' "$pyproject" | head -n 1
 }
 
-python_image_minor() {
-    docker run --rm --network none "$PYTHON_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'
+python_image_minor() {  # ensure_python_image checks that the image's python is this one
+    local tag=${PYTHON_IMAGE##*:}
+    echo "${tag%%-*}"
 }
 
 prefect_image_name() {
     local name=""
     if [[ -n "${FLYIMAGE_PREFECT_IMAGE:-}" ]]; then echo "$FLYIMAGE_PREFECT_IMAGE"; return; fi
+    local version
+    version="$(prefect_version)"
+    if [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] && command -v python3 >/dev/null 2>&1; then
+        # a release: Prefect's name is prefecthq/prefect:<version>-python<X.Y>; no need to
+        # import prefect (seconds) to be told so
+        echo "prefecthq/prefect:$version-python$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+        return
+    fi
     if command -v python3 >/dev/null 2>&1; then
         name="$(python3 -c 'from prefect.utilities.dockerutils import get_prefect_image_name; print(get_prefect_image_name())' 2>/dev/null | tail -n 1 || true)"
     fi
