@@ -676,7 +676,7 @@ cmd_status() {
     local extra=() floor
     floor="$(floor_prefect_version)"
     if [[ -n "$floor" && "$ptag" != prefecthq/prefect:"$floor"-* ]]; then
-        extra=("prefecthq/prefect:$floor-python3.11")  # the python image is 3.11 (checked by up)
+        extra=("prefecthq/prefect:$floor-python$(python_image_minor)")
     fi
     for img in "$BUSYBOX_IMAGE" "$PYTHON_IMAGE" "$ptag" "${extra[@]}"; do
         if [[ $dok == 0 ]] && image_present "$img"; then
