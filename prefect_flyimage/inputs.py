@@ -227,9 +227,14 @@ def explain(plan: "BuildPlan", credentials: Any = None, against: Optional[str] =
     registry = ref.registry or "registry-1.docker.io"
     path = ref.repository if ref.registry or "/" in ref.repository else f"library/{ref.repository}"
     with RegistryReader(registry, credentials) as reader:
-        tags = [against] if against else [plan.tag] if plan.tag else reader.tags(path)
-        if not against and not plan.tag and plan.content_tag in tags:
-            tags = [plan.content_tag, *[t for t in tags if t != plan.content_tag]]
+        if against:
+            tags = [against]
+        else:
+            # the explicit tag first (if the registry has it, that is the one to compare
+            # with), else every tag; the content tag first: if present, nothing changed
+            tags = [t for t in (plan.tag, plan.content_tag) if t]
+            if plan.tag is None or reader.config(f"{registry}/{path}:{plan.tag}", plan.platform) is None:
+                tags += [t for t in reader.tags(path) if t not in tags]
         best: Optional[tuple[str, dict[str, Any]]] = None
         unlabelled: Optional[str] = None
         for tag in tags[:200]:  # bounded: one manifest and one config request per tag
@@ -245,6 +250,8 @@ def explain(plan: "BuildPlan", credentials: Any = None, against: Optional[str] =
                 continue
             if best is None or (config.get("created") or "") > (best[1].get("created") or ""):
                 best = (tag, config)
+            if plan.tag and tag == plan.tag:
+                break  # the explicit tag's image is the one to compare with
     if best is None:
         status = "no-inputs-label" if unlabelled else "no-previous-image"
         return {"status": status, "compared_with": unlabelled, "created": None, "changes": None}

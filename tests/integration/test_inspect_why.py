@@ -109,3 +109,16 @@ def test_why_first_image_and_platform(project, registry, creds, unique_name):
     assert why["status"] == "changed"
     assert why["changes"]["platform"] == [None, "linux/amd64"]
     assert why["changes"]["files_added"] == why["changes"]["files_changed"] == []
+
+
+def test_why_with_an_explicit_tag_compares_with_that_tag(project, registry, creds, unique_name):
+    repository = f"{registry.host}/{unique_name}"
+    stable = ensure(BuildPlan.from_dockerfile(project, repository, tag="stable", build_args={"A": "1"}), credentials=creds)
+    newer = ensure(_plan(project, repository, A="2"), credentials=creds)  # newest image, other tag
+    assert stable.built and newer.built
+    why = _why_json(project, repository, registry, "--build-arg", "A=3", "-t", "stable")
+    assert why["compared_with"] == f"{repository}:stable"
+    assert why["changes"]["build_args"] == {"A": ["1", "3"]}
+    # without the tag: the newest labelled image
+    why = _why_json(project, repository, registry, "--build-arg", "A=3")
+    assert why["compared_with"] == newer.reference and why["changes"]["build_args"] == {"A": ["2", "3"]}
