@@ -316,21 +316,47 @@ def _load_spec(spec: str) -> Any:
     return image
 
 
-@app.command(epilog="Example: prefect-flyimage inspect . -r 127.0.0.1:5000/team/app --json")
+@app.command(epilog="Example: prefect-flyimage inspect . -r 127.0.0.1:5000/team/app --why")
 def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = DockerfileOpt, tag: Optional[str] = TagOpt,
             build_arg: list[str] = ArgOpt, platform: Optional[str] = PlatformOpt, target: Optional[str] = TargetOpt,
             remote: bool = typer.Option(True, "--remote/--local", help="also ask the registry"),
+            why: bool = typer.Option(False, "--why", help="say what changed against the image the registry holds "
+                                     "(files, Dockerfile, build args, platform), from the inputs label it carries"),
+            against: Optional[str] = typer.Option(None, "--against", help="with --why: compare with this tag "
+                                                  "(default: the explicit tag, else the newest labelled image)"),
             username: Optional[str] = UserOpt, password_stdin: bool = PassOpt, as_json: bool = JsonOpt) -> None:
     """Show what the plan hash covers and whether the image exists locally and in the registry."""
     from .names import ImageRef
     from .pipeline import exists
 
-    def go() -> dict[str, Any]:
+    def go() -> Any:
         plan = _plan(path, repository, dockerfile, tag, build_arg, platform, target, None, "auto")
         creds = _credentials(ImageRef.parse(repository).registry, username, password_stdin)
         state = exists(plan, creds, remote=remote)
-        return {**plan.describe(), "reference": str(plan.ref), "local_image_id": state.local_id,
+        info = {**plan.describe(), "reference": str(plan.ref), "local_image_id": state.local_id,
                 "registry_digest": state.remote_digest}
+        if not why:
+            return info
+        from .inputs import explain
+
+        result = explain(plan, creds, against)
+        changes = result["changes"]
+        if as_json:
+            return {**info, "why": {**result, "changes": changes.as_dict() if changes is not None else None}}
+        lines = [f"{key}: {info[key]}" for key in ("reference", "hash", "registry_digest")]
+        if result["status"] == "unchanged":
+            lines.append(f"why: nothing to rebuild: the registry holds this plan's image as {result['compared_with']}")
+        elif result["status"] == "no-previous-image":
+            lines.append(f"why: first image: the registry holds no image of {plan.repository}")
+        elif result["status"] == "no-inputs-label":
+            lines.append(f"why: cannot tell: {result['compared_with']} carries no inputs label "
+                         "(built before prefect-flyimage recorded them, or by another tool)")
+        else:
+            lines.append(f"why: compared with {result['compared_with']} (created {result['created']}):")
+            lines += [f"  {line}" for line in changes.lines()] or ["  no input differs (same inputs, other labels)"]
+            if changes.grouped:
+                lines.append("  (a large context: compared folder by folder)")
+        return "\n".join(lines)
 
     _run(go, as_json)
 

@@ -41,17 +41,19 @@ from .context import check_context_dir
 from .credentials import CredentialsLike, as_credentials
 from .dockerfile import DockerfileExistsError, default_dockerfile_text
 from .errors import InvalidArgumentError, InvalidReferenceError
-from .names import ImageRef, parse_image_tag, split_repository_path
+from .names import ImageRef, split_repository_path
 from .plan import BuildPlan, BuildResult
 
-__all__ = ["BUILD_BACKENDS", "DockerImage", "plan_for_build", "resolve_image_name"]
+__all__ = ["BUILD_BACKENDS", "DockerImage", "plan_for_build", "resolve_image_name", "split_name_and_tag"]
 
 logger = logging.getLogger("prefect_flyimage")
 
 #: Accepted ``build_backend`` values and the plan backend each maps to. Prefect's
-#: "buildx" is our BuildKit (docker CLI) backend; "auto" picks BuildKit only when the
-#: Dockerfile needs it.
-BUILD_BACKENDS = {"auto": "auto", "docker-py": "docker-py", "buildx": "buildkit", "buildkit": "buildkit"}
+#: values keep their meaning: "docker-py" (its default) is docker-py's classic builder,
+#: taking BuildKit only for Dockerfiles the classic builder cannot build (``RUN --mount``,
+#: heredocs) or when ``PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit`` asks; "buildx" is our
+#: BuildKit (docker CLI) backend. "auto" and "buildkit" are our spellings of the same.
+BUILD_BACKENDS = {"docker-py": "auto", "buildx": "buildkit", "auto": "auto", "buildkit": "buildkit"}
 
 # docker-py build kwargs that decide *what* is built (they enter the plan hash) and
 # those that only decide *how* (plan fields that are not hashed).
@@ -80,6 +82,21 @@ def resolve_image_name(name: str) -> str:
     return full
 
 
+def split_name_and_tag(name: str) -> tuple[str, Optional[str]]:
+    """``(name, tag)`` of an image to build; a digest in ``name`` is an error.
+
+    Prefect's ``parse_image_tag`` returns a digest as the "tag", from which Prefect's
+    ``DockerImage`` makes the invalid ``name:sha256:...``; a digest names an existing
+    image, so there is nothing to build: :class:`InvalidReferenceError` says so.
+    """
+    ref = ImageRef.parse(name)
+    if ref.digest is not None:
+        raise InvalidReferenceError(
+            name, "digest", ref.digest, "names an existing image; to build one, drop the digest"
+        )
+    return ref.name, ref.tag
+
+
 def plan_for_build(
     repository: str,
     *,
@@ -88,7 +105,7 @@ def plan_for_build(
     tag: Optional[str] = None,
     extra_tags: Iterable[str] = (),
     build_kwargs: Optional[Mapping[str, Any]] = None,
-    backend: str = "auto",
+    backend: str = "docker-py",
     default_pull: bool = True,
 ) -> tuple[BuildPlan, dict[str, Any]]:
     """Turn Prefect-style build arguments into a :class:`BuildPlan`.
@@ -104,7 +121,7 @@ def plan_for_build(
             ``target`` and ``platform`` enter the plan hash; ``pull``, ``nocache`` and
             ``network_mode`` steer the build; anything else (``shmsize``,
             ``extra_hosts``, ...) is passed to docker-py as is and does not change the tag.
-        backend: a key of :data:`BUILD_BACKENDS`.
+        backend: a key of :data:`BUILD_BACKENDS` (default: Prefect's ``"docker-py"``).
         default_pull: ``pull`` when ``build_kwargs`` does not say (Prefect: ``True``).
 
     Returns:
@@ -143,8 +160,9 @@ def plan_for_build(
         existing = root / "Dockerfile"
         if existing.exists():
             raise DockerfileExistsError(
-                f"dockerfile='auto' would generate a Dockerfile, but the build context {str(root)!r} "
-                f"already has one ({str(existing)!r}); pass dockerfile='Dockerfile' to build it, or remove it",
+                # Prefect's wording first, so code matching prefect-docker's message still matches.
+                f"Dockerfile already exists: dockerfile='auto' would generate one, but the build context "
+                f"{str(root)!r} has {str(existing)!r}; pass dockerfile='Dockerfile' to build it, or remove it",
                 existing,
             )
         plan = BuildPlan(
@@ -175,8 +193,10 @@ class DockerImage(_PrefectDockerImage):
         dockerfile: ``"auto"`` (Prefect's default Dockerfile, from memory) or the path
             of a Dockerfile relative to the context.
         stream_progress_to: where build and push output goes (``None``: nowhere).
-        build_backend: ``"auto"`` (default: BuildKit only when the Dockerfile needs
-            it), ``"docker-py"``, ``"buildx"``/``"buildkit"``.
+        build_backend: Prefect's ``"docker-py"`` (default; BuildKit still builds
+            Dockerfiles only it can build) or ``"buildx"`` (BuildKit); ``"auto"`` and
+            ``"buildkit"`` are accepted too. Kept as given in :attr:`build_backend`, as
+            Prefect does; the backend the plan uses is ``plan.backend``.
         credentials: registry credentials for the existence check and the push.
         **build_kwargs: docker-py build arguments (see :func:`plan_for_build`);
             ``context`` sets the build context (default: the current directory).
@@ -188,13 +208,13 @@ class DockerImage(_PrefectDockerImage):
         tag: Optional[str] = None,
         dockerfile: str = "auto",
         stream_progress_to: Optional[TextIO] = sys.stdout,
-        build_backend: str = "auto",
+        build_backend: str = "docker-py",
         credentials: CredentialsLike = None,
         **build_kwargs: Any,
     ) -> None:
         # Deliberately not calling Prefect's __init__: it would stamp a timestamp tag and
         # validate with its looser parser. Every attribute it sets is set here.
-        image_name, image_tag = parse_image_tag(name)
+        image_name, image_tag = split_name_and_tag(name)
         _args.optional_text("tag", tag)
         if not isinstance(dockerfile, Path):
             _args.text("dockerfile", dockerfile)
@@ -231,7 +251,7 @@ class DockerImage(_PrefectDockerImage):
             dockerfile=self.dockerfile,
             tag=self._tag,
             build_kwargs=kwargs,
-            backend=self.build_backend,
+            backend=self.build_backend,  # Prefect's value; plan_for_build maps it to ours
         )
         return plan
 

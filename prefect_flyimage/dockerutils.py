@@ -8,11 +8,14 @@ are documented on each function and covered by tests:
 - a registry that says "denied" is reported as an authentication error, not as
   "Docker is not running";
 - ``push_image`` returns ``name@sha256:...``-safe references and never leaves its
-  temporary registry tag behind.
+  temporary registry tag behind; its progress lines are Prefect's (``status progress``,
+  without the layer id the engine's own lines carry).
 """
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 from typing import Any, Optional, TextIO
 from urllib.parse import urlsplit
@@ -39,6 +42,25 @@ def _image_labels() -> dict[str, str]:
 
 
 IMAGE_LABELS = _image_labels()
+
+_LAYER_PREFIX = re.compile(r"^[0-9a-f]{12}: ", re.M)
+
+
+class _PrefectPushLines(io.TextIOBase):
+    """Writes the engine's ``<layer>: <status> <progress>`` lines as Prefect's ``<status> <progress>``."""
+
+    def __init__(self, target: TextIO) -> None:
+        self.target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        self.target.write(_LAYER_PREFIX.sub("", text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
 
 
 def build_image(
@@ -118,7 +140,7 @@ def push_image(
     with Engine() as engine:
         engine.tag(image_id, ref)
         try:
-            engine.push(ref, stream=stream_progress_to)
+            engine.push(ref, stream=_PrefectPushLines(stream_progress_to) if stream_progress_to else None)
         finally:
             engine.remove(ref)
     return str(ref)

@@ -22,6 +22,7 @@ __all__ = [
     "ImageRef",
     "NAME_TOTAL_LENGTH_MAX",
     "TAG_LENGTH_MAX",
+    "join_image_tag",
     "parse_image_tag",
     "split_repository_path",
     "validate_digest",
@@ -330,37 +331,39 @@ def validate_repository(name: str) -> str:
 
 
 def parse_image_tag(name: str) -> tuple[str, Optional[str]]:
-    """Split an image reference into ``(image_name, tag)``; Prefect-compatible.
+    """Split an image reference into ``(image_name, tag_or_digest)``; Prefect's result.
 
-    Same result as Prefect 3.8.8's ``prefect.utilities.dockerutils.parse_image_tag`` for
-    every valid reference without a digest:
+    Same result as Prefect's ``prefect.utilities.dockerutils.parse_image_tag`` (3.8.8
+    to 3.9.1) for every valid reference, including its documented digest case:
 
     - ``'prefecthq/prefect:latest'`` -> ``('prefecthq/prefect', 'latest')``
     - ``'hostname.io:5050/folder/subfolder:latest'`` ->
       ``('hostname.io:5050/folder/subfolder', 'latest')``
-    - ``'localhost:5000/app'`` -> ``('localhost:5000/app', None)``
+    - ``'prefecthq/prefect@sha256:<hex>'`` -> ``('prefecthq/prefect', 'sha256:<hex>')``
+    - ``'org/app:v1@sha256:<hex>'`` -> ``('org/app:v1', 'sha256:<hex>')`` (as Prefect)
 
-    Deliberate deviations from Prefect:
+    The second item is a digest when the reference has one: join it back with ``@``,
+    never ``:`` (:func:`join_image_tag` does that). Our own callers (``DockerImage``,
+    the ``prefect.yaml`` steps) use :meth:`ImageRef.parse`, which keeps tag and digest
+    apart.
 
-    - **Digests stay in the name.** Prefect returns ``('name', 'sha256:...')`` for
-      ``name@sha256:...``, and its callers then build the invalid ``name:sha256:...``.
-      Here any reference with a digest is returned whole with tag ``None``:
-      ``'name@sha256:<hex>'`` -> ``('name@sha256:<hex>', None)`` and
-      ``'name:tag@sha256:<hex>'`` -> ``('name:tag@sha256:<hex>', None)``. The invariant
-      is that ``image_name`` is always a valid reference by itself and
-      ``f"{image_name}:{tag}"`` is valid whenever ``tag`` is not ``None``. Returning
-      ``('name@sha256:...', 'tag')`` would break the second half, and a digest pins
-      the content anyway (Docker ignores the tag next to a digest). Use
-      :meth:`ImageRef.parse` to get the tag and digest separately.
-    - **Invalid references raise** :class:`InvalidReferenceError` (a ``ValueError``)
-      instead of returning garbage: ``'app:bad tag!'``, ``'Org/App'``, ``''``,
-      ``'a:b:c'`` (where Prefect returns ``('app', 'bad tag!')``, ``('Org/App', None)``,
-      ``('', None)`` and an unpacking ``ValueError``).
+    Deliberate deviation: **invalid references raise** :class:`InvalidReferenceError`
+    (a ``ValueError``) instead of returning garbage: ``'app:bad tag!'``, ``'Org/App'``,
+    ``''``, ``'a:b:c'`` (where Prefect returns ``('app', 'bad tag!')``,
+    ``('Org/App', None)``, ``('', None)`` and an unpacking ``ValueError``).
     """
     ref = ImageRef.parse(name)
     if ref.digest is not None:
-        return name, None
+        return name.rsplit("@", 1)[0], ref.digest
     return ref.name, ref.tag
+
+
+def join_image_tag(image_name: str, tag_or_digest: Optional[str]) -> str:
+    """The inverse of :func:`parse_image_tag`: ``name:tag``, ``name@digest`` or ``name``."""
+    if not tag_or_digest:
+        return image_name
+    sep = "@" if ":" in tag_or_digest else ":"  # a tag never contains ':', a digest always
+    return str(ImageRef.parse(f"{image_name}{sep}{tag_or_digest}"))
 
 
 def _prefect_split(path: str) -> tuple[Optional[str], str]:

@@ -257,8 +257,11 @@ class BuildPlan:
 
     @property
     def image_labels(self) -> dict[str, str]:
-        """The labels applied at build time: the plan's own plus :data:`PLAN_LABEL`."""
-        return {**dict(self.labels), PLAN_LABEL: self.hash}
+        """The labels applied at build time: the plan's own, :data:`PLAN_LABEL` and the
+        inputs manifest (:data:`~prefect_flyimage.inputs.INPUTS_LABEL`; not hashed)."""
+        from .inputs import INPUTS_LABEL, label_for
+
+        return {**dict(self.labels), PLAN_LABEL: self.hash, INPUTS_LABEL: label_for(self)}
 
     def needs_buildkit(self) -> bool:
         """True when only BuildKit can build this plan (secrets, ``RUN --mount``, heredocs)."""

@@ -14,6 +14,17 @@ opts=(-q --disable-pip-version-check --root-user-action=ignore)
 if python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
     opts+=(--break-system-packages)
 fi
+# Already done for this checkout and this pyproject.toml: skip pip (a no-op install costs
+# ~10 s, which matters to a second scripts/demo.sh). FLYIMAGE_BOOTSTRAP_FORCE=1 reinstalls.
+stamp_dir="${FLYIMAGE_STATE_DIR:-/var/tmp/prefect-flyimage}"
+stamp="$stamp_dir/bootstrap-$(pwd | md5sum | cut -c1-12).stamp"
+want="$(cat pyproject.toml | md5sum | cut -c1-32) $(command -v python3)"
+if [[ "${FLYIMAGE_BOOTSTRAP_FORCE:-0}" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
+    && (repo="$(pwd)" && cd / && python3 -c 'import sys, prefect_flyimage; sys.exit(not prefect_flyimage.__file__.startswith(sys.argv[1] + "/"))' "$repo") 2>/dev/null; then
+    echo "bootstrap: already installed from $(pwd) (pyproject.toml unchanged)" >&2
+    exit 0
+fi
 echo "bootstrap: python3 -m pip install ${opts[*]} -e '.[test]'" >&2
 python3 -m pip install "${opts[@]}" -e '.[test]'
+mkdir -p "$stamp_dir" && printf '%s' "$want" >"$stamp"
 python3 -c 'import prefect_flyimage' && echo "bootstrap: prefect_flyimage importable" >&2

@@ -6,6 +6,9 @@
 #   scripts/services.sh down    stop what `up` started (pidfiles); caches stay
 #   scripts/services.sh status  one line per service; exit 0 iff everything is up
 #   scripts/services.sh env     print $STATE/env
+#   scripts/services.sh standin VERSION
+#                               build (or load) the Prefect stand-in image for Prefect VERSION
+#                               beside the one `up` made; touches nothing else; prints its tag
 #
 # Idempotent and non-interactive; meant for a Debian bookworm machine as root.
 # Nothing is pulled from a registry: the base images are made from Debian packages
@@ -117,9 +120,32 @@ host_dist_version() {  # version of an installed host distribution, or nothing
     python3 -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true
 }
 
+# The oldest supported Prefect: the floor in pyproject.toml (`prefect>=X`). Its stand-in
+# is built beside the installed version's: pinned Dockerfiles (flows/example) and the
+# compat run of scripts/test.sh use it.
+floor_prefect_version() {
+    local pyproject
+    pyproject="$(dirname "${BASH_SOURCE[0]}")/../pyproject.toml"
+    [[ -f "$pyproject" ]] || return 0
+    sed -n 's/^ *"prefect>=\([0-9][0-9a-z.]*\).*/\1/p' "$pyproject" | head -n 1
+}
+
+python_image_minor() {  # ensure_python_image checks that the image's python is this one
+    local tag=${PYTHON_IMAGE##*:}
+    echo "${tag%%-*}"
+}
+
 prefect_image_name() {
     local name=""
     if [[ -n "${FLYIMAGE_PREFECT_IMAGE:-}" ]]; then echo "$FLYIMAGE_PREFECT_IMAGE"; return; fi
+    local version
+    version="$(prefect_version)"
+    if [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] && command -v python3 >/dev/null 2>&1; then
+        # a release: Prefect's name is prefecthq/prefect:<version>-python<X.Y>; no need to
+        # import prefect (seconds) to be told so
+        echo "prefecthq/prefect:$version-python$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+        return
+    fi
     if command -v python3 >/dev/null 2>&1; then
         name="$(python3 -c 'from prefect.utilities.dockerutils import get_prefect_image_name; print(get_prefect_image_name())' 2>/dev/null | tail -n 1 || true)"
     fi
@@ -489,7 +515,10 @@ ensure_prefect_image() {
     uvv="$(host_dist_version uv)"
     reqs=("prefect==$version" "$FASTAPI_SPEC" "uv${uvv:+==$uvv}" "prefect-docker${pd:+==$pd}")
     # a `docker save` of an earlier build (for a fresh daemon with the same state dir)
-    local saved="$CACHE/prefect-image-$PYTHON_ROOTFS_KEY-$(printf '%s' "$tag ${reqs[*]}" | md5sum | cut -c1-12).tar"
+    # keyed by tag, so stand-ins for several Prefect versions (scripts/test.sh's compat run) coexist
+    local slug
+    slug="$(printf '%s' "$tag" | tr -c 'A-Za-z0-9._-' '_')"
+    local saved="$CACHE/prefect-image-$slug-$PYTHON_ROOTFS_KEY-$(printf '%s' "$tag ${reqs[*]}" | md5sum | cut -c1-12).tar"
     if [[ -s "$saved" ]]; then
         log "image $tag: loading $saved"
         if docker load -q -i "$saved" >/dev/null 2>&1 && image_present "$tag"; then
@@ -553,7 +582,7 @@ EOF
     out="$(docker run --rm --network none "$tag" uv --version 2>&1)" \
         || { docker rmi -f "$tag" >/dev/null 2>&1 || true; die "image $tag: 'uv --version' fails: $out"; }
     log "image $tag: built ($out); saving it to $saved"
-    rm -f "$CACHE"/prefect-image-*.tar
+    rm -f "$CACHE/prefect-image-$slug-"*.tar
     docker save -o "$saved.tmp" "$tag" && mv "$saved.tmp" "$saved" || { rm -f "$saved.tmp"; log "image $tag: docker save failed (not fatal)"; }
 }
 
@@ -598,6 +627,11 @@ cmd_up() {
     ptag="$(prefect_image_name)"
     pver="$(prefect_version)"
     ensure_prefect_image "$ptag" "$pver"
+    local floor
+    floor="$(floor_prefect_version)"
+    if [[ -n "$floor" && "$floor" != "$pver" ]]; then
+        ensure_prefect_image "prefecthq/prefect:$floor-python$(python_image_minor)" "$floor"
+    fi
     write_env "$ptag"
     log "all services up in $((SECONDS - t0))s; env in $ENV_FILE"
     cat "$ENV_FILE"
@@ -639,7 +673,12 @@ cmd_status() {
     fi
     ptag="$(env_file_value FLYIMAGE_PREFECT_IMAGE)"
     [[ -n "$ptag" ]] || ptag="$(prefect_image_name)"
-    for img in "$BUSYBOX_IMAGE" "$PYTHON_IMAGE" "$ptag"; do
+    local extra=() floor
+    floor="$(floor_prefect_version)"
+    if [[ -n "$floor" && "$ptag" != prefecthq/prefect:"$floor"-* ]]; then
+        extra=("prefecthq/prefect:$floor-python$(python_image_minor)")
+    fi
+    for img in "$BUSYBOX_IMAGE" "$PYTHON_IMAGE" "$ptag" "${extra[@]}"; do
         if [[ $dok == 0 ]] && image_present "$img"; then
             echo "image $img: up"
         else
@@ -656,6 +695,17 @@ cmd_status() {
     return $all
 }
 
+cmd_standin() {  # VERSION: an extra stand-in, e.g. for the oldest supported Prefect
+    local version=${1:-} pyv tag
+    [[ -n "$version" ]] || die "usage: $0 standin PREFECT_VERSION"
+    docker_ok || die "standin: dockerd is not answering at $DOCKER_HOST (run: $0 up)"
+    image_present "$PYTHON_IMAGE" || die "standin: $PYTHON_IMAGE is missing (run: $0 up)"
+    pyv="$(python_image_minor)"
+    tag="prefecthq/prefect:$version-python$pyv"
+    ensure_prefect_image "$tag" "$version"
+    echo "$tag"
+}
+
 cmd_env() {
     [[ -s "$ENV_FILE" ]] || die "no env file at $ENV_FILE: run scripts/services.sh up"
     cat "$ENV_FILE"
@@ -666,5 +716,6 @@ case "${1:-}" in
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+    standin) cmd_standin "${2:-}" ;;
+    *) echo "usage: $0 up|down|status|env|standin VERSION" >&2; exit 2 ;;
 esac

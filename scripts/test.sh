@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh Debian machine: install the project, start
-# dockerd + registries + base images (scripts/services.sh), then pytest.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k pipeline`).
+# dockerd + registries + base images (scripts/services.sh), then pytest on the newest
+# Prefect (pyproject's test extra), then the Prefect-facing tests (marker
+# `prefect_compat`) again on the oldest supported Prefect (scripts/compat-env.sh, with
+# a Prefect stand-in image of that version).
+# Extra arguments go to the first pytest only (e.g. `bash scripts/test.sh -k pipeline`);
+# with arguments the compat run is skipped unless FLYIMAGE_COMPAT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/services.sh up >/dev/null
 set -a; source "${FLYIMAGE_STATE_DIR:-/var/tmp/prefect-flyimage}/env"; set +a
-exec python3 -m pytest "$@"
+
+status=0
+python3 -m pytest "$@" || status=$?
+
+if [[ $# -eq 0 || "${FLYIMAGE_COMPAT:-0}" == 1 ]]; then
+    compat_python="$(bash scripts/compat-env.sh)"
+    compat_version="$("$compat_python" -c 'import importlib.metadata as m; print(m.version("prefect"))')"
+    compat_image="$(bash scripts/services.sh standin "$compat_version")"
+    echo "[test.sh] Prefect-facing tests on the oldest supported Prefect ($compat_version, image $compat_image)" >&2
+    compat_status=0
+    FLYIMAGE_PREFECT_IMAGE="$compat_image" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
+        "$compat_python" -m pytest -m prefect_compat -p no:cacheprovider || compat_status=$?
+    [[ $status -ne 0 ]] || status=$compat_status
+fi
+exit "$status"

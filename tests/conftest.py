@@ -162,6 +162,10 @@ def _start_services() -> dict[str, str]:
     if not env_file.is_file():
         failed(f"scripts/services.sh left no env file at {env_file}")
     env = parse_env_file(env_file)
+    if os.environ.get("FLYIMAGE_PREFECT_IMAGE"):
+        # A stand-in for another Prefect version (scripts/test.sh's run on the oldest
+        # supported Prefect: services.sh standin VERSION) overrides the env file's.
+        env["FLYIMAGE_PREFECT_IMAGE"] = os.environ["FLYIMAGE_PREFECT_IMAGE"]
     missing = [key for key in REQUIRED_ENV_KEYS if not env.get(key)]
     if missing:
         failed(f"{env_file} lacks {', '.join(missing)}")

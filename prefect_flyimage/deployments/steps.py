@@ -45,11 +45,11 @@ from typing import Any, Optional, TypedDict
 
 from .. import _args, pipeline
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
-from ..docker_image import plan_for_build, resolve_image_name
+from ..docker_image import plan_for_build, resolve_image_name, split_name_and_tag
 from ..dockerfile import default_dockerfile_text
 from ..engine import Engine
-from ..errors import InvalidArgumentError
-from ..names import ImageRef, parse_image_tag
+from ..errors import BuildError, InvalidArgumentError
+from ..names import ImageRef
 from ..plan import BuildResult, build_arg_pairs
 
 __all__ = [
@@ -108,6 +108,27 @@ class EnsureImageResult(TypedDict):
     content_tag: str
 
 
+#: prefect-docker's hint for a build the registry refused (word for word).
+DENIED_HINT = (
+    "Docker reported access denied. This can happen if the base image requires "
+    "authentication, if you are not logged in to the registry, or if the image "
+    "name is invalid. Check your image name (no spaces) and run `docker login` "
+    "for the registry you are using."
+)
+
+
+def _ensure(plan: Any, **kwargs: Any) -> BuildResult:
+    """``pipeline.ensure``; a build error that says "denied" gets prefect-docker's hint."""
+    try:
+        return pipeline.ensure(plan, **kwargs)
+    except BuildError as exc:
+        message = str(exc)
+        if "denied" in message.lower() and DENIED_HINT not in message:
+            # Same exception (type, step, output), message extended as prefect-docker does.
+            exc.args = (f"{message}\n{DENIED_HINT}", *exc.args[1:])
+        raise
+
+
 def _image_name(image_name: str) -> tuple[str, Optional[str]]:
     _args.text("image_name", image_name)
     if any(ch.isspace() for ch in image_name):
@@ -116,7 +137,7 @@ def _image_name(image_name: str) -> tuple[str, Optional[str]]:
             "image_name", f"Invalid Docker image name {image_name!r}. Image names cannot contain spaces. Use lowercase "
             "letters, numbers, and separators like '-', '_', '.', and '/'."
         )
-    name, tag = parse_image_tag(image_name)
+    name, tag = split_name_and_tag(image_name)
     return resolve_image_name(name), tag
 
 
@@ -171,7 +192,7 @@ def build_docker_image(
     ignore_cache: bool = False,
     persist_dockerfile: bool = False,
     dockerfile_output_path: str = "Dockerfile.generated",
-    build_backend: str = "auto",
+    build_backend: str = "docker-py",
     **build_kwargs: Any,
 ) -> BuildDockerImageResult:
     """Build a Docker image for a Prefect deployment, unless the daemon already has it.
@@ -188,8 +209,9 @@ def build_docker_image(
             Dockerfile to ``dockerfile_output_path``.
         dockerfile_output_path: where ``persist_dockerfile`` writes (relative to the
             current directory).
-        build_backend: ``"auto"`` (BuildKit only when needed), ``"docker-py"``,
-            ``"buildx"``/``"buildkit"``.
+        build_backend: prefect-docker's ``"docker-py"`` (default; BuildKit only for
+            Dockerfiles that need it) or ``"buildx"`` (BuildKit); ``"auto"`` and
+            ``"buildkit"`` too.
         **build_kwargs: docker-py build arguments; ``path`` is the context (default:
             the current directory), ``pull`` defaults to ``True`` as in prefect-docker.
 
@@ -203,7 +225,7 @@ def build_docker_image(
         image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
         dict(build_kwargs),
     )
-    result = pipeline.ensure(plan, push=False, force=ignore_cache, stream_progress_to=sys.stdout, build_kwargs=extra or None)
+    result = _ensure(plan, push=False, force=ignore_cache, stream_progress_to=sys.stdout, build_kwargs=extra or None)
     ref = ImageRef.parse(result.reference)
     print(f"{result.reference}: {'built' if result.built else 'already built (build skipped)'}")
     return {
@@ -243,7 +265,7 @@ def push_docker_image(
     credentials: CredentialsLike = None,
     additional_tags: Optional[list[str]] = None,
     ignore_cache: bool = False,
-    build_backend: str = "auto",
+    build_backend: str = "docker-py",
 ) -> PushDockerImageResult:
     """Push a Docker image to its registry, unless the registry already holds it.
 
@@ -293,7 +315,7 @@ def ensure_image(
     ignore_cache: bool = False,
     persist_dockerfile: bool = False,
     dockerfile_output_path: str = "Dockerfile.generated",
-    build_backend: str = "auto",
+    build_backend: str = "docker-py",
     **build_kwargs: Any,
 ) -> EnsureImageResult:
     """Build and push in one step; each part runs only if its output is missing.
@@ -309,7 +331,7 @@ def ensure_image(
         image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
         dict(build_kwargs),
     )
-    result = pipeline.ensure(
+    result = _ensure(
         plan, push=push, force=ignore_cache, credentials=credentials, stream_progress_to=sys.stdout,
         build_kwargs=extra or None,
     )

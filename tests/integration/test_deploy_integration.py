@@ -25,7 +25,7 @@ from prefect_flyimage import DockerImage, Engine
 from prefect_flyimage.dockerfile import default_dockerfile_text
 from prefect_flyimage.plan import BuildPlan
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.prefect_compat]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

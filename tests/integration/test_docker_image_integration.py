@@ -10,7 +10,7 @@ import pytest
 
 from prefect_flyimage import AuthenticationError, DockerImage, Engine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.prefect_compat]
 
 
 @pytest.fixture

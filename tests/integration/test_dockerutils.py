@@ -19,7 +19,7 @@ from prefect_flyimage import (
     push_image,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.prefect_compat]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from prefect_flyimage import AuthenticationError, Engine, RegistryCredentials
 from prefect_flyimage.deployments.steps import build_docker_image, ensure_image, push_docker_image
 from prefect_flyimage.dockerfile import default_dockerfile_text
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.prefect_compat]
 
 
 @pytest.fixture

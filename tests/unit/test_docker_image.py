@@ -13,6 +13,8 @@ from prefect_flyimage.docker_image import plan_for_build
 from prefect_flyimage.dockerfile import DockerfileExistsError, default_dockerfile_text
 from prefect_flyimage.plan import BuildPlan
 
+pytestmark = pytest.mark.prefect_compat  # also run on the oldest supported Prefect (scripts/test.sh)
+
 
 @pytest.fixture(autouse=True)
 def _stat_cache(tmp_path_factory, monkeypatch):

@@ -21,6 +21,8 @@ from prefect_flyimage.dockerfile import (
 )
 from prefect_flyimage.errors import ContextError
 
+pytestmark = pytest.mark.prefect_compat  # also run on the oldest supported Prefect (scripts/test.sh)
+
 
 @pytest.fixture
 def fake_build_image(monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 from prefect_flyimage.errors import InvalidReferenceError
 from prefect_flyimage.names import (
     ImageRef,
+    join_image_tag,
     parse_image_tag,
     split_repository_path,
     validate_digest,
@@ -206,17 +207,17 @@ def test_validate_digest_and_registry():
         ("hostname.io:5050/folder/subfolder:latest", ("hostname.io:5050/folder/subfolder", "latest")),
         ("localhost:5000/app", ("localhost:5000/app", None)),
         ("app", ("app", None)),
-        (f"app@{SHA}", (f"app@{SHA}", None)),
-        (f"reg.io/org/app:v1@{SHA}", (f"reg.io/org/app:v1@{SHA}", None)),
+        # Prefect's documented digest case (issue 15): the digest comes back second.
+        (f"app@{SHA}", ("app", SHA)),
+        (f"reg.io/org/app:v1@{SHA}", ("reg.io/org/app:v1", SHA)),
     ],
 )
 def test_parse_image_tag(text, expected):
     name, tag = parse_image_tag(text)
     assert (name, tag) == expected
-    # The documented invariant: the name is a reference; name:tag is one when tag is set.
+    # The name is a reference by itself, and join_image_tag gives the input back.
     ImageRef.parse(name)
-    if tag is not None:
-        assert str(ImageRef.parse(f"{name}:{tag}")) == text
+    assert join_image_tag(name, tag) == text
 
 
 @pytest.mark.parametrize("bad", ["app:bad tag!", "Org/App", "", "a:b:c", "app@sha256:short"])
@@ -227,6 +228,5 @@ def test_parse_image_tag_and_split_raise_on_invalid(bad):
         split_repository_path(bad)
 
 
-def test_split_repository_path_keeps_digest_from_parse_image_tag():
-    name, _ = parse_image_tag(f"org/app@{SHA}")
-    assert split_repository_path(name) == ("org", f"app@{SHA}")
+def test_split_repository_path_keeps_a_digest_on_the_repository():
+    assert split_repository_path(f"org/app@{SHA}") == ("org", f"app@{SHA}")

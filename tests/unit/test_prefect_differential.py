@@ -23,6 +23,8 @@ from prefect_flyimage import names, prefect_images  # noqa: E402
 from prefect_flyimage.errors import InvalidReferenceError  # noqa: E402
 from prefect_flyimage.names import ImageRef  # noqa: E402
 
+pytestmark = pytest.mark.prefect_compat  # also run on the oldest supported Prefect (scripts/test.sh)
+
 SHA = "sha256:" + "0123456789abcdef" * 4
 
 
@@ -96,17 +98,32 @@ def test_split_after_parse_matches(reference):
     assert names.split_repository_path(ours_name) == P.split_repository_path(theirs_name)
 
 
-@pytest.mark.parametrize("reference", [f"app@{SHA}", f"ghcr.io/org/app@{SHA}", f"org/app:v1@{SHA}"])
-def test_deviation_digest_stays_in_name(reference):
-    theirs_name, theirs_tag = P.parse_image_tag(reference)
-    # Prefect: the digest comes back as a "tag", and name:tag is not a reference.
-    assert theirs_tag == SHA
+DIGEST_REFERENCES = [f"app@{SHA}", f"ghcr.io/org/app@{SHA}", f"org/app:v1@{SHA}", f"localhost:5000/a/b@{SHA}"]
+
+
+@pytest.mark.parametrize("reference", DIGEST_REFERENCES)
+def test_parse_image_tag_digest_matches(reference):
+    # Prefect's documented third example: 'prefecthq/prefect@sha256:abc123' ->
+    # ('prefecthq/prefect', 'sha256:abc123'). Same result here.
+    assert names.parse_image_tag(reference) == P.parse_image_tag(reference)
+    assert names.parse_image_tag(reference)[1] == SHA
+    assert names.join_image_tag(*names.parse_image_tag(reference)) == reference
+
+
+@pytest.mark.parametrize("reference", DIGEST_REFERENCES)
+def test_deviation_docker_image_refuses_a_digest(reference, tmp_path, monkeypatch):
+    from prefect.docker.docker_image import DockerImage as PrefectDockerImage
+
+    from prefect_flyimage import DockerImage
+
+    monkeypatch.chdir(tmp_path)
+    # Prefect's DockerImage turns the digest into a tag: name:sha256:... is no reference.
+    theirs = PrefectDockerImage(reference)
     with pytest.raises(InvalidReferenceError):
-        ImageRef.parse(f"{theirs_name}:{theirs_tag}")
-    # Ours: the name keeps the digest and is itself a valid, digest-pinned reference.
-    ours_name, ours_tag = names.parse_image_tag(reference)
-    assert (ours_name, ours_tag) == (reference, None)
-    assert ImageRef.parse(ours_name).digest == SHA
+        ImageRef.parse(theirs.reference)
+    # Ours says at once that a digest names an existing image (nothing to build).
+    with pytest.raises(InvalidReferenceError, match="digest"):
+        DockerImage(reference)
 
 
 @pytest.mark.parametrize(
@@ -407,3 +424,67 @@ def test_deviation_copy_directory_from_another_cwd(project, tmp_path, monkeypatc
     with ours_dockerfile.ImageBuilder("img", base_directory=project) as builder:
         builder.copy("pkg", "/app/pkg")
         assert (builder.context / "pkg" / "sub" / "data.json").exists()
+
+
+# --- DockerImage and prefect-docker's steps ----------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"build_backend": "docker-py"}])
+def test_docker_image_attributes_match(kwargs, tmp_path, monkeypatch):
+    from prefect.docker.docker_image import DockerImage as PrefectDockerImage
+
+    from prefect_flyimage import DockerImage
+
+    monkeypatch.chdir(tmp_path)
+    theirs = PrefectDockerImage("127.0.0.1:5000/team/app", tag="v1", **kwargs)
+    ours = DockerImage("127.0.0.1:5000/team/app", tag="v1", **kwargs)
+    for attribute in ("name", "tag", "reference", "dockerfile", "build_backend", "build_kwargs", "stream_progress_to"):
+        assert getattr(ours, attribute) == getattr(theirs, attribute), attribute
+    assert ours.build_backend == "docker-py"
+    assert ours.plan.backend == "auto"  # our choice lives on the plan: BuildKit only when needed
+
+
+def test_docker_image_buildx_keeps_prefects_value(tmp_path, monkeypatch):
+    from prefect_flyimage import DockerImage
+
+    monkeypatch.chdir(tmp_path)
+    image = DockerImage("127.0.0.1:5000/app", build_backend="buildx")
+    assert image.build_backend == "buildx" and image.plan.backend == "buildkit"
+
+
+@pytest.mark.parametrize("name", ["build_docker_image", "push_docker_image"])
+def test_step_defaults_match_prefect_dockers(name):
+    import inspect
+
+    from prefect_docker.deployments import steps as theirs
+
+    from prefect_flyimage.deployments import steps as ours
+
+    their_params = inspect.signature(inspect.unwrap(getattr(theirs, name))).parameters
+    our_params = inspect.signature(getattr(ours, name)).parameters
+    for param, spec in their_params.items():
+        assert our_params[param].default == spec.default, param
+
+
+def test_auto_dockerfile_over_an_existing_one_same_wording(tmp_path, monkeypatch):
+    from prefect_docker.deployments import steps as theirs
+
+    from prefect_flyimage.deployments import steps as ours
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # neither may reach a daemon
+    with pytest.raises(ValueError, match="Dockerfile already exists") as their_error:
+        theirs.build_docker_image("127.0.0.1:5000/app", dockerfile="auto")
+    with pytest.raises(ValueError, match="Dockerfile already exists") as our_error:
+        ours.build_docker_image("127.0.0.1:5000/app", dockerfile="auto")
+    assert str(our_error.value).startswith(str(their_error.value).rstrip("."))
+    assert (tmp_path / "Dockerfile").read_text() == "FROM scratch\n"  # neither touched it
+
+
+def test_denied_hint_is_prefect_dockers():
+    from prefect_docker.deployments import steps as theirs
+
+    from prefect_flyimage.deployments import steps as ours
+
+    assert ours.DENIED_HINT == theirs._DENIED_MESSAGE_HINT

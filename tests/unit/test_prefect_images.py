@@ -19,6 +19,8 @@ from prefect_flyimage.prefect_images import (
     python_version_minor,
 )
 
+pytestmark = pytest.mark.prefect_compat  # also run on the oldest supported Prefect (scripts/test.sh)
+
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 

@@ -12,6 +12,8 @@ from prefect_flyimage import ContextError, InvalidReferenceError
 from prefect_flyimage.deployments import steps
 from prefect_flyimage.dockerfile import DockerfileExistsError
 
+pytestmark = pytest.mark.prefect_compat  # also run on the oldest supported Prefect (scripts/test.sh)
+
 
 @pytest.fixture(autouse=True)
 def _no_daemon(monkeypatch, tmp_path_factory):
@@ -37,8 +39,7 @@ def test_parameters_are_a_superset_of_prefect_dockers(name):
     for param, spec in theirs.items():
         assert param in ours, param
         assert ours[param].kind == spec.kind, param
-        if param != "build_backend":  # ours defaults to "auto": BuildKit only when needed
-            assert ours[param].default == spec.default, param
+        assert ours[param].default == spec.default, param
 
 
 @pytest.mark.parametrize(

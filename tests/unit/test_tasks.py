@@ -42,6 +42,8 @@ from prefect_flyimage.tasks import (
     retry_on_transient,
 )
 
+pytestmark = pytest.mark.prefect_compat  # also run on the oldest supported Prefect (scripts/test.sh)
+
 ARTIFACT_KEY = re.compile(r"^[a-z0-9-]+$")
 
 
