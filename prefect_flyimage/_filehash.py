@@ -28,6 +28,8 @@ from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, Optional, Sequence
 
+from .errors import WorkerOSError
+
 __all__ = ["CHUNK", "hash_file", "hash_in_processes", "cpu_count"]
 
 #: Chunk size for streaming files through the hash (never read a file whole).
@@ -85,10 +87,6 @@ def hash_file(path: str | os.PathLike[str]) -> str:
                 break
             h.update(chunk)
     return h.hexdigest()
-
-
-class WorkerOSError(OSError):
-    """A worker could not read a file: carries the worker's errno and message."""
 
 
 def _batches(items: Sequence[tuple[str, int]]) -> Iterator[list[int]]:

@@ -9,7 +9,7 @@ from typing import Iterator, Mapping, Optional, Protocol, Union
 
 from .credentials import CredentialsLike, RegistryCredentials, resolve_credentials
 from .engine import Engine, EngineProtocol, LocalImage
-from .errors import RegistryUnavailable
+from .errors import InvalidArgumentError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildPlan
 
@@ -203,6 +203,8 @@ def observe(
     :class:`~prefect_flyimage.errors.AuthenticationError`. The daemon is contacted
     only when ``local`` is true.
     """
+    if not isinstance(plan, (BuildPlan, Target)):
+        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
     target = Target.of(plan)
     with _session(engine, plan_credentials(target, credentials), registry, target.repository) as session:
         return _observe(session, target, local=local, remote=remote, every_local_tag=every_local_tag)

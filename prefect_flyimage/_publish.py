@@ -10,6 +10,7 @@ import os
 import time
 from typing import Iterator, Optional, Sequence, TextIO
 
+from . import _args
 from .credentials import RegistryCredentials
 from .engine import EngineProtocol
 from .errors import PushError
@@ -76,6 +77,11 @@ def publish(
     digest, and afterwards the registry must hold it under ``main_tag`` (default: the
     first tag): nothing is ever reported as published that the registry lacks.
     """
+    _args.text("image_id", image_id)
+    ImageRef.parse(_args.text("repository", repository))
+    if not _args.str_list("tags", tags):
+        raise _args.InvalidArgumentError("tags", "must name at least one tag")
+    _args.timeout("timeout", timeout)
     with _session(engine, credentials, registry, repository) as session:
         return _publish(session, image_id, repository, list(tags), main_tag or tags[0], stream_progress_to, timeout)
 

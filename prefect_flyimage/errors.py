@@ -17,6 +17,8 @@ The tree (second bases only where a compatibility promise needs them)::
     │   ├── TreeSpecError
     │   └── ConfigError                (a YAML file: names file and line)
     │       └── RefreshConfigError
+    ├── InvalidArgumentError           (ValueError; `argument` names the parameter)
+    │   └── InvalidPrefectVersion      (+ packaging's InvalidVersion, as Prefect)
     ├── InvalidAppName                 (ValueError)
     ├── IllegalTransitionError         (ValueError, as docker-pkg)
     ├── ChainBuildError
@@ -50,6 +52,8 @@ import importlib.machinery
 import sys
 from typing import Any, Iterable, Optional, Sequence
 
+from packaging.version import InvalidVersion
+
 __all__ = [
     "AuthenticationError",
     "BaseImageMissing",
@@ -68,6 +72,8 @@ __all__ = [
     "ImageBuildError",
     "ImageTaskFailed",
     "InvalidAppName",
+    "InvalidArgumentError",
+    "InvalidPrefectVersion",
     "InvalidReferenceError",
     "MissingFlyToken",
     "PushAuthenticationError",
@@ -82,6 +88,7 @@ __all__ = [
     "TREE_PROBLEM_KINDS",
     "TreeSpecError",
     "VerificationError",
+    "WorkerOSError",
     "is_transient",
     "redact",
 ]
@@ -136,6 +143,14 @@ class InvalidArgumentError(FlyImageError, ValueError):
     def __init__(self, argument: str, message: str) -> None:
         self.argument = argument
         super().__init__(f"{argument} {message}")
+
+
+class InvalidPrefectVersion(InvalidArgumentError, InvalidVersion):
+    """A Prefect version that is not PEP 440: ours, and ``packaging``'s ``InvalidVersion`` as in Prefect."""
+
+
+class WorkerOSError(OSError):
+    """A hashing worker could not read a file: carries the worker's errno and message (internal)."""
 
 
 class InvalidAppName(FlyImageError, ValueError):

@@ -18,7 +18,7 @@ from typing import Optional
 
 from packaging.version import InvalidVersion, Version
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, InvalidPrefectVersion
 
 __all__ = [
     "InvalidPrefectVersion",
@@ -36,10 +36,6 @@ _DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")
 _LOCAL_SHA = re.compile(r"g([0-9a-f]{4,40})")
 _TAG_MAX = 128
 
-
-
-class InvalidPrefectVersion(InvalidArgumentError, InvalidVersion):
-    """A Prefect version that is not PEP 440: ours, and ``packaging``'s ``InvalidVersion`` as in Prefect."""
 
 def python_version_minor() -> str:
     """The running interpreter's ``major.minor`` version, e.g. ``'3.11'``."""

@@ -117,6 +117,10 @@ CASES: list[tuple[str, Callable[[Path], Any], type[FlyImageError], str]] = [
     ("ensure(credentials=5)", lambda c: pf.ensure(plan(c), credentials=5), InvalidArgumentError, "credentials"),
     ("ensure(credentials={})", lambda c: pf.ensure(plan(c), credentials={}), InvalidArgumentError, "credentials"),
     ("exists('app')", lambda c: pf.exists("app"), InvalidArgumentError, "plan"),
+    ("observe('app')", lambda c: pf.observe("app"), InvalidArgumentError, "plan"),
+    ("publish(tags='x')", lambda c: pf.publish(None, "sha256:" + "0" * 64, "127.0.0.1:1/app", "x"), InvalidArgumentError, "tags"),
+    ("publish(tags=[])", lambda c: pf.publish(None, "sha256:" + "0" * 64, "127.0.0.1:1/app", []), InvalidArgumentError, "tags"),
+    ("publish(repository=5)", lambda c: pf.publish(None, "sha256:" + "0" * 64, 5, ["t"]), InvalidArgumentError, "repository"),
     # Prefect's dockerutils API
     ("build_image(None)", lambda c: pf.build_image(None), ContextError, "context"),
     ("build_image(missing)", lambda c: pf.build_image(c / "missing"), ContextError, "missing"),
@@ -219,9 +223,9 @@ def test_nothing_is_written_when_input_is_bad(ctx):
 def test_every_public_name_is_covered():
     """Each public callable of the package appears in the table (or is an exception/value type)."""
     covered = " ".join(c[0] for c in CASES)
-    skip = {"Engine", "docker_client", "BuildResult"}  # daemon handles; results are outputs
+    skip = {"Engine", "docker_client", "BuildResult", "LocalImage", "Observation"}  # daemon handles; results are outputs
     for name in pf.__all__:
         obj = getattr(pf, name)
         if isinstance(obj, type) and issubclass(obj, BaseException) or name in skip:
             continue
-        assert name.split(".")[-1] in covered or name in {"ensure", "exists"} and f"{name}(" in covered, name
+        assert name.split(".")[-1] in covered or name in {"ensure", "exists", "observe", "publish"} and f"{name}(" in covered, name
