@@ -132,7 +132,8 @@ def test_build_failure_names_the_step_and_leaves_no_tag(project, unique_name, do
     assert "RUN echo about-to-fail" in (err.value.step or "")
     assert "about-to-fail" in (err.value.output or "")
     assert Engine().local_image(plan.content_ref) is None
-    assert {c.id for c in docker_client.containers.list(all=True)} == before
+    # Only new containers count: others' may come and go on a shared daemon meanwhile.
+    assert {c.id for c in docker_client.containers.list(all=True)} - before == set()
 
 
 def test_build_timeout_cancels_the_build(project, unique_name, docker_client):
