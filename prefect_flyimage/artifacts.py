@@ -116,7 +116,7 @@ def build_result_markdown(
     result, that it came from Prefect's task cache (nothing ran but the existence
     probe). Only public facts are rendered: no credentials ever reach a result.
     """
-    hits = list(cache_hits)
+    results, hits = list(results), list(cache_hits)
     lines = []
     if title:
         lines += [f"### {_cell(title)}", ""]
@@ -140,6 +140,10 @@ def build_result_markdown(
             )
             + " |"
         )
+    for result in results:
+        why = _get(result, "why")
+        if why:
+            lines += ["", why.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

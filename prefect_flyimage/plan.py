@@ -336,6 +336,9 @@ class BuildResult:
     size: Optional[int] = None
     tags: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: Markdown saying what changed against the registry's previous image, when a task
+    #: built one (``inputs.why_markdown``); shown in the build artifact.
+    why: Optional[str] = field(default=None, compare=False)
 
     @property
     def cached(self) -> bool:

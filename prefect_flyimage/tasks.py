@@ -373,6 +373,27 @@ def publish_artifact(task_: Task[..., Any], task_run: Any, state: Any) -> None:
     )
 
 
+def _explainer(plan: BuildPlan, creds: Optional[RegistryCredentials]) -> tuple[dict[str, str], Any]:
+    """A ``verify`` hook for :func:`pipeline.ensure` that records why ``plan`` is (re)built.
+
+    It runs only when the pipeline is about to build or push (never on the no-op path) and
+    before the push, so the registry still holds the previous image to compare with. An
+    explanation that cannot be had (registry unreachable, no previous image) is logged,
+    never fatal: it is a report, not a check.
+    """
+    found: dict[str, str] = {}
+
+    def hook(image_id: str) -> None:
+        from .inputs import explain, why_markdown
+
+        try:
+            found["why"] = why_markdown(explain(plan, creds))
+        except Exception as exc:  # noqa: BLE001 - a missing explanation must not fail a build
+            logger.debug("no rebuild explanation for %s: %s", plan.repository, exc)
+
+    return found, hook
+
+
 # ---- tasks ----------------------------------------------------------------------------
 
 _RETRY_OPTIONS: dict[str, Any] = dict(
@@ -420,8 +441,13 @@ def build_image_task(plan: BuildPlan, force: bool = False, build_timeout: Option
     """
     if not isinstance(plan, BuildPlan):
         raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
+    found, hook = _explainer(plan, pipeline.plan_credentials(plan, None))
     with RunLoggerStream() as stream:
-        result = pipeline.ensure(plan, push=False, force=force, stream_progress_to=stream, build_timeout=build_timeout)
+        result = pipeline.ensure(
+            plan, push=False, force=force, stream_progress_to=stream, build_timeout=build_timeout,
+            verify=hook,
+        )
+    result = replace(result, why=found.get("why")) if result.built else result
     _remember(ImageTarget.of(plan, push=False), result)
     return result
 
@@ -507,6 +533,7 @@ def ensure_image_task(
     if not isinstance(plan, BuildPlan):
         raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
     creds = pipeline.plan_credentials(plan, credentials)
+    found, hook = _explainer(plan, creds)
     with RunLoggerStream(secrets=_secrets(creds)) as stream:
         result = pipeline.ensure(
             plan,
@@ -516,6 +543,9 @@ def ensure_image_task(
             stream_progress_to=stream,
             build_timeout=build_timeout,
             push_timeout=push_timeout,
+            verify=hook,
         )
+    if result.built or result.pushed:
+        result = replace(result, why=found.get("why"))
     _remember(ImageTarget.of(plan, push=push), result)
     return result

@@ -252,6 +252,26 @@ def test_each_run_leaves_an_artifact_and_logs_progress(prefect_server, project, 
         assert all(secret not in a.data for a in artifacts)
 
 
+def test_a_rebuild_artifact_says_why(prefect_server, project, registry, creds, unique_name):
+    """The artifact of a rebuild names what changed against the registry's previous image."""
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    repository = f"{registry.host}/{unique_name}"
+    first = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    assert first.result().why is not None and "first image" in first.result().why
+    (project / "app.txt").write_text("version 2\n")
+    (project / "extra.txt").write_text("new\n")
+    second = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    assert second.result().built
+
+    by_run = {a.task_run_id: a.data for a in run_coro_as_sync(_artifacts(artifact_key(repository)))}
+    why = by_run[second.state_details.task_run_id]
+    assert "Why rebuilt" in why, why
+    changed = why.split("Why rebuilt", 1)[1]
+    assert "app.txt" in changed and "extra.txt" in changed and "Dockerfile" not in changed
+    assert registry.password not in why
+
+
 # ---- retries ---------------------------------------------------------------------------------
 
 
