@@ -153,6 +153,7 @@ def plan_for_build(
         no_cache=bool(kwargs.pop("nocache", False)),
         network=kwargs.pop("network_mode", None),
         backend=BUILD_BACKENDS[backend],
+        pin_bases=True,  # bases are inputs: resolved to digests before hashing (issue 16)
     )
     build_args = kwargs.pop("buildargs", None)
     labels = kwargs.pop("labels", None)
@@ -253,7 +254,7 @@ class DockerImage(_PrefectDockerImage):
             build_kwargs=kwargs,
             backend=self.build_backend,  # Prefect's value; plan_for_build maps it to ours
         )
-        return plan
+        return pipeline.resolve_bases(plan, self.credentials)
 
     @property
     def plan(self) -> BuildPlan:
