@@ -117,7 +117,9 @@ def from_lines(text: str, build_args: Optional[Mapping[str, Any]] = None) -> lis
         if keyword == "ARG" and not found:
             for token in shlex.split(rest):
                 name, eq, default = token.partition("=")
-                args[name] = overrides.get(name, default if eq else None)
+                # A default may use earlier ARGs (``ARG BASE=${REG}/img``), as Docker expands it.
+                value = _substitute(default, args, []) if eq else None
+                args[name] = overrides.get(name, value)
         elif keyword == "FROM":
             words = rest.split()
             flags = tuple(w for w in words if w.startswith("--"))
