@@ -122,3 +122,38 @@ def test_prefect_default_dockerfile_records_its_base(tmp_path, registry_noauth, 
     again.build()
     again.push()
     assert again.result.cached and again.reference == first.reference
+
+
+def _inspect(app: Path, repository: str, *extra: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect_flyimage.cli", "inspect", str(app), "-r", repository, "--pull", "--json", *extra],
+        capture_output=True, text=True, timeout=300, env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_inspect_shows_bases_and_why_names_a_moved_base(tmp_path, registry_noauth, busybox_image, unique_name):
+    base = f"{registry_noauth.host}/{unique_name}-base"
+    old = push_base(tmp_path, base, "A", busybox_image)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text(f"FROM {base}:1\nCOPY app.txt /app.txt\n")
+    (app / "app.txt").write_text("app\n")
+    repository = f"{registry_noauth.host}/{unique_name}"
+    first = ensure(BuildPlan.from_dockerfile(app, repository, pull=True, pin_bases=True))
+
+    info = _inspect(app, repository)
+    assert info["bases"] == [{"ref": f"{base}:1", "digest": old, "source": "registry", "hashed": True}]
+    assert info["hash"] == first.plan_hash and info["registry_digest"] == first.digest
+
+    new = push_base(tmp_path, base, "B", busybox_image)
+    why = _inspect(app, repository, "--why")["why"]
+    assert why["status"] == "changed" and why["compared_with"] == first.reference
+    assert why["changes"]["bases"] == {f"{base}:1": [old, new]}
+    assert why["changes"]["files_changed"] == [] and why["changes"]["dockerfile_changed"] is False
