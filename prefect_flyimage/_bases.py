@@ -101,7 +101,7 @@ def _logical_lines(text: str) -> list[tuple[int, int, str]]:
 
 
 def from_lines(text: str, build_args: Optional[Mapping[str, Any]] = None) -> list[FromLine]:
-    """Every ``FROM`` of ``text`` with ``ARG``\\ s before the first ``FROM`` applied
+    """Every ``FROM`` of ``text`` with ``ARG`` lines before the first ``FROM`` applied
     (their defaults, overridden by ``build_args``), as Docker does.
 
     Raises:

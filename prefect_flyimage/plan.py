@@ -26,6 +26,9 @@ from .names import ImageRef, validate_platform, validate_tag
 TAG_LENGTH = 16
 #: Label every image built by a plan carries, so a local image can be matched to its plan.
 PLAN_LABEL = "io.prefect-flyimage.plan-hash"
+#: Label naming the resolved base images (``ref=digest,...``, sorted; ``ref=local:sha256:...``
+#: for a daemon image id), written when the plan has :attr:`BuildPlan.bases`.
+BASES_LABEL = "io.prefect-flyimage.base-digests"
 
 BACKENDS = ("auto", "docker-py", "buildkit")
 
@@ -282,11 +285,15 @@ class BuildPlan:
 
     @property
     def image_labels(self) -> dict[str, str]:
-        """The labels applied at build time: the plan's own, :data:`PLAN_LABEL` and the
-        inputs manifest (:data:`~prefect_flyimage.inputs.INPUTS_LABEL`; not hashed)."""
+        """The labels applied at build time: the plan's own, :data:`PLAN_LABEL`, the
+        inputs manifest (:data:`~prefect_flyimage.inputs.INPUTS_LABEL`) and, with resolved
+        bases, :data:`BASES_LABEL` (all derived, not hashed themselves)."""
         from .inputs import INPUTS_LABEL, label_for
 
-        return {**dict(self.labels), PLAN_LABEL: self.hash, INPUTS_LABEL: label_for(self)}
+        labels = {**dict(self.labels), PLAN_LABEL: self.hash, INPUTS_LABEL: label_for(self)}
+        if self.bases:  # derived from the hashed bases, like PLAN_LABEL: which bases the image was built from
+            labels[BASES_LABEL] = ",".join(sorted(f"{ref}={digest}" for ref, digest in self.bases))
+        return labels
 
     def needs_buildkit(self) -> bool:
         """True when only BuildKit can build this plan (secrets, ``RUN --mount``, heredocs)."""
