@@ -152,7 +152,7 @@ class _Ensure:
         self.timings["total"] = round(time.monotonic() - self.started, 4)
         return BuildResult(
             reference=str(self.plan.ref), plan_hash=self.plan.hash, image_id=image_id, size=size,
-            tags=self.plan.all_tags, timings=dict(self.timings), **kw,
+            tags=self.plan.all_tags, timings=dict(self.timings), bases=self.plan.bases or (), **kw,
         )
 
     def run(self) -> BuildResult:

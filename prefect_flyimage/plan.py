@@ -369,6 +369,8 @@ class BuildResult:
     size: Optional[int] = None
     tags: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: Base images the plan was built from, ``((ref, digest), ...)``; ``"offline"`` marks one built by tag.
+    bases: tuple[tuple[str, str], ...] = ()
 
     @property
     def cached(self) -> bool:
@@ -406,4 +408,5 @@ class BuildResult:
             "size": self.size,
             "tags": list(self.tags),
             "timings": dict(self.timings),
+            "bases": dict(self.bases),
         }

@@ -110,3 +110,15 @@ def test_an_unreachable_registry_names_the_base(tmp_path, monkeypatch):
         pipeline.resolve_bases(plan)
     assert info.value.base == "127.0.0.1:9/team/base:1" and info.value.registry == "127.0.0.1:9"
     assert "127.0.0.1:9/team/base:1" in str(info.value) and "PREFECT_FLYIMAGE_OFFLINE_BASES" in str(info.value)
+
+
+def test_offline_bases_are_said_in_the_result_and_the_artifact():
+    from prefect_flyimage.artifacts import build_result_markdown
+    from prefect_flyimage.plan import BuildResult
+
+    result = BuildResult(reference="127.0.0.1:5001/team/app:abc", plan_hash="0" * 64, bases=(("busybox:1", OFFLINE),))
+    assert result.as_dict()["bases"] == {"busybox:1": OFFLINE}
+    text = build_result_markdown([result])
+    assert "Base `busybox:1` of `127.0.0.1:5001/team/app:abc` was built by tag" in text
+    resolved = BuildResult(reference="127.0.0.1:5001/team/app:abc", plan_hash="0" * 64, bases=(("busybox:1", A),))
+    assert "built by tag" not in build_result_markdown([resolved.as_dict()])
