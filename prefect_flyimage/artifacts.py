@@ -103,6 +103,11 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> lis
 _cell = markdown_cell
 
 
+def _bases(result: ResultLike) -> list[tuple[str, str]]:
+    bases = _get(result, "bases") or ()
+    return list(bases.items()) if isinstance(bases, Mapping) else [tuple(b) for b in bases]
+
+
 def build_result_markdown(
     results: Iterable[ResultLike],
     *,
@@ -144,6 +149,15 @@ def build_result_markdown(
         why = _get(result, "why")
         if why:
             lines += ["", why.rstrip("\n")]
+    notes = [
+        f"Base `{ref}` of `{_get(result, 'reference')}` was built by tag, not resolved to a digest "
+        "(PREFECT_FLYIMAGE_OFFLINE_BASES)."
+        for result in results
+        for ref, digest in _bases(result)
+        if digest == "offline"
+    ]
+    if notes:
+        lines += [""] + [_cell(n) for n in notes]
     return "\n".join(lines) + "\n"
 
 

@@ -107,7 +107,7 @@ def _credentials(registry: Optional[str], username: Optional[str], password_stdi
 
 
 def _plan(path: Path, repository: str, dockerfile: str, tag: Optional[str], build_arg: list[str], platform: Optional[str],
-          target: Optional[str], network: Optional[str], backend: str):
+          target: Optional[str], network: Optional[str], backend: str, pull: bool = False):
     from .dockerfile import default_dockerfile_text
     from .plan import BuildPlan
 
@@ -117,7 +117,8 @@ def _plan(path: Path, repository: str, dockerfile: str, tag: Optional[str], buil
         if not sep:
             raise ValueError(f"--build-arg {item!r} must look like KEY=VALUE")
         args[key] = value
-    common = dict(tag=tag, platform=platform, target=target, network=network, backend=backend)
+    # --pull: bases are inputs, resolved in their registries (issue 16); else built by tag as before.
+    common = dict(tag=tag, platform=platform, target=target, network=network, backend=backend, pull=pull, pin_bases=pull)
     if dockerfile == "auto":
         if (path / "Dockerfile").exists():
             raise ContextError(
@@ -203,17 +204,19 @@ JsonOpt = typer.Option(False, "--json", help="print one JSON object (for scripts
 UserOpt = typer.Option(None, "--username", "-u", help="registry user (or $PREFECT_FLYIMAGE_REGISTRY_USERNAME)")
 PassOpt = typer.Option(False, "--password-stdin", help="read the registry password from stdin (or $PREFECT_FLYIMAGE_REGISTRY_PASSWORD)")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no build or push progress")
+PullOpt = typer.Option(False, "--pull", help="resolve each base image (FROM) in its registry: its digest enters the "
+                       "content tag and the build uses exactly it (a moved base rebuilds)")
 
 
 def _ensure(push: bool, path: Path, repository: str, dockerfile: str, tag: Optional[str], build_arg: list[str],
             platform: Optional[str], target: Optional[str], network: Optional[str], backend: str, force: bool,
-            username: Optional[str], password_stdin: bool, as_json: bool, quiet: bool) -> None:
+            username: Optional[str], password_stdin: bool, as_json: bool, quiet: bool, pull: bool = False) -> None:
     from .names import ImageRef
     from .pipeline import ensure
     from .progress import progress_stream
 
     def go() -> dict[str, Any]:
-        plan = _plan(path, repository, dockerfile, tag, build_arg, platform, target, network, backend)
+        plan = _plan(path, repository, dockerfile, tag, build_arg, platform, target, network, backend, pull)
         creds = _credentials(ImageRef.parse(repository).registry, username, password_stdin) if push else None
         stream, live = progress_stream(not quiet and not as_json)
         if live is not None:
@@ -234,9 +237,9 @@ def build(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = Doc
           build_arg: list[str] = ArgOpt, platform: Optional[str] = PlatformOpt, target: Optional[str] = TargetOpt,
           network: Optional[str] = NetworkOpt, backend: str = BackendOpt,
           force: bool = typer.Option(False, "--force", help="rebuild even if the image exists"),
-          as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+          as_json: bool = JsonOpt, quiet: bool = QuietOpt, pull: bool = PullOpt) -> None:
     """Build the image for PATH unless the daemon already has it (content-hash tag)."""
-    _ensure(False, path, repository, dockerfile, tag, build_arg, platform, target, network, backend, force, None, False, as_json, quiet)
+    _ensure(False, path, repository, dockerfile, tag, build_arg, platform, target, network, backend, force, None, False, as_json, quiet, pull)
 
 
 @app.command(epilog="Example: prefect-flyimage ensure flows/example -r 127.0.0.1:5000/team/app -f auto -u flyimage --password-stdin")
@@ -245,9 +248,9 @@ def ensure(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = Do
            network: Optional[str] = NetworkOpt, backend: str = BackendOpt,
            force: bool = typer.Option(False, "--force", help="rebuild and re-push even if the registry has it"),
            username: Optional[str] = UserOpt, password_stdin: bool = PassOpt, as_json: bool = JsonOpt,
-           quiet: bool = QuietOpt) -> None:
+           quiet: bool = QuietOpt, pull: bool = PullOpt) -> None:
     """Build if missing, push if the registry lacks it; print the reference and digest."""
-    _ensure(True, path, repository, dockerfile, tag, build_arg, platform, target, network, backend, force, username, password_stdin, as_json, quiet)
+    _ensure(True, path, repository, dockerfile, tag, build_arg, platform, target, network, backend, force, username, password_stdin, as_json, quiet, pull)
 
 
 @app.command(epilog="Example: prefect-flyimage push 127.0.0.1:5000/team/app:v1 -u flyimage --password-stdin")
@@ -324,17 +327,27 @@ def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = D
                                      "(files, Dockerfile, build args, platform), from the inputs label it carries"),
             against: Optional[str] = typer.Option(None, "--against", help="with --why: compare with this tag "
                                                   "(default: the explicit tag, else the newest labelled image)"),
-            username: Optional[str] = UserOpt, password_stdin: bool = PassOpt, as_json: bool = JsonOpt) -> None:
+            username: Optional[str] = UserOpt, password_stdin: bool = PassOpt, as_json: bool = JsonOpt,
+            pull: bool = PullOpt) -> None:
     """Show what the plan hash covers and whether the image exists locally and in the registry."""
     from .names import ImageRef
     from .pipeline import exists
 
     def go() -> Any:
-        plan = _plan(path, repository, dockerfile, tag, build_arg, platform, target, None, "auto")
+        from ._bases import describe_bases, resolve_plan
+        from .pipeline import resolve_bases
+
+        plan = _plan(path, repository, dockerfile, tag, build_arg, platform, target, None, "auto", pull)
         creds = _credentials(ImageRef.parse(repository).registry, username, password_stdin)
+        plan = resolve_bases(plan, creds)  # with --pull: the digests enter the hash
         state = exists(plan, creds, remote=remote)
         info = {**plan.describe(), "reference": str(plan.ref), "local_image_id": state.local_id,
                 "registry_digest": state.remote_digest}
+        try:  # each base with the digest it names now (hashed only with --pull)
+            shown = plan if plan.bases is not None else resolve_plan(plan.with_(pin_bases=True), creds)
+            info["bases"] = [{**b, "hashed": plan.bases is not None} for b in describe_bases(shown)]
+        except FlyImageError as exc:
+            info["bases"] = [{"error": str(exc)}]
         if not why:
             return info
         from .inputs import explain

@@ -153,6 +153,7 @@ def plan_for_build(
         no_cache=bool(kwargs.pop("nocache", False)),
         network=kwargs.pop("network_mode", None),
         backend=BUILD_BACKENDS[backend],
+        pin_bases=True,  # bases are inputs: resolved to digests before hashing (issue 16)
     )
     build_args = kwargs.pop("buildargs", None)
     labels = kwargs.pop("labels", None)
@@ -259,8 +260,12 @@ class DockerImage(_PrefectDockerImage):
     def plan(self) -> BuildPlan:
         """The :class:`BuildPlan` of this image (hashes the context on first use)."""
         if self._plan is None:
-            self._plan = self._make_plan()
+            self._plan = self._resolved(self._make_plan())
         return self._plan
+
+    def _resolved(self, plan: BuildPlan) -> BuildPlan:
+        """``plan`` with its base images resolved to digests: what is built and tagged."""
+        return pipeline.resolve_bases(plan, self.credentials)
 
     @property
     def tag(self) -> str:  # type: ignore[override]
@@ -303,7 +308,7 @@ class DockerImage(_PrefectDockerImage):
         The context is hashed afresh, so edits made since :attr:`reference` was first
         read are picked up (and :attr:`tag` follows them).
         """
-        self._plan = self._make_plan()
+        self._plan = self._resolved(self._make_plan())  # bases are inputs: their digests enter the content tag
         # A registry that already holds this plan's image satisfies the build as well
         # (flow.deploy pushes next; a worker pulls): the unchanged redeploy never needs the daemon.
         self._result = pipeline.ensure(

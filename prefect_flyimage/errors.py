@@ -24,6 +24,7 @@ The tree (second bases only where a compatibility promise needs them)::
     ├── ChainBuildError
     ├── ImageTaskFailed
     ├── BaseImageMissing
+    │   └── BaseImageUnresolved        (`base`, `registry`: its digest cannot be looked up)
     ├── VerificationError
     ├── RefreshFailed
     └── ImageBuildError                (flaude's name: returncode, stderr)
@@ -57,6 +58,7 @@ from packaging.version import InvalidVersion
 __all__ = [
     "AuthenticationError",
     "BaseImageMissing",
+    "BaseImageUnresolved",
     "BuildError",
     "BuildTimeout",
     "ChainBuildError",
@@ -375,6 +377,20 @@ class RefreshConfigError(ConfigError):
 
 class BaseImageMissing(FlyImageError):
     """A base image named by a Dockerfile is in neither its registry nor the daemon."""
+
+
+class BaseImageUnresolved(BaseImageMissing):
+    """A base image's digest could not be looked up (absent, refused, registry down).
+
+    Set ``PREFECT_FLYIMAGE_OFFLINE_BASES=1`` to build by tag instead.
+    """
+
+    def __init__(self, base: str, registry: str, why: str) -> None:
+        self.base, self.registry = base, registry
+        super().__init__(
+            f"base image {base} (registry {registry}) cannot be resolved to a digest: {why}; "
+            "set PREFECT_FLYIMAGE_OFFLINE_BASES=1 to build it by tag"
+        )
 
 
 class VerificationError(FlyImageError):

@@ -87,6 +87,8 @@ def inputs_of(plan: "BuildPlan") -> dict[str, Any]:
         "labels": dict(plan.labels),
         "secrets": sorted(s.id for s in plan.secrets),
         "files": _files(plan),
+        # Resolved base images (issue 16): only when the plan has them, so older labels read the same.
+        **({"bases": dict(plan.bases)} if plan.bases else {}),
     }
 
 
@@ -137,11 +139,12 @@ class Changes:
     labels: dict[str, tuple[Optional[str], Optional[str]]] = field(default_factory=dict)
     secrets: Optional[tuple[list[str], list[str]]] = None
     grouped: bool = False  #: files were compared folder by folder (a large context)
+    bases: dict[str, tuple[Optional[str], Optional[str]]] = field(default_factory=dict)  #: base ref -> (old, new digest)
 
     @property
     def empty(self) -> bool:
         return not (self.files_added or self.files_removed or self.files_changed or self.dockerfile or self.args
-                    or self.target or self.platform or self.labels or self.secrets)
+                    or self.target or self.platform or self.labels or self.secrets or self.bases)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,11 +158,13 @@ class Changes:
             "labels": {k: list(v) for k, v in self.labels.items()},
             "secrets": list(self.secrets) if self.secrets else None,
             "grouped_by_folder": self.grouped,
+            "bases": {k: list(v) for k, v in self.bases.items()},
         }
 
     def lines(self) -> list[str]:
         """One human-readable line per difference."""
-        out = [f"file added: {p}" for p in self.files_added]
+        out = [_base_line(k, a, b) for k, (a, b) in sorted(self.bases.items())]
+        out += [f"file added: {p}" for p in self.files_added]
         out += [f"file removed: {p}" for p in self.files_removed]
         out += [f"file changed: {p}" for p in self.files_changed]
         if self.dockerfile:
@@ -173,6 +178,14 @@ class Changes:
         if self.secrets:
             out.append(f"build secrets: {self.secrets[0]} -> {self.secrets[1]}")
         return out
+
+
+def _base_line(ref: str, old: Optional[str], new: Optional[str]) -> str:
+    if old is None:
+        return f"base {ref}: now resolved to {new}"
+    if new is None:
+        return f"base {ref}: no longer used (was {old})"
+    return f"base {ref} moved: {old} -> {new}"
 
 
 def _show(value: Optional[str]) -> str:
@@ -204,6 +217,8 @@ def compare(old: dict[str, Any], plan: "BuildPlan") -> Changes:
     for key in ("target", "platform"):
         if old.get(key) != new[key]:
             setattr(changes, key, (old.get(key), new[key]))
+    if old.get("bases") is not None or new.get("bases") is not None:
+        changes.bases = _mapping_changes(old.get("bases") or {}, new.get("bases") or {})
     if sorted(old.get("secrets") or []) != new["secrets"]:
         changes.secrets = (sorted(old.get("secrets") or []), new["secrets"])
     return changes

@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable, Optional, TextIO
 
 from . import _args
+from ._bases import resolve_plan
 from ._observe import (
     Existence,
     Observation,
@@ -58,9 +59,17 @@ __all__ = [
     "plan_credentials",
     "publish",
     "push_local",
+    "resolve_bases",
 ]
 
 logger = logging.getLogger("prefect_flyimage")
+
+
+def resolve_bases(plan: BuildPlan, credentials: CredentialsLike = None, engine: Optional[EngineProtocol] = None) -> BuildPlan:
+    """``plan`` with its base images resolved to digests (when it has ``pin_bases``), so its
+    hash and content tag are those :func:`ensure` will use. See :mod:`._bases`."""
+    _check_plan(plan)
+    return resolve_plan(plan, plan_credentials(plan, credentials), (lambda: engine) if engine is not None else None)
 
 
 # ---- ensure -----------------------------------------------------------------------------
@@ -114,6 +123,7 @@ def ensure(
     _args.timeout("push_timeout", push_timeout)
     creds = plan_credentials(plan, credentials)
     with _session(engine, creds, registry, plan.repository) as session:
+        plan = resolve_plan(plan, creds, lambda: session.engine)  # bases are inputs too (issue 16)
         run = _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs)
         run.accept_registry = accept_registry and not push and verify is None
         return run.run()
@@ -142,7 +152,7 @@ class _Ensure:
         self.timings["total"] = round(time.monotonic() - self.started, 4)
         return BuildResult(
             reference=str(self.plan.ref), plan_hash=self.plan.hash, image_id=image_id, size=size,
-            tags=self.plan.all_tags, timings=dict(self.timings), **kw,
+            tags=self.plan.all_tags, timings=dict(self.timings), bases=self.plan.bases or (), **kw,
         )
 
     def run(self) -> BuildResult:

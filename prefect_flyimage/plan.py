@@ -26,6 +26,9 @@ from .names import ImageRef, validate_platform, validate_tag
 TAG_LENGTH = 16
 #: Label every image built by a plan carries, so a local image can be matched to its plan.
 PLAN_LABEL = "io.prefect-flyimage.plan-hash"
+#: Label naming the resolved base images (``ref=digest,...``, sorted; ``ref=local:sha256:...``
+#: for a daemon image id), written when the plan has :attr:`BuildPlan.bases`.
+BASES_LABEL = "io.prefect-flyimage.base-digests"
 
 BACKENDS = ("auto", "docker-py", "buildkit")
 
@@ -142,6 +145,12 @@ class BuildPlan:
     #: the folder ``context``: it hashes the files where they are and is staged only to build
     #: (``entries()``, ``digest()``, ``total_size()``, ``stage(folder)``, ``staged_at``).
     generated_context: Optional[Any] = field(default=None, compare=False, repr=False)
+    #: Resolved base images, ``((ref, digest), ...)`` in Dockerfile order (``None``: not
+    #: resolved). Hashed as an added section when non-empty (see :mod:`._bases`).
+    bases: Optional[tuple[tuple[str, str], ...]] = None
+    #: Let the pipeline resolve ``bases`` before hashing (registry digest with ``pull``,
+    #: the daemon's image id without). Front doors that follow Prefect turn it on.
+    pin_bases: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -213,6 +222,23 @@ class BuildPlan:
         """A copy of this plan with ``changes`` applied."""
         return replace(self, **changes)
 
+    def with_bases(self, bases: tuple[tuple[str, str], ...]) -> "BuildPlan":
+        """A copy with resolved ``bases`` (``((ref, digest), ...)``); the context hash is kept."""
+        new = replace(self, bases=tuple((str(r), str(d)) for r, d in bases))
+        if "build_context" in self.__dict__:
+            new.__dict__["build_context"] = self.__dict__["build_context"]
+        return new
+
+    @property
+    def build_dockerfile_text(self) -> str:
+        """The Dockerfile text sent to the daemon: :attr:`dockerfile_text` with every
+        resolved base pinned by digest (the hash covers the text as written)."""
+        if not self.bases:
+            return self.dockerfile_text
+        from ._bases import pinned_dockerfile
+
+        return pinned_dockerfile(self.dockerfile_text, dict(self.build_args), dict(self.bases))
+
     @cached_property
     def build_context(self) -> BuildContext:
         """The :class:`BuildContext` (file list and digests) this plan sends to Docker."""
@@ -230,6 +256,8 @@ class BuildPlan:
         h.update(_lp("labels", *(s for kv in self.labels for s in kv)))
         h.update(_lp("secrets", *sorted(s.id for s in self.secrets)))
         h.update(_lp("context", self.build_context.digest()))
+        if self.bases:  # added only when present: a plan without resolved bases hashes as before
+            h.update(_lp("bases", *(s for kv in self.bases for s in kv)))
         return h.hexdigest()
 
     @property
@@ -257,11 +285,15 @@ class BuildPlan:
 
     @property
     def image_labels(self) -> dict[str, str]:
-        """The labels applied at build time: the plan's own, :data:`PLAN_LABEL` and the
-        inputs manifest (:data:`~prefect_flyimage.inputs.INPUTS_LABEL`; not hashed)."""
+        """The labels applied at build time: the plan's own, :data:`PLAN_LABEL`, the
+        inputs manifest (:data:`~prefect_flyimage.inputs.INPUTS_LABEL`) and, with resolved
+        bases, :data:`BASES_LABEL` (all derived, not hashed themselves)."""
         from .inputs import INPUTS_LABEL, label_for
 
-        return {**dict(self.labels), PLAN_LABEL: self.hash, INPUTS_LABEL: label_for(self)}
+        labels = {**dict(self.labels), PLAN_LABEL: self.hash, INPUTS_LABEL: label_for(self)}
+        if self.bases:  # derived from the hashed bases, like PLAN_LABEL: which bases the image was built from
+            labels[BASES_LABEL] = ",".join(sorted(f"{ref}={digest}" for ref, digest in self.bases))
+        return labels
 
     def needs_buildkit(self) -> bool:
         """True when only BuildKit can build this plan (secrets, ``RUN --mount``, heredocs)."""
@@ -286,6 +318,7 @@ class BuildPlan:
             "platform": self.platform,
             "labels": dict(self.labels),
             "secrets": [s.id for s in self.secrets],
+            **({"bases": dict(self.bases)} if self.bases is not None else {}),
         }
 
 
@@ -305,7 +338,7 @@ def _check_fields(plan: BuildPlan) -> None:
         value = getattr(plan, name)
         if value is not None and (not isinstance(value, str) or not value):
             problems.append(f"{name} must be a non-empty str or None, not {value!r:.60}")
-    for name in ("pull", "no_cache", "stat_cache"):
+    for name in ("pull", "no_cache", "stat_cache", "pin_bases"):
         if not isinstance(getattr(plan, name), bool):
             problems.append(f"{name} must be True or False, not {getattr(plan, name)!r:.60}")
     if isinstance(plan.extra_tags, str) or not isinstance(plan.extra_tags, Iterable):
@@ -336,6 +369,8 @@ class BuildResult:
     size: Optional[int] = None
     tags: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    #: Base images the plan was built from, ``((ref, digest), ...)``; ``"offline"`` marks one built by tag.
+    bases: tuple[tuple[str, str], ...] = ()
     #: Markdown saying what changed against the registry's previous image, when a task
     #: built one (``inputs.why_markdown``); shown in the build artifact.
     why: Optional[str] = field(default=None, compare=False)
@@ -376,4 +411,5 @@ class BuildResult:
             "size": self.size,
             "tags": list(self.tags),
             "timings": dict(self.timings),
+            "bases": dict(self.bases),
         }

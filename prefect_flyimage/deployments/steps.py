@@ -50,7 +50,7 @@ from ..dockerfile import default_dockerfile_text
 from ..engine import Engine
 from ..errors import BuildError, InvalidArgumentError
 from ..names import ImageRef
-from ..plan import BuildResult, build_arg_pairs
+from ..plan import TAG_LENGTH, BuildResult, build_arg_pairs
 
 __all__ = [
     "BuildDockerImageResult",
@@ -230,15 +230,15 @@ def build_docker_image(
     print(f"{result.reference}: {'built' if result.built else 'already built (build skipped)'}")
     return {
         "image_name": plan.repository,
-        "tag": ref.tag or plan.content_tag,
+        "tag": ref.tag or result.plan_hash[:TAG_LENGTH],
         "image": result.reference,
         "image_id": result.image_id or "",
         "additional_tags": additional,
         "digest": result.digest,
         "cached": not result.built,
         "built": result.built,
-        "plan_hash": plan.hash,
-        "content_tag": plan.content_tag,
+        "plan_hash": result.plan_hash,
+        "content_tag": result.plan_hash[:TAG_LENGTH],
     }
 
 
@@ -340,7 +340,7 @@ def ensure_image(
     print(f"{result.reference}: {' and '.join(done) or 'up to date (nothing built or pushed)'}")
     return {
         "image_name": plan.repository,
-        "tag": ref.tag or plan.content_tag,
+        "tag": ref.tag or result.plan_hash[:TAG_LENGTH],
         "image": result.reference,
         "image_id": result.image_id,
         "additional_tags": additional,
@@ -349,6 +349,6 @@ def ensure_image(
         "built": result.built,
         "pushed": result.pushed,
         "pinned": result.pinned,
-        "plan_hash": plan.hash,
-        "content_tag": plan.content_tag,
+        "plan_hash": result.plan_hash,
+        "content_tag": result.plan_hash[:TAG_LENGTH],
     }

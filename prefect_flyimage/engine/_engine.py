@@ -445,7 +445,7 @@ class Engine:
             # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
             with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
                 dockerfile = Path(tmp) / "Dockerfile"
-                dockerfile.write_text(plan.dockerfile_text)
+                dockerfile.write_text(plan.build_dockerfile_text)
                 return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout)
 
     @staticmethod
@@ -473,7 +473,7 @@ class Engine:
         )
         kwargs.update(extra)
         on_disk = context / plan.dockerfile_name if plan.dockerfile_name else None
-        if on_disk is not None and on_disk.is_file() and on_disk.read_text() == plan.dockerfile_text:
+        if on_disk is not None and on_disk.is_file() and on_disk.read_text() == plan.build_dockerfile_text:
             # The Dockerfile is in the context: name it, and the context goes as it is.
             image_id = self.build_classic(context, plan.dockerfile_name, refs[0], stream=stream, timeout=timeout, **kwargs)
         else:
@@ -481,7 +481,7 @@ class Engine:
             # .dockerignore to name it, so every build (and `COPY .` layer) would differ.
             # Archive the context ourselves with a fixed name instead: same plan, same bytes.
             archive = build_utils.tar(
-                str(context), exclude=read_dockerignore(context), dockerfile=(GENERATED_DOCKERFILE, plan.dockerfile_text),
+                str(context), exclude=read_dockerignore(context), dockerfile=(GENERATED_DOCKERFILE, plan.build_dockerfile_text),
             )
             try:
                 image_id = self.build_classic(

@@ -1,8 +1,11 @@
-"""Base images: which ones a build starts from, what digest each names now, the label.
+"""Base images: which ones a build starts from, what digest each names now.
 
-:func:`registry_digest` is the one place the refresh asks a registry for a digest ("did
-the base move", "what did the tag name before"), so it can switch to a direct registry
-client in one edit. :func:`local_facts` is the one place it reads the daemon's answer.
+The digests go into the plan the way every front door's do (issue 16):
+:meth:`BuildPlan.with_bases` -- an added section of the plan hash, pinned ``FROM`` lines for
+the build, and the derived :data:`BASE_LABEL` on the image. :func:`labelled_plan` is that
+call. :func:`registry_digest` is the one place the refresh asks a registry for a digest
+(directly, :func:`prefect_flyimage.registry.shared_client`, like the pipeline);
+:func:`local_facts` is the one place it reads the daemon's answer.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ..credentials import RegistryCredentials
 from ..dockerfile import base_images
 from ..errors import BaseImageMissing, FlyImageError, VerificationError, redact
 from ..names import ImageRef
-from ..plan import PLAN_LABEL, BuildPlan
+from ..plan import BASES_LABEL, PLAN_LABEL, BuildPlan
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -40,7 +43,7 @@ __all__ = [
 ]
 
 #: Label holding the base digests an image was built from (``ref=digest,...``, sorted).
-BASE_LABEL = "io.prefect-flyimage.base-digests"
+BASE_LABEL = BASES_LABEL
 #: Where a base's digest is looked up (``auto``: the registry when the reference names one).
 BASE_SOURCES = ("auto", "registry", "local")
 
@@ -78,14 +81,15 @@ def parse_base_label(text: Optional[str]) -> dict[str, str]:
 
 
 def labelled_plan(plan: BuildPlan, bases: Sequence[BaseDigest], **changes: Any) -> BuildPlan:
-    """``plan`` with :data:`BASE_LABEL` naming ``bases`` (so the content tag follows them),
-    and any other ``changes`` (fields of :class:`BuildPlan`)."""
-    labels = dict(plan.labels)
-    if bases:
-        labels[BASE_LABEL] = base_label(bases)
-    else:
-        labels.pop(BASE_LABEL, None)
-    return plan.with_(labels=tuple(labels.items()), **changes)
+    """``plan`` built from ``bases``: their digests in :attr:`BuildPlan.bases` (so the content
+    tag follows them, the build pins them and the image carries :data:`BASE_LABEL`), and
+    any other ``changes`` (fields of :class:`BuildPlan`)."""
+    resolved = plan.with_bases(tuple((b.ref, b.token.partition("=")[2]) for b in _by_ref(bases)))
+    return resolved.with_(**changes) if changes else resolved
+
+
+def _by_ref(bases: Sequence[BaseDigest]) -> list[BaseDigest]:
+    return list({b.ref: b for b in bases}.values())
 
 
 # ---- what the registry and the daemon say --------------------------------------------
@@ -94,8 +98,13 @@ def labelled_plan(plan: BuildPlan, bases: Sequence[BaseDigest], **changes: Any) 
 def registry_digest(
     engine: "Engine", ref: ImageRef | str, credentials: Optional[RegistryCredentials] = None
 ) -> Optional[str]:
-    """The manifest digest the registry holds for ``ref`` now (``None``: it holds nothing)."""
-    return engine.registry_digest(ref, credentials)
+    """The manifest digest the registry holds for ``ref`` now (``None``: it holds nothing).
+
+    Asked directly, as the pipeline resolves bases (``engine`` is kept for callers)."""
+    from ..registry import shared_client
+
+    r = ImageRef.parse(str(ref))
+    return shared_client(r.registry, credentials).manifest_digest(r)
 
 
 @dataclass(frozen=True)
@@ -220,7 +229,7 @@ def verify_image(
         raise VerificationError(f"image {image_id} is not in the Docker daemon")
     if local.labels.get(PLAN_LABEL) != plan.hash:
         raise VerificationError(f"image {image_id[:19]} was not built from plan {plan.content_tag} (label {PLAN_LABEL})")
-    expected = dict(plan.labels).get(BASE_LABEL)
+    expected = plan.image_labels.get(BASE_LABEL)
     if local.labels.get(BASE_LABEL) != expected:
         raise VerificationError(
             f"image {image_id[:19]} records base digests {local.labels.get(BASE_LABEL)!r}, expected {expected!r}"

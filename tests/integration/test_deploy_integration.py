@@ -24,6 +24,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect_flyimage import DockerImage, Engine
 from prefect_flyimage.dockerfile import default_dockerfile_text
 from prefect_flyimage.plan import BuildPlan
+from prefect_flyimage.pipeline import resolve_bases
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.prefect_compat]
 
@@ -89,7 +90,10 @@ def test_flow_deploy_builds_and_pushes_once(project, docker_pool, registry, cred
     image = DockerImage(repository, pull=False, stream_progress_to=None)
     hello.deploy(name="e2e", work_pool_name=docker_pool, image=image, build=True, push=True, print_next_steps=False)
     assert image.result.built and image.result.pushed
-    expected_tag = BuildPlan(project, default_dockerfile_text(project), repository).content_tag
+    # The base is an input (issue 16): pull=False, so the stand-in's daemon image id is hashed too.
+    expected_tag = resolve_bases(
+        BuildPlan(project, default_dockerfile_text(project), repository, pull=False, pin_bases=True)
+    ).content_tag
     assert image.reference == f"{repository}:{expected_tag}"
 
     deployment = _deployment(f"hello-{unique_name}/e2e")
@@ -186,7 +190,9 @@ def test_prefect_deploy_with_our_steps(project, docker_pool, registry, creds, un
 
     deployment = _deployment(f"hello-{unique_name}/from-yaml")
     image = deployment.job_variables["image"]
-    content_tag = BuildPlan(project, default_dockerfile_text(project), repository).content_tag
+    content_tag = resolve_bases(  # the base's daemon image id is an input too (pull: false)
+        BuildPlan(project, default_dockerfile_text(project), repository, pull=False, pin_bases=True)
+    ).content_tag
     assert image == f"{repository}:{content_tag}"
     digest = engine.registry_digest(image, creds)
     assert digest is not None

@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import StateType
 
 from prefect_flyimage import BuildPlan, Engine, RegistryCredentials
+from prefect_flyimage.pipeline import resolve_bases
 
 pytestmark = pytest.mark.integration
 
@@ -135,8 +136,9 @@ def test_prefect_deploy_creates_both_deployments(deployed: Deployed, registry: A
     engine = Engine()
     creds = RegistryCredentials(registry.host, registry.username, registry.password)
     # The example runs the image our steps built: tagged with the content hash of flows/example.
-    plan = BuildPlan.from_dockerfile(deployed.project / "flows" / "example", deployed.repository, dockerfile="deploy.Dockerfile")
-    image = f"{deployed.repository}:{plan.content_tag}"
+    plan = BuildPlan.from_dockerfile(deployed.project / "flows" / "example", deployed.repository, dockerfile="deploy.Dockerfile",
+                                     pull=False, pin_bases=True)
+    image = f"{deployed.repository}:{resolve_bases(plan).content_tag}"  # its base's image id is an input too
     example = deployed.example
     assert example.entrypoint == "flows/example/hello.py:hello"
     assert example.work_pool_name == DOCKER_POOL
@@ -188,13 +190,14 @@ def test_shipped_refresh_config_keeps_the_example_deployment_fresh(
     image_refresh = load_flow_from_entrypoint(str(deployed.project / "flows" / "image_refresh.py:image_refresh"))
     config = str(deployed.project / "flows" / "refresh.yaml")
 
-    # The steps' image has no base digest label, so the refresh publishes its labelled twin
-    # and points the deployment at it; then there is nothing left to do.
+    # The steps' image already covers its base's digest (issue 16: the refresh and the steps
+    # share one mechanism), so the refresh finds it fresh and the deployment keeps it.
+    deployed_image = _read(lambda c: c.read_deployment_by_name("hello/example")).job_variables["image"]
     (first,) = image_refresh(config)
-    assert first["status"] == "rebuilt" and first["deployments"] == ["hello/example"]
-    assert first["reference"].startswith(deployed.repository + ":")
+    assert first["status"] == "fresh" and first["deployments"] == []
+    assert first["reference"] == deployed_image
     assert first["bases_after"] == {"prefecthq/prefect:3.8.8-python3.11": Engine().local_image("prefecthq/prefect:3.8.8-python3.11")["Id"]}
-    assert _read(lambda c: c.read_deployment_by_name("hello/example")).job_variables["image"] == first["reference"]
+    assert _read(lambda c: c.read_deployment_by_name("hello/example")).job_variables["image"] == deployed_image
     (second,) = image_refresh(config)
     assert second["status"] == "fresh" and second["reference"] == first["reference"] and second["deployments"] == []
 

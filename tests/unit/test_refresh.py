@@ -140,7 +140,9 @@ def test_labelled_plan_moves_the_content_tag_with_the_base(tmp_path: Path) -> No
     two = labelled_plan(plan, [BaseDigest("busybox", D2, "local")])
     assert one.content_tag == again.content_tag
     assert len({plan.content_tag, one.content_tag, two.content_tag}) == 3
-    assert dict(two.labels) == {"team": "x", BASE_LABEL: f"busybox=local:{D2}"}
+    # The digests are the plan's bases (issue 16): hashed, and a derived image label, not a plan label.
+    assert dict(two.labels) == {"team": "x"} and two.bases == (("busybox", f"local:{D2}"),)
+    assert two.image_labels[BASE_LABEL] == f"busybox=local:{D2}"
     assert labelled_plan(two, []).content_tag == plan.content_tag  # no bases: no label
     assert labelled_plan(one, [BaseDigest("busybox", D1, "local")], no_cache=True).no_cache
 
