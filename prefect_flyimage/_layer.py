@@ -61,6 +61,11 @@ class Layer:
     size: int
 
 
+def _workdir(current: str, requested: str) -> str:
+    """Docker's rule: an absolute WORKDIR is kept as written, a relative one joined and cleaned."""
+    return requested if requested.startswith("/") else posixpath.normpath(posixpath.join("/", current or "/", requested))
+
+
 def _dest_path(dest: str, workdir: str) -> tuple[str, bool]:
     """(absolute destination, is it a folder)."""
     folder = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
@@ -87,7 +92,7 @@ def layer_entries(split: Split, entries: Sequence[ContextEntry], workdir: str = 
     root = split.plan.context
     for step in split.steps:
         if step.keyword == "WORKDIR":
-            workdir = posixpath.normpath(posixpath.join(workdir or "/", step.value))
+            workdir = _workdir(workdir, step.value)
             continue
         if step.copy is None:
             continue
@@ -219,7 +224,7 @@ def apply_config(
     for step in split.steps:
         k, v = step.keyword, step.value
         if k == "WORKDIR":
-            workdir = posixpath.normpath(posixpath.join(workdir, v))
+            workdir = _workdir(workdir, v)
             c["WorkingDir"] = workdir
         elif k == "ENV":
             env = list(c.get("Env") or [])
