@@ -258,7 +258,11 @@ def split_plan(plan: BuildPlan) -> Split:
     lines = list(instructions(plan.dockerfile_text))
     if not lines or lines[0][0] not in ("FROM", "ARG"):
         return Split(plan, reason="the Dockerfile does not start with FROM")
-    last_run = max((i for i, (k, _) in enumerate(lines) if k in ("RUN", "FROM")), default=-1)
+    stage_start = max(i for i, (k, _) in enumerate(lines) if k == "FROM") if any(k == "FROM" for k, _ in lines) else 0
+    last_run = max((i for i, (k, _) in enumerate(lines) if k == "RUN"), default=-1)
+    if last_run < stage_start:
+        # Nothing slow to keep: FROM plus files builds in seconds, and stays a plain build.
+        return Split(plan, reason="the final stage has no RUN (no dependency step to keep)")
     head, tail = lines[: last_run + 1], lines[last_run + 1:]
     if not tail:
         return Split(plan, reason="nothing follows the last RUN")
@@ -281,7 +285,6 @@ def split_plan(plan: BuildPlan) -> Split:
             sources += words[:-1]
     if any(_normal_source(s) == "" for s in sources):
         return Split(plan, reason="the dependency steps copy the whole context (nothing to gain)")
-    stage_start = max(i for i, (k, _) in enumerate(lines) if k == "FROM")
     head_sets_cmd = any(k == "CMD" for k, _ in lines[stage_start: last_run + 1])
     dependency = BuildPlan(
         context=plan.context,

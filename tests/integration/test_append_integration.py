@@ -119,3 +119,113 @@ def test_same_code_same_layer_in_two_repositories(tmp_path: Path, busybox_image:
             body, _, _ = client.get_manifest(f"{plan.repository}@{result.digest}")
         layers.append(json.loads(body)["layers"][-1]["digest"])
     assert layers[0] == layers[1]
+
+
+def test_inspect_says_which_path_and_why(tmp_path: Path, busybox_image: str, registry_noauth, unique_name: str) -> None:
+    import sys
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "app.py").write_text("x\n")
+    (project / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN true\nCOPY app.py /app/\n")
+    (project / "Other.Dockerfile").write_text(f"FROM {busybox_image}\nRUN true\nADD app.py /app/\n")
+    repo = f"{registry_noauth.host}/{unique_name}"
+
+    def inspect(dockerfile: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect_flyimage.cli", "inspect", str(project), "-r", repo, "-f", dockerfile, "--json"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    splits = inspect("Dockerfile")
+    assert splits["path"] == "append" and splits["dependency_tag"]
+    whole = inspect("Other.Dockerfile")
+    assert whole["path"] == "build" and "ADD may fetch URLs" in whole["path_reason"]
+
+
+class _RefusingProxy:
+    """A loopback HTTP proxy in front of a registry that refuses one kind of write.
+
+    ``refuse``: ``"blob"`` (blob upload PUTs) or ``"manifest"`` (manifest PUTs): answered
+    with HTTP 400 and a Distribution error body, as a registry refusing the content would.
+    """
+
+    def __init__(self, upstream: str, refuse: str) -> None:
+        import http.server
+        import threading
+
+        import httpx
+
+        self.upstream, self.refuse = upstream, refuse
+        client = httpx.Client(timeout=30)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                is_put = self.command == "PUT"
+                if is_put and ((proxy.refuse == "blob" and "/blobs/uploads/" in self.path)
+                               or (proxy.refuse == "manifest" and "/manifests/" in self.path)):
+                    payload = json.dumps({"errors": [{"code": "DENIED", "message": f"refused {proxy.refuse}"}]}).encode()
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                r = client.request(self.command, f"http://{proxy.upstream}{self.path}", headers=headers, content=body)
+                data = r.content
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        continue
+                    if k.lower() == "location":
+                        v = v.replace(proxy.upstream, proxy.host)
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self._client = client
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._client.close()
+
+
+@pytest.mark.parametrize("refuse", ["blob", "manifest"])
+def test_refused_write_raises_and_leaves_no_tag(tmp_path: Path, busybox_image: str, registry_noauth, unique_name: str,
+                                                refuse: str) -> None:
+    from prefect_flyimage._split import split_plan
+    from prefect_flyimage.errors import RegistryError
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "app.py").write_text(f"print({refuse!r})\n")
+    (project / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN true\nCOPY app.py /app/\n")
+    real = BuildPlan.from_dockerfile(project, f"{registry_noauth.host}/{unique_name}")
+    ensure(split_plan(real).dependency, push=True)  # the dependency image, straight into the registry
+    proxy = _RefusingProxy(registry_noauth.host, refuse)
+    try:
+        through = real.with_(repository=f"{proxy.host}/{unique_name}")
+        with pytest.raises(RegistryError, match="HTTP 400"):
+            ensure(through, push=True)
+    finally:
+        proxy.close()
+    with RegistryClient(registry_noauth.host) as client:
+        assert client.manifest_digest(f"{registry_noauth.host}/{unique_name}:{real.content_tag}") is None

@@ -53,7 +53,9 @@ def test_prefect_default_dockerfile_splits_and_dependency_hash_ignores_code(tmp_
 @pytest.mark.parametrize(
     ("dockerfile", "reason"),
     [
-        ("FROM a AS b\nRUN x\nFROM c\nCOPY --from=b /x /x\n", "COPY --from"),
+        ("FROM a AS b\nRUN x\nFROM c\nRUN y\nCOPY --from=b /x /x\n", "COPY --from"),
+        ("FROM a AS b\nRUN x\nFROM c\nCOPY app.py /app/\n", "final stage has no RUN"),
+        ("FROM a\nCOPY app.py /app/\nCMD [\"x\"]\n", "final stage has no RUN"),
         ("FROM a\nRUN x\nADD app.tar.gz /app/\n", "ADD may fetch"),
         ("FROM a\nRUN x\nCOPY --chown=app:app . /app\n", "names a user"),
         ("FROM a\nRUN x\nCOPY --chmod=755 . /app\n", "--chmod"),
