@@ -229,3 +229,63 @@ def test_refused_write_raises_and_leaves_no_tag(tmp_path: Path, busybox_image: s
         proxy.close()
     with RegistryClient(registry_noauth.host) as client:
         assert client.manifest_digest(f"{registry_noauth.host}/{unique_name}:{real.content_tag}") is None
+
+
+@pytest.mark.slow
+@pytest.mark.prefect_compat
+def test_docker_worker_runs_an_appended_image(tmp_path: Path, prefect_server: str, registry_noauth, unique_name: str,
+                                              prefect_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import textwrap
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect_docker.worker import DockerWorker
+
+    from prefect_flyimage import DockerImage
+
+    project = tmp_path / "appendflows"
+    project.mkdir()
+    (project / "requirements.txt").write_text("# nothing to install\n")
+    (project / "flows.py").write_text(textwrap.dedent(f"""\
+        from prefect import flow
+
+        @flow(name="appended-{unique_name}")
+        def hello() -> str:
+            return "appended"
+        """))
+    monkeypatch.chdir(project)
+    pool = f"pool-{unique_name}"
+
+    async def create() -> None:
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(
+                name=pool, type="docker", base_job_template=DockerWorker.get_default_base_job_template()))
+
+    run_coro_as_sync(create())
+    hello = load_flow_from_entrypoint(str(project / "flows.py:hello"))
+    repository = f"{registry_noauth.host}/{unique_name}"
+    image = DockerImage(repository, stream_progress_to=None, pull=False, network_mode="host")
+    image.build()
+    # the image must come from the registry append: it is in no daemon
+    assert image.result.digest and image.result.image_id is None
+    assert subprocess.run(["docker", "image", "inspect", image.reference], capture_output=True).returncode != 0
+    hello.deploy(name="appended", work_pool_name=pool, image=image, build=False, push=False, print_next_steps=False,
+                 job_variables={"network_mode": "host"})
+    flow_run = run_deployment(f"appended-{unique_name}/appended", timeout=0)
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "docker", "--run-once",
+         "--name", f"worker-{unique_name}", "--install-policy", "never"],
+        env={**os.environ, "PREFECT_API_URL": prefect_server}, capture_output=True, text=True, timeout=600,
+    )
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run.id)
+
+    run = run_coro_as_sync(read())
+    assert run.state.type == StateType.COMPLETED, f"{run.state}\n{worker.stdout}\n{worker.stderr}"
