@@ -51,23 +51,23 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
         return None
     dep = split.dependency
     assert dep is not None
-    try:
-        held = registry.manifest_digest(str(dep.content_ref))
-    except RegistryUnavailable:
-        return None
-    built = False
-    if held is None:
-        from .pipeline import ensure
-
-        logger.info("the registry lacks the dependency image %s: building and pushing it first", dep.content_ref)
-        ensure(
-            dep, push=True, engine=run.session.engine, registry=registry, credentials=run.session.credentials,
-            stream_progress_to=run.stream, build_timeout=run.build_timeout, push_timeout=run.push_timeout,
-        )
-        built = True
     tags = (plan.content_tag, *(t for t in plan.all_tags if t != plan.content_tag))
+    built = False
     with _plan_lock(run.target):
-        outcome = append_image(registry, split, tags, plan.image_labels)
+        try:
+            outcome = append_image(registry, split, tags, plan.image_labels)
+        except RegistryUnavailable:
+            return None  # the build path reports the outage
+        if outcome is None:
+            from .pipeline import ensure
+
+            logger.info("the registry lacks the dependency image %s: building and pushing it first", dep.content_ref)
+            ensure(
+                dep, push=True, engine=run.session.engine, registry=registry, credentials=run.session.credentials,
+                stream_progress_to=run.stream, build_timeout=run.build_timeout, push_timeout=run.push_timeout,
+            )
+            built = True
+            outcome = append_image(registry, split, tags, plan.image_labels)
     if outcome is None:
         return None
     logger.info("%s: code appended in the registry to %s (%s)", plan.ref, dep.content_ref, outcome.digest)
