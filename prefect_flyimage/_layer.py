@@ -99,8 +99,8 @@ def layer_entries(split: Split, entries: Sequence[ContextEntry], workdir: str = 
         c = step.copy
         dest, folder = _dest_path(c.dest, workdir)
         matched = [m for s in c.sources for m in _expand(entries, s)]
-        if len(matched) > 1:
-            folder = True
+        if len(matched) > 1 or dest == posixpath.normpath(workdir or "/") or (dest in out and out[dest].entry.kind == "dir"):
+            folder = True  # several sources, or a folder known to exist: COPY puts files into it
         for src in matched:
             if src.kind == "symlink":
                 raise ContextError(

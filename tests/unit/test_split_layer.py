@@ -86,7 +86,7 @@ def test_copy_path_semantics_and_dockerignore(tmp_path: Path) -> None:
     plan = _project(
         tmp_path,
         "FROM a\nRUN x\nWORKDIR /srv\nCOPY --chown=1000:1001 src/ lib/\nCOPY main.py .\nCOPY conf.ini /etc/app.ini\n"
-        "COPY *.txt /data/\n",
+        "COPY *.txt /data/\nCOPY conf.ini /srv\n",
         {"src/pkg/m.py": "m", "src/skip.log": "s", "main.py": "p", "conf.ini": "c", "a.txt": "a", "b.txt": "b",
          "secret.key": "k"},
         ignore="src/*.log\nsecret.key\n",
@@ -103,6 +103,7 @@ def test_copy_path_semantics_and_dockerignore(tmp_path: Path) -> None:
         "/etc/app.ini": ("file", 0, 0),
         "/data/a.txt": ("file", 0, 0),
         "/data/b.txt": ("file", 0, 0),
+        "/srv/conf.ini": ("file", 0, 0),  # the WORKDIR exists: a file goes into it
     }
     assert next(m for m in members if m.path == "/srv/main.py").entry.mode == 0o755
 
