@@ -96,8 +96,9 @@ def _remove_repo_images(repos: list[str]) -> None:
                     current = client.images.get(current).attrs.get("Parent") or ""
                 except docker.errors.NotFound:
                     break
-        for container in client.containers.list(all=True, filters={"status": "exited"}):
-            if container.attrs.get("Image") in chain:
+        for container in client.containers.list(all=True):
+            # Prefect's build leaves "created" (nop steps) and "exited" (RUN steps) containers
+            if container.attrs.get("Image") in chain and container.status in ("created", "exited"):
                 container.remove(force=True)
         for image in ours:
             for tag in image.tags:
