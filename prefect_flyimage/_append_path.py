@@ -9,7 +9,7 @@ lacks it, it is built and pushed first (the one step that needs the daemon).
 
 from __future__ import annotations
 
-__all__ = ["path_of", "try_append"]
+__all__ = ["applies", "path_of", "try_append"]
 
 import logging
 from typing import Any, Optional
@@ -32,6 +32,16 @@ def path_of(plan: BuildPlan) -> tuple[str, Split]:
     return ("append" if split.splits else "build"), split
 
 
+def applies(run: Any) -> bool:
+    """True when ``run`` (a pipeline ``_Ensure``) would try the code-only path."""
+    from .registry import RegistryClient
+
+    return (
+        run.verify is None and not run.build_kwargs and isinstance(run.session.registry, RegistryClient)
+        and path_of(run.plan)[0] == "append"
+    )
+
+
 def try_append(run: Any) -> Optional[tuple[str, bool]]:
     """``(digest, dependency built)`` when ``run`` (a pipeline ``_Ensure``) took the
     code-only path, ``None`` when it does not apply (the caller builds as before)."""
@@ -40,10 +50,8 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
     from .registry import RegistryClient
 
     plan: BuildPlan = run.plan
-    if run.verify is not None or run.build_kwargs:
-        return None
     path, split = path_of(plan)
-    if path != "append":
+    if run.verify is not None or run.build_kwargs or path != "append":
         logger.debug("%s builds: %s", plan.ref, split.reason)
         return None
     registry = run.session.registry

@@ -213,6 +213,10 @@ class _Ensure:
             if seen.published:
                 logger.info("%s is already in the registry (%s): nothing to build", self.plan.ref, seen.remote_digest)
                 return self.result(digest=seen.remote_digest)
+            from ._append_path import applies
+
+            if seen.unreachable is None and applies(self):
+                return None  # the code-only path (append, next) needs no daemon: do not ask it
         local = _observe(session, target, local=True, remote=False).local
         self.lap("check_local")
         if local is None:

@@ -105,6 +105,18 @@ def test_user_dockerfile_with_metadata_and_dockerignore(tmp_path: Path, busybox_
         config = client.config(f"{registry.host}/{unique_name}:{changed.content_tag}")
     assert config["config"]["Labels"]["io.prefect-flyimage.plan-hash"] == changed.hash
 
+    # the same through DockerImage (build() then push(), as flow.deploy calls them), still no daemon
+    from prefect_flyimage import DockerImage
+
+    (project / "main.py").write_text("print(3)\n")
+    monkeypatch.chdir(project)
+    image = DockerImage(f"{registry.host}/{unique_name}", dockerfile="Dockerfile", stream_progress_to=None, pull=False)
+    image.build()
+    image.push()
+    assert image.digest and image.result.image_id is None and not image.result.built
+    with RegistryClient(registry.host, creds) as client:
+        assert client.manifest_digest(image.reference) == image.digest
+
 
 def test_same_code_same_layer_in_two_repositories(tmp_path: Path, busybox_image: str, registry_noauth, unique_name: str) -> None:
     project = tmp_path / "p"
