@@ -301,3 +301,35 @@ def test_docker_worker_runs_an_appended_image(tmp_path: Path, prefect_server: st
 
     run = run_coro_as_sync(read())
     assert run.state.type == StateType.COMPLETED, f"{run.state}\n{worker.stdout}\n{worker.stderr}"
+
+
+def test_index_gets_a_new_index(tmp_path: Path, busybox_image: str, registry_noauth, unique_name: str) -> None:
+    """A multi-platform dependency image (a manifest list): each platform's manifest is appended
+    to and a new index is put under the content tag."""
+    from prefect_flyimage._split import split_plan
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "app.py").write_text("print('index')\n")
+    (project / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN true\nCOPY app.py /app/\n")
+    plan = BuildPlan.from_dockerfile(project, f"{registry_noauth.host}/{unique_name}")
+    dep = split_plan(plan).dependency
+    ensure(dep, push=True)
+    with RegistryClient(registry_noauth.host) as client:
+        body, media_type, digest = client.get_manifest(dep.content_ref)
+        index = {
+            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests": [{"mediaType": media_type, "digest": digest, "size": len(body),
+                           "platform": {"os": "linux", "architecture": "amd64"}}],
+        }
+        client.put_manifest(dep.content_ref.repository, dep.content_tag, json.dumps(index).encode(), index["mediaType"])
+        result = ensure(plan, push=True)
+        new_body, new_type, _ = client.get_manifest(plan.content_ref)
+        assert new_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+        child = json.loads(new_body)["manifests"][0]
+        assert child["platform"] == {"os": "linux", "architecture": "amd64"} and child["digest"] != digest
+        config = client.config(plan.content_ref, "linux/amd64")
+    assert config["config"]["Labels"]["io.prefect-flyimage.plan-hash"] == plan.hash
+    reference = f"{plan.repository}@{result.digest}"
+    _docker("pull", "-q", reference)
+    assert _docker("run", "--rm", reference, "cat", "/app/app.py") == "print('index')\n"
