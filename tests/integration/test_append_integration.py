@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ from prefect_flyimage.plan import BuildPlan
 from prefect_flyimage.registry import RegistryClient
 
 pytestmark = pytest.mark.integration
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from registry_fixtures import registry_workdir, token_issuer, token_registry  # noqa: E402,F401
 
 _CONFIG_KEYS = ("Env", "WorkingDir", "Cmd", "Entrypoint", "User", "ExposedPorts", "Labels")
 _LISTING = (
@@ -333,3 +337,23 @@ def test_index_gets_a_new_index(tmp_path: Path, busybox_image: str, registry_noa
     reference = f"{plan.repository}@{result.digest}"
     _docker("pull", "-q", reference)
     assert _docker("run", "--rm", reference, "cat", "/app/app.py") == "print('index')\n"
+
+
+def test_bearer_token_registry_grants_push_for_the_append(tmp_path: Path, busybox_image: str, token_registry, token_issuer,
+                                                          unique_name: str) -> None:
+    from prefect_flyimage.credentials import RegistryCredentials
+
+    creds = RegistryCredentials(token_registry.host, "ci", token_issuer.users["ci"])
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "app.py").write_text("print('token')\n")
+    (project / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN true\nCOPY app.py /app/\n")
+    plan = BuildPlan.from_dockerfile(project, f"{token_registry.host}/{unique_name}")
+    first = ensure(plan, push=True, credentials=creds)  # builds and pushes the dependency, then appends
+    (project / "app.py").write_text("print('token 2')\n")
+    changed = BuildPlan.from_dockerfile(project, f"{token_registry.host}/{unique_name}")
+    second = ensure(changed, push=True, credentials=creds)
+    assert first.built and not second.built and second.pushed and second.image_id is None
+    with RegistryClient(token_registry.host, creds) as client:
+        assert client.manifest_digest(str(changed.content_ref)) == second.digest
+    assert token_issuer.users["ci"] not in repr(second)
