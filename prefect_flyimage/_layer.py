@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ._split import Split, Step, _matches, _normal_source
+from ._split import Split, _matches, _normal_source
 from .context import ContextEntry
 from .errors import ContextError
 
@@ -68,7 +68,7 @@ def _workdir(current: str, requested: str) -> str:
 
 def _dest_path(dest: str, workdir: str) -> tuple[str, bool]:
     """(absolute destination, is it a folder)."""
-    folder = dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
+    folder = dest.endswith(("/", "/.")) or dest in (".", "..")
     if not dest.startswith("/"):
         dest = posixpath.join(workdir or "/", dest)
     return posixpath.normpath(dest), folder

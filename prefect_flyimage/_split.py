@@ -27,7 +27,6 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, Optional
 
 from .context import ContextEntry

@@ -339,8 +339,9 @@ def test_index_gets_a_new_index(tmp_path: Path, busybox_image: str, registry_noa
     assert _docker("run", "--rm", reference, "cat", "/app/app.py") == "print('index')\n"
 
 
-def test_bearer_token_registry_grants_push_for_the_append(tmp_path: Path, busybox_image: str, token_registry, token_issuer,
-                                                          unique_name: str) -> None:
+def test_bearer_token_registry_grants_push_for_the_append(  # noqa: F811 (fixtures imported above)
+    tmp_path: Path, busybox_image: str, token_registry, token_issuer, unique_name: str,  # noqa: F811
+) -> None:
     from prefect_flyimage.credentials import RegistryCredentials
 
     creds = RegistryCredentials(token_registry.host, "ci", token_issuer.users["ci"])
