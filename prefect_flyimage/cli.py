@@ -319,6 +319,18 @@ def _load_spec(spec: str) -> Any:
     return image
 
 
+def _path_info(plan: Any) -> dict[str, Any]:
+    """Which path a push of ``plan`` takes: the code appended in the registry, or a build (and why)."""
+    from ._append_path import path_of
+
+    path, split = path_of(plan)
+    if path == "append":
+        assert split.dependency is not None
+        return {"path": "append", "path_reason": "code steps after the last RUN are appended in the registry to "
+                f"the dependency image {split.dependency.content_ref}", "dependency_tag": split.dependency.content_tag}
+    return {"path": "build", "path_reason": f"does not split: {split.reason}", "dependency_tag": None}
+
+
 @app.command(epilog="Example: prefect-flyimage inspect . -r 127.0.0.1:5000/team/app --why")
 def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = DockerfileOpt, tag: Optional[str] = TagOpt,
             build_arg: list[str] = ArgOpt, platform: Optional[str] = PlatformOpt, target: Optional[str] = TargetOpt,
@@ -342,7 +354,7 @@ def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = D
         plan = resolve_bases(plan, creds)  # with --pull: the digests enter the hash
         state = exists(plan, creds, remote=remote)
         info = {**plan.describe(), "reference": str(plan.ref), "local_image_id": state.local_id,
-                "registry_digest": state.remote_digest}
+                "registry_digest": state.remote_digest, **_path_info(plan)}
         try:  # each base with the digest it names now (hashed only with --pull)
             shown = plan if plan.bases is not None else resolve_plan(plan.with_(pin_bases=True), creds)
             info["bases"] = [{**b, "hashed": plan.bases is not None} for b in describe_bases(shown)]
@@ -356,7 +368,7 @@ def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = D
         changes = result["changes"]
         if as_json:
             return {**info, "why": {**result, "changes": changes.as_dict() if changes is not None else None}}
-        lines = [f"{key}: {info[key]}" for key in ("reference", "hash", "registry_digest")]
+        lines = [f"{key}: {info[key]}" for key in ("reference", "hash", "registry_digest", "path", "path_reason")]
         if result["status"] == "unchanged":
             lines.append(f"why: nothing to rebuild: the registry holds this plan's image as {result['compared_with']}")
         elif result["status"] == "no-previous-image":

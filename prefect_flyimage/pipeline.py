@@ -163,6 +163,10 @@ class _Ensure:
             done = self.reuse()
             if done is not None:
                 return done
+            if self.push or self.accept_registry:
+                done = self.append()
+                if done is not None:
+                    return done
         with _plan_lock(self.target) as waited:
             if waited and not self.force:
                 self.lap("wait")
@@ -219,6 +223,10 @@ class _Ensure:
             if seen.published:
                 logger.info("%s is already in the registry (%s): nothing to build", self.plan.ref, seen.remote_digest)
                 return self.result(digest=seen.remote_digest)
+            from ._append_path import applies
+
+            if seen.unreachable is None and applies(self):
+                return None  # the code-only path (append, next) needs no daemon: do not ask it
         local = _observe(session, target, local=True, remote=False).local
         self.lap("check_local")
         if local is None:
@@ -227,6 +235,18 @@ class _Ensure:
         for tag in target.other_tags:
             session.engine.tag(local.id, target.ref(tag))
         return self.result(image_id=local.id, size=local.size)
+
+    def append(self) -> Optional[BuildResult]:
+        """The code-only path: the tail appended in the registry to the dependency image
+        (built and pushed first when the registry lacks it); ``None`` when it does not apply."""
+        from ._append_path import try_append
+
+        found = try_append(self)
+        if found is not None:
+            self.lap("append")
+            digest, built = found
+            return self.result(digest=digest, built=built, pushed=True)
+        return None
 
     def build_and_publish(self) -> BuildResult:
         session, target, plan = self.session, self.target, self.plan

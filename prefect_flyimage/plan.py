@@ -138,6 +138,8 @@ class BuildPlan:
     pull: bool = False
     no_cache: bool = False
     backend: str = "auto"
+    #: Apply a code-only tail in the registry when the plan splits (see ``_split``); False builds.
+    append: bool = True
     dockerfile_name: Optional[str] = field(default=None, compare=False)
     #: Use the persistent stat cache when hashing the context; off for staged, throw-away contexts.
     stat_cache: bool = field(default=True, compare=False)
@@ -338,7 +340,7 @@ def _check_fields(plan: BuildPlan) -> None:
         value = getattr(plan, name)
         if value is not None and (not isinstance(value, str) or not value):
             problems.append(f"{name} must be a non-empty str or None, not {value!r:.60}")
-    for name in ("pull", "no_cache", "stat_cache", "pin_bases"):
+    for name in ("pull", "no_cache", "stat_cache", "pin_bases", "append"):
         if not isinstance(getattr(plan, name), bool):
             problems.append(f"{name} must be True or False, not {getattr(plan, name)!r:.60}")
     if isinstance(plan.extra_tags, str) or not isinstance(plan.extra_tags, Iterable):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "INDEX_MEDIA_TYPES",
     "INSECURE_ENV",
     "MANIFEST_MEDIA_TYPES",
     "TIMEOUT_ENV",
@@ -28,10 +29,11 @@ __all__ = [
 
 import atexit
 import hashlib
+import json
 import ipaddress
 import os
 import threading
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import httpx
 
@@ -56,6 +58,8 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.index.v1+json",
 )
 _ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
+#: An index (multi-platform) rather than one image's manifest.
+INDEX_MEDIA_TYPES = (MANIFEST_MEDIA_TYPES[1], MANIFEST_MEDIA_TYPES[3])
 _DOCKER_HUB = {None, "docker.io", "index.docker.io", "registry-1.docker.io"}
 
 
@@ -276,6 +280,171 @@ class RegistryClient:
         if response.status_code != 200:
             raise self._fail(response, what)
         return "sha256:" + hashlib.sha256(response.read()).hexdigest()
+
+
+    # ---- reading and writing images (tags, manifests, configs, blobs) ---------------------
+    # Used by ``inspect --why`` (tags, configs) and by the registry append (:mod:`._append`).
+    def _call(
+        self, method: str, path_or_url: str, *, what: str, headers: Optional[dict[str, str]] = None,
+        content: Optional[bytes] = None, params: Optional[dict[str, str]] = None,
+    ) -> httpx.Response:
+        """One request with a body or to an absolute URL (an upload's ``Location``)."""
+        if path_or_url.startswith(("http://", "https://")):
+            url = path_or_url
+        else:
+            if len(self._schemes) > 1 and not getattr(self, "_scheme_settled", False):
+                self._request("GET", "/v2/", what=what)  # settles HTTP or HTTPS once
+                self._scheme_settled = True
+            url = f"{self._schemes[0]}://{self.registry}{path_or_url}"
+        try:
+            return self._client.request(method, url, headers=headers, content=content, params=params)
+        except httpx.TransportError as exc:
+            raise self._unavailable(what, exc) from None
+
+    def tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (the path without the registry); ``[]`` if it has none."""
+        import re
+
+        tags: list[str] = []
+        path: Optional[str] = f"/v2/{repository}/tags/list?n=1000"
+        while path:
+            response = self._refusable(lambda p=path: self._call("GET", p, what=f"the tags of {repository}"))
+            if response.status_code == 404:
+                return tags
+            if response.status_code != 200:
+                raise self._fail(response, f"the tags of {repository}")
+            tags += response.json().get("tags") or []
+            m = re.match(r"<([^>]+)>", response.headers.get("Link", ""))
+            path = m.group(1) if m else None
+        return tags
+
+    def get_manifest(self, ref: ImageRef | str) -> Optional[tuple[bytes, str, str]]:
+        """``(body, media type, digest)`` of ``ref``'s manifest (or index), ``None`` when absent."""
+        r, repo = self._repository(ref)
+        reference = r.digest or r.tag or "latest"
+        what = str(r)
+        response = self._refusable(
+            lambda: self._request("GET", f"/v2/{repo}/manifests/{reference}", what=what, headers={"Accept": _ACCEPT})
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, what)
+        body = response.read()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            media_type = json.loads(body).get("mediaType") or media_type
+        except ValueError:
+            raise RegistryError(f"registry {self.registry} sent a manifest for {what} that is not JSON", self.registry) from None
+        return body, media_type, digest
+
+    def get_blob(self, repository: str, digest: str) -> Optional[bytes]:
+        """The blob ``digest`` of ``repository`` (checked against its digest), ``None`` when absent."""
+        what = f"{repository}@{digest}"
+        response = self._refusable(lambda: self._call("GET", f"/v2/{repository}/blobs/{digest}", what=what))
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, what)
+        body = response.read()
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryError(f"registry {self.registry} sent blob {what} with other contents", self.registry)
+        return body
+
+    def config(self, ref: ImageRef | str, platform: Optional[str] = None) -> Optional[dict[str, Any]]:
+        """The image config JSON of ``ref`` (for an index: the ``platform`` one, default
+        linux/amd64), or ``None`` if missing."""
+        r, repo = self._repository(ref)
+        found = self.get_manifest(r)
+        if found is None:
+            return None
+        manifest = json.loads(found[0])
+        if found[1] in INDEX_MEDIA_TYPES or "manifests" in manifest:
+            want = (platform or "linux/amd64").split("/")
+            chosen = next(
+                (m for m in manifest.get("manifests", [])
+                 if [m.get("platform", {}).get("os"), m.get("platform", {}).get("architecture")] == want[:2]),
+                None,
+            )
+            if chosen is None:
+                return None
+            found = self.get_manifest(f"{r.name}@{chosen['digest']}")
+            if found is None:
+                return None
+            manifest = json.loads(found[0])
+        digest = (manifest.get("config") or {}).get("digest")
+        blob = self.get_blob(repo, digest) if digest else None
+        return None if blob is None else json.loads(blob)
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """True when ``repository`` holds blob ``digest``."""
+        what = f"{repository}@{digest}"
+        response = self._refusable(lambda: self._call("HEAD", f"/v2/{repository}/blobs/{digest}", what=what))
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise self._fail(response, what)
+        return True
+
+    def upload_blob(self, repository: str, data: bytes, digest: str) -> None:
+        """Upload ``data`` as blob ``digest`` (one POST, one PUT) unless the registry has it."""
+        if self.blob_exists(repository, digest):
+            return
+        what = f"the upload of {repository}@{digest}"
+
+        def upload() -> httpx.Response:
+            started = self._call("POST", f"/v2/{repository}/blobs/uploads/", what=what)
+            if started.status_code != 202:
+                raise self._fail(started, what)
+            location = started.headers.get("Location", "")
+            if not location.startswith(("http://", "https://")):
+                location = f"{self._schemes[0]}://{self.registry}{location}"
+            sep = "&" if "?" in location else "?"
+            return self._call(
+                "PUT", f"{location}{sep}digest={digest}", what=what, content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+
+        done = self._refusable(upload)
+        if done.status_code not in (201, 204):
+            raise self._fail(done, what)
+        reported = done.headers.get("Docker-Content-Digest")
+        if reported and reported != digest:
+            raise RegistryError(f"registry {self.registry} stored {what} as {reported}", self.registry)
+        # (a manifest naming a blob the registry lacks is refused at the put: no extra HEAD here)
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Ask the registry to mount blob ``digest`` from ``source`` (no bytes sent); True when it did."""
+        if source == repository:
+            return self.blob_exists(repository, digest)
+        what = f"mounting {digest} into {repository}"
+        response = self._refusable(lambda: self._call(
+            "POST", f"/v2/{repository}/blobs/uploads/", what=what, params={"mount": digest, "from": source},
+        ))
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:  # not mounted: cancel the upload it opened
+            location = response.headers.get("Location")
+            if location:
+                self._call("DELETE", location, what=what)
+            return False
+        raise self._fail(response, what)
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Put ``body`` as ``repository:reference``; return the digest the registry reports
+        (checked against the body's)."""
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        what = f"{repository}:{reference}"
+        response = self._refusable(lambda: self._call(
+            "PUT", f"/v2/{repository}/manifests/{reference}", what=what, content=body, headers={"Content-Type": media_type},
+        ))
+        if response.status_code not in (200, 201, 202):
+            raise self._fail(response, what)
+        reported = response.headers.get("Docker-Content-Digest")
+        if reported and reported != digest:
+            raise RegistryError(f"registry {self.registry} stored {what} as {reported}, not {digest}", self.registry)
+        return digest
 
 
 # ---- one client per registry and credentials, per process --------------------------------------

@@ -1,0 +1,128 @@
+"""Append the code tail to the dependency image straight in the registry: no Docker daemon.
+
+Given a plan that splits (:mod:`._split`) and a registry holding its dependency image
+(under the dependency plan's content tag), :func:`append_image`:
+
+1. reads the dependency manifest (Docker v2 or OCI; an index: each platform's) and config;
+2. writes the tail's layer (:mod:`._layer`) and uploads it once -- the base layers are in
+   the same repository already and are only referenced, never sent again;
+3. writes the new config (diff ids, history, Env, WorkingDir, Cmd, Entrypoint, User,
+   ExposedPorts, Labels with the plan hash and inputs labels) and uploads it;
+4. puts the manifest by digest, then under the content tag, confirms the registry holds
+   that digest, and only then moves the other tags.
+
+The registry checks that every blob a manifest names exists, so a tag never points at a
+broken manifest: a refused upload stops before any manifest is put.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AppendOutcome", "append_image", "dependency_ref"]
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ._layer import Layer, apply_config, layer_entries, write_layer
+from ._split import Split
+from .errors import PushError, RegistryError
+from .names import ImageRef
+from .registry import INDEX_MEDIA_TYPES, RegistryClient
+
+logger = logging.getLogger("prefect_flyimage")
+
+_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_LAYER_TYPES = {
+    _DOCKER_MANIFEST: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.oci.image.manifest.v1+json": "application/vnd.oci.image.layer.v1.tar+gzip",
+}
+
+
+@dataclass(frozen=True)
+class AppendOutcome:
+    """What :func:`append_image` put: the digest under every tag, and the layer's."""
+
+    digest: str
+    layer: Layer
+    tags: tuple[str, ...]
+
+
+def dependency_ref(split: Split) -> ImageRef:
+    """Where the dependency image lives: the dependency plan's content tag."""
+    assert split.dependency is not None
+    return split.dependency.content_ref
+
+
+def _json(body: bytes) -> bytes:
+    # Compact and key-sorted: the same config always hashes alike.
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode() if not isinstance(body, bytes) else body
+
+
+def _one_image(
+    client: RegistryClient, repo: str, manifest: dict[str, Any], media_type: str, split: Split,
+    labels: dict[str, str], layers: dict[str, Layer],
+) -> tuple[bytes, str]:
+    """Append to one platform's image; returns the new manifest (bytes, media type)."""
+    if media_type not in _LAYER_TYPES:
+        raise RegistryError(f"cannot append to a manifest of type {media_type!r}", client.registry)
+    config_desc = manifest.get("config") or {}
+    raw = client.get_blob(repo, config_desc.get("digest", ""))
+    if raw is None:
+        raise RegistryError(f"registry {client.registry} lacks the config {config_desc.get('digest')} of {repo}", client.registry)
+    config = json.loads(raw)
+    workdir = (config.get("config") or {}).get("WorkingDir") or "/"
+    if workdir not in layers:  # one layer per starting WORKDIR (the same for every platform, as a rule)
+        entries = split.plan.build_context.entries()
+        layers[workdir] = write_layer(split.plan.context, layer_entries(split, entries, workdir))
+    layer = layers[workdir]
+    client.upload_blob(repo, layer.blob, layer.digest)
+    new_config = _json(apply_config(config, split, layer, labels))  # type: ignore[arg-type]
+    config_digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
+    client.upload_blob(repo, new_config, config_digest)
+    new = dict(manifest)
+    new["config"] = {**config_desc, "digest": config_digest, "size": len(new_config)}
+    new["layers"] = [*manifest.get("layers", []), {"mediaType": _LAYER_TYPES[media_type], "size": layer.size, "digest": layer.digest}]
+    return json.dumps(new, indent=3).encode(), media_type
+
+
+def append_image(client: RegistryClient, split: Split, tags: tuple[str, ...], labels: dict[str, str]) -> Optional[AppendOutcome]:
+    """Append ``split``'s tail to its dependency image as ``repository:tag`` for each of
+    ``tags`` (the first is the content tag). ``None`` when the registry lacks the
+    dependency image. Raises :class:`PushError` when the registry does not end up holding
+    the new image under the first tag."""
+    dep = dependency_ref(split)
+    repo = dep.repository
+    found = client.get_manifest(dep)
+    if found is None:
+        return None
+    body, media_type, _ = found
+    manifest = json.loads(body)
+    layers: dict[str, Layer] = {}
+    if media_type in INDEX_MEDIA_TYPES or "manifests" in manifest:
+        children = []
+        for child in manifest.get("manifests", []):
+            platform = child.get("platform") or {}
+            if platform.get("os") == "unknown":  # attestations: they describe the old image
+                continue
+            got = client.get_manifest(f"{dep.name}@{child['digest']}")
+            if got is None:
+                raise RegistryError(f"registry {client.registry} lacks {dep.name}@{child['digest']} named by its index", client.registry)
+            new_body, new_type = _one_image(client, repo, json.loads(got[0]), got[1], split, labels, layers)
+            digest = client.put_manifest(repo, "sha256:" + hashlib.sha256(new_body).hexdigest(), new_body, new_type)
+            children.append({**child, "digest": digest, "size": len(new_body), "mediaType": new_type})
+        index = {**manifest, "manifests": children}
+        final_body, final_type = json.dumps(index, indent=3).encode(), media_type
+    else:
+        final_body, final_type = _one_image(client, repo, manifest, media_type, split, labels, layers)
+    first, rest = tags[0], tags[1:]
+    digest = client.put_manifest(repo, first, final_body, final_type)
+    ref = f"{dep.name}:{first}"
+    held = client.manifest_digest(ref)
+    if held != digest:
+        raise PushError(f"put {ref} as {digest} but the registry reports {held or 'nothing'}", client.registry)
+    for tag in rest:
+        client.put_manifest(repo, tag, final_body, final_type)
+    logger.info("appended the code layer %s to %s: %s", next(iter(layers.values())).digest[:19], dep, digest)
+    return AppendOutcome(digest, next(iter(layers.values())), tags)

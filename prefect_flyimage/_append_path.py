@@ -1,0 +1,82 @@
+"""The pipeline's code-only path: when it applies, and taking it (see :mod:`._append`).
+
+It applies when the plan splits (:func:`._split.split_plan`), ``plan.append`` and
+``$PREFECT_FLYIMAGE_APPEND`` allow it, the result goes to the registry, nothing needs the
+image in the daemon (no ``verify``, no docker-py-only build options) and the registry is
+asked directly. The dependency image is found by its own content tag; when the registry
+lacks it, it is built and pushed first (the one step that needs the daemon).
+"""
+
+from __future__ import annotations
+
+__all__ = ["applies", "path_of", "try_append"]
+
+import logging
+from typing import Any, Optional
+
+from ._split import Split, append_enabled, split_plan
+from .errors import RegistryUnavailable
+from .plan import BuildPlan
+
+logger = logging.getLogger("prefect_flyimage")
+
+
+def path_of(plan: BuildPlan) -> tuple[str, Split]:
+    """``("append" | "build", split)``: the path ensure takes for ``plan`` (when the registry
+    is the target), and the split with its reason when it does not split."""
+    split = split_plan(plan)
+    if not plan.append:
+        return "build", Split(plan, reason="the plan opts out (append=False)")
+    if not append_enabled():
+        return "build", Split(plan, reason="$PREFECT_FLYIMAGE_APPEND turns the append off")
+    return ("append" if split.splits else "build"), split
+
+
+def applies(run: Any) -> bool:
+    """True when ``run`` (a pipeline ``_Ensure``) would try the code-only path."""
+    from .registry import RegistryClient
+
+    return (
+        run.verify is None and not run.build_kwargs and isinstance(run.session.registry, RegistryClient)
+        and path_of(run.plan)[0] == "append"
+    )
+
+
+def try_append(run: Any) -> Optional[tuple[str, bool]]:
+    """``(digest, dependency built)`` when ``run`` (a pipeline ``_Ensure``) took the
+    code-only path, ``None`` when it does not apply (the caller builds as before)."""
+    from ._append import append_image
+    from ._publish import _plan_lock
+    from .registry import RegistryClient
+
+    plan: BuildPlan = run.plan
+    path, split = path_of(plan)
+    if run.verify is not None or run.build_kwargs or path != "append":
+        logger.debug("%s builds: %s", plan.ref, split.reason)
+        return None
+    registry = run.session.registry
+    if not isinstance(registry, RegistryClient):
+        return None
+    dep = split.dependency
+    assert dep is not None
+    tags = (plan.content_tag, *(t for t in plan.all_tags if t != plan.content_tag))
+    built = False
+    with _plan_lock(run.target):
+        try:
+            outcome = append_image(registry, split, tags, plan.image_labels)
+        except RegistryUnavailable:
+            return None  # the build path reports the outage
+        if outcome is None:
+            from .pipeline import ensure
+
+            logger.info("the registry lacks the dependency image %s: building and pushing it first", dep.content_ref)
+            ensure(
+                dep, push=True, engine=run.session.engine, registry=registry, credentials=run.session.credentials,
+                stream_progress_to=run.stream, build_timeout=run.build_timeout, push_timeout=run.push_timeout,
+            )
+            built = True
+            outcome = append_image(registry, split, tags, plan.image_labels)
+    if outcome is None:
+        return None
+    logger.info("%s: code appended in the registry to %s (%s)", plan.ref, dep.content_ref, outcome.digest)
+    return outcome.digest, built

@@ -1,0 +1,258 @@
+"""The code tail as one deterministic layer, and the image config it leads to.
+
+:func:`layer_entries` applies ``COPY``'s path rules to the context entries (after
+``.dockerignore``): a relative destination is under the current ``WORKDIR``; a
+destination ending in ``/`` (or ``.``), or several sources, is a folder; a folder source
+copies its contents (the destination folder takes the source folder's mode); later copies
+replace earlier ones. Owners are ``0:0`` or ``COPY --chown``'s numeric ids; modes are
+kept. Parent folders that a copy needs and that are not in the layer are created by the
+layer's extraction as ``COPY`` creates them (``0755``, root).
+
+:func:`write_layer` writes the tar with entries sorted by path, mtime 0, no user or
+group names, and gzips it with mtime 0 and no file name: the same files always give
+the same bytes (the ``diff_id`` is stable everywhere; the compressed digest as long as
+zlib compresses alike). Every file is read without following links and checked against
+the digest the plan hashed: a file that changed since (or while being read) is refused.
+
+:func:`apply_config` updates an image config as the tail's instructions would.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LayerEntry", "Layer", "layer_entries", "write_layer", "apply_config"]
+
+import copy as _copy
+import gzip
+import hashlib
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ._split import Split, _matches, _normal_source
+from .context import ContextEntry
+from .errors import ContextError
+
+#: gzip level of the appended layer (fixed: the compressed digest depends on it).
+GZIP_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One tar member: its path in the image, the context entry it comes from, its owner."""
+
+    path: str  #: absolute path in the image, no trailing slash
+    entry: ContextEntry
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A written layer: the gzipped blob, its digest and the uncompressed tar's (diff id)."""
+
+    blob: bytes
+    digest: str
+    diff_id: str
+    size: int
+
+
+def _workdir(current: str, requested: str) -> str:
+    """Docker's rule: an absolute WORKDIR is kept as written, a relative one joined and cleaned."""
+    return requested if requested.startswith("/") else posixpath.normpath(posixpath.join("/", current or "/", requested))
+
+
+def _dest_path(dest: str, workdir: str) -> tuple[str, bool]:
+    """(absolute destination, is it a folder)."""
+    folder = dest.endswith(("/", "/.")) or dest in (".", "..")
+    if not dest.startswith("/"):
+        dest = posixpath.join(workdir or "/", dest)
+    return posixpath.normpath(dest), folder
+
+
+def _expand(entries: Sequence[ContextEntry], source: str) -> list[ContextEntry]:
+    """The context entries a source names (wildcards expanded); a ContextError if none."""
+    norm = _normal_source(source)
+    if norm == "":
+        return [ContextEntry("", "dir", -1, "", 0)]
+    found = [e for e in entries if e.path == norm or (any(c in norm for c in "*?[") and _matches(e.path, norm)
+                                                      and e.path.count("/") == norm.count("/"))]
+    if not found:
+        raise ContextError(f"COPY source {source!r} is not in the build context (or is excluded by .dockerignore)", source)
+    return found
+
+
+def layer_entries(split: Split, entries: Sequence[ContextEntry], workdir: str = "/") -> list[LayerEntry]:
+    """The layer's members for the split's ``COPY`` steps (see the module docstring)."""
+    out: dict[str, LayerEntry] = {}
+    root = split.plan.context
+    for step in split.steps:
+        if step.keyword == "WORKDIR":
+            workdir = _workdir(workdir, step.value)
+            continue
+        if step.copy is None:
+            continue
+        c = step.copy
+        dest, folder = _dest_path(c.dest, workdir)
+        matched = [m for s in c.sources for m in _expand(entries, s)]
+        if len(matched) > 1 or dest == posixpath.normpath(workdir or "/") or (dest in out and out[dest].entry.kind == "dir"):
+            folder = True  # several sources, or a folder known to exist: COPY puts files into it
+        for src in matched:
+            if src.kind == "symlink":
+                raise ContextError(
+                    f"COPY source {src.path!r} is a symlink; Docker would follow it out of the named path -- "
+                    "copy its target instead", root / src.path,
+                )
+            if src.kind == "dir":
+                prefix = "" if src.path == "" else src.path + "/"
+                mode = src.mode if src.mode >= 0 else stat.S_IMODE(os.stat(root).st_mode)
+                out[dest] = LayerEntry(dest, ContextEntry(src.path, "dir", mode, "", 0), c.uid, c.gid)
+                for e in entries:
+                    if e.path.startswith(prefix) and e.path != src.path:
+                        _check_link(root, e)
+                        path = posixpath.join(dest, e.path[len(prefix):])
+                        out[path] = LayerEntry(path, e, c.uid, c.gid)
+            else:
+                path = posixpath.join(dest, posixpath.basename(src.path)) if folder else dest
+                out[path] = LayerEntry(path, src, c.uid, c.gid)
+    return [out[p] for p in sorted(out)]
+
+
+def _check_link(root: Path, e: ContextEntry) -> None:
+    if e.kind != "symlink":
+        return
+    target = os.readlink(root / e.path)
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(e.path), target))
+    if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        raise ContextError(
+            f"symlink {e.path!r} in build context {str(root)!r} points outside the context ({target!r}); "
+            "remove it or add it to .dockerignore", root / e.path,
+        )
+
+
+def _read_checked(root: Path, e: ContextEntry) -> bytes:
+    """The bytes of ``e``, read without following links, equal to what the plan hashed."""
+    full = root / e.path
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ContextError(f"cannot read {e.path!r} in build context {str(root)!r}: {exc.strerror or exc}", full) from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise ContextError(f"{e.path!r} in build context {str(root)!r} is no longer a regular file", full)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if (before.st_mtime_ns, before.st_size) != (after.st_mtime_ns, after.st_size) or hashlib.sha256(data).hexdigest() != e.digest:
+        raise ContextError(
+            f"{e.path!r} in build context {str(root)!r} changed while the image was being made; try again", full,
+        )
+    return data
+
+
+def write_layer(root: Path, members: Sequence[LayerEntry]) -> Layer:
+    """The gzipped tar of ``members`` (see the module docstring)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for m in members:
+            info = tarfile.TarInfo(m.path.lstrip("/"))
+            info.mtime = 0
+            info.uid, info.gid, info.uname, info.gname = m.uid, m.gid, "", ""
+            info.mode = m.entry.mode & 0o7777
+            kind = m.entry.kind
+            if kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif kind == "symlink":
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(root / m.entry.path)
+                tar.addfile(info)
+            else:
+                data = _read_checked(root, m.entry)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    tar_bytes = raw.getvalue()
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=GZIP_LEVEL) as gz:
+        gz.write(tar_bytes)
+    blob = packed.getvalue()
+    return Layer(
+        blob=blob, digest="sha256:" + hashlib.sha256(blob).hexdigest(),
+        diff_id="sha256:" + hashlib.sha256(tar_bytes).hexdigest(), size=len(blob),
+    )
+
+
+def _shell_form(command: Any, shell: list[str]) -> list[str]:
+    return list(command) if isinstance(command, list) else [*shell, command]
+
+
+def _set_env(env: list[str], key: str, value: str) -> list[str]:
+    out = [e for e in env if e.partition("=")[0] != key]
+    # Docker keeps the variable's place when it replaces it.
+    for i, e in enumerate(env):
+        if e.partition("=")[0] == key:
+            out = list(env)
+            out[i] = f"{key}={value}"
+            return out
+    return out + [f"{key}={value}"]
+
+
+def apply_config(
+    config: dict[str, Any], split: Split, layer: Layer, labels: dict[str, str], created: Optional[str] = None,
+) -> dict[str, Any]:
+    """A new image config: ``config`` with the tail's metadata, ``layer`` appended, ``labels`` set."""
+    new = _copy.deepcopy(config)
+    c = new.setdefault("config", {}) or {}
+    new["config"] = c
+    shell = c.get("Shell") or ["/bin/sh", "-c"]
+    workdir = c.get("WorkingDir") or "/"
+    when = created or new.get("created")
+    history = new.setdefault("history", [])
+    cmd_set_here = split.head_sets_cmd
+    for step in split.steps:
+        k, v = step.keyword, step.value
+        if k == "WORKDIR":
+            workdir = _workdir(workdir, v)
+            c["WorkingDir"] = workdir
+        elif k == "ENV":
+            env = list(c.get("Env") or [])
+            for key, value in v:
+                env = _set_env(env, key, value)
+            c["Env"] = env
+        elif k == "LABEL":
+            c["Labels"] = {**(c.get("Labels") or {}), **dict(v)}
+        elif k == "CMD":
+            c["Cmd"] = _shell_form(v, shell)
+            cmd_set_here = True
+        elif k == "ENTRYPOINT":
+            c["Entrypoint"] = _shell_form(v, shell)
+            if not cmd_set_here:
+                c["Cmd"] = None  # Docker: a new ENTRYPOINT drops an inherited CMD
+        elif k == "USER":
+            c["User"] = v
+        elif k == "EXPOSE":
+            c["ExposedPorts"] = {**(c.get("ExposedPorts") or {}), **{p: {} for p in v}}
+        if step.copy is None:
+            history.append({"created": when, "created_by": f"/bin/sh -c #(nop) {step.text}", "empty_layer": True})
+    c["Labels"] = {**(c.get("Labels") or {}), **labels}
+    texts = "; ".join(s.text for s in split.steps if s.copy)
+    history.append({"created": when, "created_by": f"prefect-flyimage append: {texts}", "comment": "code layer"})
+    rootfs = new.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), layer.diff_id]
+    if when is not None:
+        new["created"] = when
+    for build_only in ("container", "container_config"):
+        new.pop(build_only, None)
+    return new
