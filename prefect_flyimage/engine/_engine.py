@@ -41,7 +41,7 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
-from ._process import TAIL_LINES, buildkit_available, docker_cli, run_streaming, write
+from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
 from ._types import LocalImage
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ _UNREACHABLE_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 _MISSING_PATTERNS = re.compile(r"manifest unknown|not found|name unknown|no such manifest|404", re.IGNORECASE)
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")
 
 
@@ -406,6 +407,10 @@ class Engine:
                     aux = event.get("aux") or {}
                     if aux.get("Digest"):
                         digest = aux["Digest"]
+                    elif not digest:
+                        # the containerd image store (Docker 24+) reports it in the status only
+                        found = _PUSHED_DIGEST.search(str(event.get("status") or ""))
+                        digest = found.group(1) if found else None
             except docker.errors.APIError as exc:
                 raise classify_registry_error(str(exc.explanation or exc), r.registry, push=True, secrets=secrets) from None
         if not digest:
@@ -431,12 +436,20 @@ class Engine:
         refs = [f"{plan.repository}:{t}" for t in tags]
         backend = plan.backend
         if backend == "auto":
-            # The classic builder unless the Dockerfile needs BuildKit, or
-            # PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit asks for it wherever the CLI can
-            # (about 2x faster on the deploy benchmark: no intermediate containers,
-            # incremental context transfer). docker-py-only options keep the classic one.
-            prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "docker-py") == "buildkit"
-            backend = "buildkit" if plan.needs_buildkit() or (prefer and not extra and buildkit_available()) else "docker-py"
+            # BuildKit wherever `docker buildx` works (no intermediate containers,
+            # incremental context transfer); the classic builder where it does not, unless
+            # the Dockerfile needs BuildKit. PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit also
+            # takes an old CLI's built-in BuildKit; =docker-py keeps the classic builder.
+            # docker-py-only options keep the classic one.
+            prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "auto")
+            if plan.needs_buildkit():
+                backend = "buildkit"
+            elif extra or prefer == "docker-py":
+                backend = "docker-py"
+            elif prefer == "buildkit":
+                backend = "buildkit" if buildkit_available() else "docker-py"
+            else:
+                backend = "buildkit" if buildx_available() else "docker-py"
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
         with self._context_folder(plan) as context:
@@ -555,7 +568,11 @@ class Engine:
     ) -> str:
         with tempfile.TemporaryDirectory(prefix="flyimage-bk-") as tmp:
             iidfile = Path(tmp) / "iid"
-            cmd = [docker_cli(), "build", "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
+            cli = docker_cli()
+            # buildx when the CLI has it (Docker 23+ needs it; its docker driver loads the
+            # result into the daemon); an old CLI's built-in BuildKit otherwise
+            build = ["buildx", "build", "--load"] if buildx_available() else ["build"]
+            cmd = [cli, *build, "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
             for ref in refs:
                 cmd += ["-t", ref]
             for key, value in plan.build_args:
