@@ -255,8 +255,9 @@ ensure_docker26() {
     "$DOCKER26_CLI" buildx version >/dev/null 2>&1 || die "docker 26: buildx does not run"
 }
 
-# qemu-user-static registered for arm64 with the F flag (the interpreter is opened at
-# registration, so it works inside containers; Debian registers it without F).
+# qemu-user-static registered for arm64 with the flags POCF: F opens the interpreter at
+# registration, so it works inside containers (Debian registers it without F); P keeps
+# argv[0], which busybox's shell needs when it re-executes itself for an applet.
 ensure_qemu() {
     local missing=() p s
     for p in "${QEMU_PACKAGES[@]}"; do
@@ -271,14 +272,14 @@ ensure_qemu() {
     fi
     local bm=/proc/sys/fs/binfmt_misc
     [[ -e "$bm/register" ]] || mount -t binfmt_misc binfmt_misc "$bm" || die "qemu: cannot mount $bm"
-    if [[ -e "$bm/qemu-aarch64" ]] && grep -q '^flags: .*F' "$bm/qemu-aarch64"; then
-        log "qemu: aarch64 registered (F)"
+    if [[ -e "$bm/qemu-aarch64" ]] && grep -q '^flags: .*P.*F' "$bm/qemu-aarch64"; then
+        log "qemu: aarch64 registered (POCF)"
         return 0
     fi
     [[ -e "$bm/qemu-aarch64" ]] && echo -1 >"$bm/qemu-aarch64"
-    printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' >"$bm/register" \
+    printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:POCF' >"$bm/register" \
         || die "qemu: registering aarch64 failed"
-    log "qemu: aarch64 registered with /usr/bin/qemu-aarch64-static (F)"
+    log "qemu: aarch64 registered with /usr/bin/qemu-aarch64-static (POCF)"
 }
 
 # arm64 busybox-static from trixie/bookworm's arm64 packages (for the multi-platform busybox)
@@ -526,6 +527,8 @@ ensure_busybox_image() {
         arch="$(docker run --rm --network none --platform linux/arm64 "$BUSYBOX_IMAGE" uname -m 2>&1)" \
             || die "image $BUSYBOX_IMAGE: the arm64 variant does not run (qemu?): $arch"
         [[ "$arch" == aarch64 ]] || die "image $BUSYBOX_IMAGE: arm64 variant reports '$arch'"
+        arch="$(docker run --rm --network none --platform linux/arm64 "$BUSYBOX_IMAGE" sh -c 'uname -m | cat' 2>&1)"
+        [[ "$arch" == aarch64 ]] || die "image $BUSYBOX_IMAGE: arm64 shell pipelines fail under qemu (binfmt flags?): $arch"
     else
         log "image $BUSYBOX_IMAGE: importing from $bb"
         local tarball="$WORK/busybox.tar"

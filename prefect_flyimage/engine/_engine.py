@@ -28,6 +28,7 @@ from ..errors import (
     AuthenticationError,
     BuildError,
     BuildTimeout,
+    BuildxUnavailable,
     DockerUnavailable,
     FlyImageError,
     InvalidReferenceError,
@@ -41,13 +42,14 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
+from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags
 from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
 from ._types import LocalImage
 
 if TYPE_CHECKING:
     from ..plan import BuildPlan
 
-__all__ = ["GENERATED_DOCKERFILE", "Engine", "classify_registry_error", "docker_client"]
+__all__ = ["BUILDX_OPTIONS", "GENERATED_DOCKERFILE", "Engine", "classify_registry_error", "docker_client"]
 
 #: Name under which a generated Dockerfile travels in the context archive (fixed, so
 #: that the same plan always sends the same bytes).
@@ -434,6 +436,24 @@ class Engine:
         """
         tags = list(tags or plan.all_tags)
         refs = [f"{plan.repository}:{t}" for t in tags]
+        extra = dict(extra or {})
+        buildx_opts = {k: extra.pop(k) for k in list(extra) if k in BUILDX_OPTIONS and extra[k] is not None}
+        for k in [k for k in extra if k in BUILDX_OPTIONS]:
+            extra.pop(k)
+        multi = bool(plan.platform and "," in plan.platform)
+        if multi or buildx_opts:
+            needs = f"platform={plan.platform!r}" if multi else f"option(s) {', '.join(sorted(buildx_opts))}"
+            if not buildx_available():
+                raise BuildxUnavailable(
+                    f"{needs} need(s) BuildKit through docker buildx, which {docker_cli()} lacks; "
+                    "use Docker 23+ with the buildx plugin (scripts/services.sh: FLYIMAGE_DOCKER=modern)"
+                )
+            if extra:
+                raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend, not with {needs}")
+            with self._context_folder(plan) as context, tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
+                dockerfile = Path(tmp) / "Dockerfile"
+                dockerfile.write_text(plan.dockerfile_text)
+                return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout, buildx_opts)
         backend = plan.backend
         if backend == "auto":
             # BuildKit wherever `docker buildx` works (no intermediate containers,
@@ -564,7 +584,7 @@ class Engine:
 
     def _build_buildkit(
         self, plan: "BuildPlan", context: Path, refs: list[str], dockerfile: Path, stream: Optional[TextIO],
-        timeout: Optional[float],
+        timeout: Optional[float], buildx_opts: Optional[dict[str, Any]] = None,
     ) -> str:
         with tempfile.TemporaryDirectory(prefix="flyimage-bk-") as tmp:
             iidfile = Path(tmp) / "iid"
@@ -600,6 +620,7 @@ class Engine:
                     path.touch(mode=0o600)
                     path.write_text(os.environ.get(secret.env or "", ""))
                     cmd += ["--secret", f"id={secret.id},src={path}"]
+            cmd += _buildx_flags(buildx_opts or {})
             cmd.append(str(context))
             code, tail, step, timed_out = run_streaming(cmd, env=env, stream=stream, timeout=timeout, step_pattern=_STEP)
             if timed_out:
