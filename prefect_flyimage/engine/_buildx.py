@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import re
+from typing import Any, Optional
 
-__all__ = ["BUILDX_OPTIONS", "buildx_flags"]
+__all__ = ["BUILDX_OPTIONS", "buildx_flags", "cache_refused", "registry_cache_options"]
+
+#: ``PREFECT_FLYIMAGE_REGISTRY_CACHE``: ``0``/``false``/``off`` turns the registry layer
+#: cache off; a value with ``{repository}`` is the cache ref's template.
+DEFAULT_CACHE_REF = "{repository}-buildcache:cache"
+_CACHE_ERROR = re.compile(r"^ > exporting cache to registry:|^#\d+ ERROR: (error writing|failed to export)", re.IGNORECASE)
 
 #: Prefect's buildx build options (python-on-whales' names) the engine takes in
 #: ``extra`` for BuildKit builds through ``docker buildx build``. They decide how the image
@@ -39,3 +46,20 @@ def buildx_flags(opts: dict[str, Any]) -> list[str]:
     for value in _as_list(opts.get("cache_to") or []):
         flags += ["--cache-to", _cache_spec(value)]
     return flags
+
+
+def registry_cache_options(repository: str) -> Optional[dict[str, str]]:
+    """The default registry layer cache of a pushing buildx build: imported from and
+    exported (``mode=max``: every stage's layers) to a ref beside the repository, so a
+    fresh CI runner reuses the layers of the last push. ``ignore-error``: a registry
+    that refuses the cache ref does not fail the build (:func:`cache_refused` tells)."""
+    setting = os.environ.get("PREFECT_FLYIMAGE_REGISTRY_CACHE", "").strip()
+    if setting.lower() in {"0", "false", "off", "no"}:
+        return None
+    ref = (setting if "{repository}" in setting else DEFAULT_CACHE_REF).format(repository=repository)
+    return {"cache_from": f"type=registry,ref={ref}", "cache_to": f"type=registry,ref={ref},mode=max,ignore-error=true"}
+
+
+def cache_refused(tail: list[str]) -> Optional[str]:
+    """The line saying the cache export failed (buildx went on without it), if any."""
+    return next((line for line in tail if _CACHE_ERROR.search(line)), None)

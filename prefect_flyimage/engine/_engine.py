@@ -9,6 +9,7 @@ into the :mod:`prefect_flyimage.errors` hierarchy here, with secrets redacted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -42,7 +43,7 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
-from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags
+from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags, cache_refused
 from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
 from ._types import LocalImage
 
@@ -124,6 +125,9 @@ class Engine:
         client: a docker-py ``DockerClient`` to use (e.g. one a docker-pkg caller made);
             by default one is made from the environment on first use.
     """
+
+    #: the pipeline adds the default registry layer cache to pushing builds of this engine
+    registry_cache = True
 
     def __init__(self, client: Optional[docker.DockerClient] = None) -> None:
         self._client = client
@@ -639,5 +643,10 @@ class Engine:
                     f"build of {refs[0]} failed at {step or 'an unknown step'}: {message}", step=step,
                     output="\n".join(tail), returncode=code,
                 )
+            refused = cache_refused(tail) if (buildx_opts or {}).get("cache_to") else None
+            if refused:
+                note = f"registry cache not exported (the build went on without it): {refused}"
+                logging.getLogger("prefect_flyimage").warning("%s", note)
+                write(stream, note + "\n")
             return iidfile.read_text().strip()
 

@@ -77,3 +77,34 @@ def test_two_platforms_one_index_secret_and_cache(modern, busybox_image, registr
     )
     again.push()
     assert again.tag == image.tag and not again.result.built and not again.result.pushed and again.digest == digest
+
+
+def _ensure(plan, **kwargs):
+    from prefect_flyimage.pipeline import ensure
+
+    out = io.StringIO()
+    return ensure(plan, push=True, stream_progress_to=out, **kwargs), out.getvalue()
+
+
+def test_pushing_build_exports_the_registry_cache_and_a_refused_one_is_reported(
+    modern, busybox_image, registry_noauth, registry, unique_name, tmp_path, monkeypatch, caplog
+):
+    from prefect_flyimage.plan import BuildPlan
+
+    monkeypatch.delenv("PREFECT_FLYIMAGE_REGISTRY_CACHE", raising=False)
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b\n")
+    result, _ = _ensure(BuildPlan.from_dockerfile(tmp_path, f"{registry_noauth.host}/{unique_name}"))
+    assert result.pushed
+    _manifest(registry_noauth.host, f"{unique_name}-buildcache", "cache")
+    # the auth registry refuses buildx (no `docker login` in this docker config): the build
+    # and the push (with the engine's credentials) go on, and the refusal is reported
+    from prefect_flyimage.credentials import RegistryCredentials
+
+    creds = RegistryCredentials(username=registry.username, password=registry.password, registry=registry.host)
+    with caplog.at_level("WARNING", logger="prefect_flyimage"):
+        result, out = _ensure(BuildPlan.from_dockerfile(tmp_path, f"{registry.host}/{unique_name}"), credentials=creds)
+    assert result.pushed and result.digest
+    assert "registry cache not exported" in out
+    assert any("registry cache not exported" in r.getMessage() for r in caplog.records)
+    assert registry.password not in out

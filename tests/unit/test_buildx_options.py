@@ -65,3 +65,27 @@ def test_no_buildx_is_a_typed_error(project, monkeypatch, kwargs):
     plan, extra = _plan(project, **kwargs)
     with pytest.raises(BuildxUnavailable, match="buildx"):
         Engine().build(plan, extra=extra)
+
+
+def test_registry_cache_options(monkeypatch):
+    from prefect_flyimage.engine._buildx import registry_cache_options
+
+    monkeypatch.delenv("PREFECT_FLYIMAGE_REGISTRY_CACHE", raising=False)
+    assert registry_cache_options("127.0.0.1:5000/team/app") == {
+        "cache_from": "type=registry,ref=127.0.0.1:5000/team/app-buildcache:cache",
+        "cache_to": "type=registry,ref=127.0.0.1:5000/team/app-buildcache:cache,mode=max,ignore-error=true",
+    }
+    monkeypatch.setenv("PREFECT_FLYIMAGE_REGISTRY_CACHE", "{repository}:buildcache")
+    assert registry_cache_options("r/app")["cache_from"] == "type=registry,ref=r/app:buildcache"
+    monkeypatch.setenv("PREFECT_FLYIMAGE_REGISTRY_CACHE", "off")
+    assert registry_cache_options("r/app") is None
+
+
+def test_cache_refused_reads_buildx_output():
+    from prefect_flyimage.engine._buildx import cache_refused
+
+    imported_missing = ["#4 importing cache manifest from r-buildcache:cache", "#4 ERROR: r-buildcache:cache: not found",
+                        "#10 exporting cache to registry", "#10 DONE 0.1s"]
+    assert cache_refused(imported_missing) is None
+    refused = ["#10 exporting cache to registry", "#10 ERROR: error writing layer blob: 401 Unauthorized"]
+    assert cache_refused(refused) == refused[1]
