@@ -108,3 +108,21 @@ def test_pushing_build_exports_the_registry_cache_and_a_refused_one_is_reported(
     assert "registry cache not exported" in out
     assert any("registry cache not exported" in r.getMessage() for r in caplog.records)
     assert registry.password not in out
+
+
+def test_existence_check_wants_every_platform_in_the_index(modern, busybox_image, registry_noauth, unique_name, tmp_path):
+    from dataclasses import replace
+
+    from prefect_flyimage._observe import Target, observe
+    from prefect_flyimage.plan import BuildPlan
+
+    (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY Dockerfile /d\n")
+    plan = BuildPlan.from_dockerfile(tmp_path, f"{registry_noauth.host}/{unique_name}", platform="linux/amd64,linux/arm64/v8")
+    result, _ = _ensure(plan)
+    target = Target.of(plan)
+    assert target.platforms == ("linux/amd64", "linux/arm64/v8")
+    assert observe(target).remote_digest == result.digest
+    # the same tag, asked for a platform the index lacks: not published
+    assert observe(replace(target, platforms=(*target.platforms, "linux/s390x"))).remote_digest is None
+    again, _ = _ensure(plan)
+    assert not again.built and not again.pushed and again.digest == result.digest
