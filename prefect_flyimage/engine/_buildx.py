@@ -9,7 +9,7 @@ from typing import Any, Optional
 __all__ = ["BUILDX_OPTIONS", "buildx_flags", "cache_refused", "registry_cache_options"]
 
 #: ``PREFECT_FLYIMAGE_REGISTRY_CACHE``: ``0``/``false``/``off`` turns the registry layer
-#: cache off; a value with ``{repository}`` is the cache ref's template.
+#: cache off; another value is the cache ref (``{repository}`` in it: the repository).
 DEFAULT_CACHE_REF = "{repository}-buildcache:cache"
 _CACHE_ERROR = re.compile(r"^ > exporting cache to registry:|^#\d+ ERROR: (error writing|failed to export)", re.IGNORECASE)
 
@@ -56,7 +56,9 @@ def registry_cache_options(repository: str) -> Optional[dict[str, str]]:
     setting = os.environ.get("PREFECT_FLYIMAGE_REGISTRY_CACHE", "").strip()
     if setting.lower() in {"0", "false", "off", "no"}:
         return None
-    ref = (setting if "{repository}" in setting else DEFAULT_CACHE_REF).format(repository=repository)
+    if not setting:
+        setting = DEFAULT_CACHE_REF
+    ref = setting.format(repository=repository) if "{repository}" in setting else setting
     return {"cache_from": f"type=registry,ref={ref}", "cache_to": f"type=registry,ref={ref},mode=max,ignore-error=true"}
 
 
