@@ -595,7 +595,14 @@ class Engine:
             cli = docker_cli()
             # buildx when the CLI has it (Docker 23+ needs it; its docker driver loads the
             # result into the daemon); an old CLI's built-in BuildKit otherwise
-            build = ["buildx", "build", "--load"] if buildx_available() else ["build"]
+            # No provenance attestation for one platform by default: with the containerd
+            # image store it turns each image into an index whose attestation a pull by
+            # digest does not fetch, so pushing further tags of a pulled image fails
+            # ("missing content"), and its timestamp makes each build a new image. Several
+            # platforms keep buildx's default: Docker 26 pushes such an index whole only then.
+            multi = bool(plan.platform and "," in plan.platform)
+            provenance = [] if multi and not os.environ.get("PREFECT_FLYIMAGE_PROVENANCE") else [f"--provenance={_provenance()}"]
+            build = ["buildx", "build", "--load", *provenance] if buildx_available() else ["build"]
             cmd = [cli, *build, "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
             for ref in refs:
                 cmd += ["-t", ref]
@@ -648,5 +655,13 @@ class Engine:
                 note = f"registry cache not exported (the build went on without it): {refused}"
                 logging.getLogger("prefect_flyimage").warning("%s", note)
                 write(stream, note + "\n")
-            return iidfile.read_text().strip()
+            iid = iidfile.read_text().strip()
+            # buildx's iidfile names the config, while the containerd image store's id is
+            # the manifest's (or index's): ask the daemon what the tag names
+            local = self.local_image(refs[0]) if buildx_available() else None
+            return local.id if local is not None else iid
 
+
+def _provenance() -> str:
+    """``PREFECT_FLYIMAGE_PROVENANCE``: buildx's ``--provenance`` value (``false`` unless set)."""
+    return os.environ.get("PREFECT_FLYIMAGE_PROVENANCE", "").strip() or "false"

@@ -25,9 +25,12 @@ def modern(services):
 
 
 def _manifest(registry: str, repo: str, ref: str) -> tuple[dict, str]:
-    r = httpx.get(f"http://{registry}/v2/{repo}/manifests/{ref}", headers={"Accept": INDEX})
+    accept = f"{INDEX}, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    r = httpx.get(f"http://{registry}/v2/{repo}/manifests/{ref}", headers={"Accept": accept})
     r.raise_for_status()
-    return r.json(), r.headers["Docker-Content-Digest"]
+    body = r.json()
+    body.setdefault("mediaType", r.headers.get("Content-Type"))  # optional in an OCI index
+    return body, r.headers["Docker-Content-Digest"]
 
 
 def test_two_platforms_one_index_secret_and_cache(modern, busybox_image, registry_noauth, unique_name, tmp_path):
