@@ -28,13 +28,16 @@ class Target:
     repository: str
     plan_hash: str
     tags: tuple[str, ...]  #: every tag; the content tag among them
+    #: platforms of a multi-platform plan (each must be in the registry's index)
+    platforms: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, plan: Union[BuildPlan, "Target"]) -> "Target":
         """The target of a plan (a target is its own)."""
         if isinstance(plan, Target):
             return plan
-        return cls(plan.repository, plan.hash, plan.all_tags)
+        platforms = tuple(plan.platform.split(",")) if plan.platform and "," in plan.platform else ()
+        return cls(plan.repository, plan.hash, plan.all_tags, platforms)
 
     @property
     def content_tag(self) -> str:
@@ -168,6 +171,8 @@ def _observe(session: _Session, target: Target, *, local: bool, remote: bool, ev
     if remote:
         try:
             digest = session.registry.manifest_digest(str(target.ref()))
+            if digest and target.platforms and not _has_platforms(session.registry, target):
+                digest = None  # an index lacking a platform is rebuilt and pushed again
             if digest:
                 for tag in target.other_tags:
                     tag_digests[tag] = session.registry.manifest_digest(str(target.ref(tag)))
@@ -183,6 +188,23 @@ def _observe(session: _Session, target: Target, *, local: bool, remote: bool, ev
                 other = session.engine.local_image(target.ref(tag))
                 local_tags[tag] = other.id if other else None
     return Observation(target, found, digest, tag_digests, local_tags, unreachable)
+
+
+def _has_platforms(registry: RegistryLike, target: Target) -> bool:
+    """True when the registry's index for the content tag lists every platform of the target."""
+    platforms = getattr(registry, "manifest_platforms", None)
+    if platforms is None:
+        return True  # a registry stand-in that cannot tell: trust the digest
+    present = platforms(str(target.ref()))
+    if present is None:
+        return False
+    norm = {_same_platform(p) for p in present}
+    return all(_same_platform(p) in norm for p in target.platforms)
+
+
+def _same_platform(platform: str) -> str:
+    # containerd's normalisation: arm64 is arm64/v8
+    return platform[: -len("/v8")] if platform.endswith("arm64/v8") else platform
 
 
 def observe(

@@ -148,7 +148,7 @@ def plan_for_build(
         tag=tag,
         extra_tags=tuple(t for t in extra_tags if t and t != tag),
         target=kwargs.pop("target", None),
-        platform=kwargs.pop("platform", None),
+        platform=_platform_field(kwargs.pop("platform", None), kwargs.pop("platforms", None)),
         pull=bool(kwargs.pop("pull", default_pull)),
         no_cache=bool(kwargs.pop("nocache", False)),
         network=kwargs.pop("network_mode", None),
@@ -179,6 +179,17 @@ def plan_for_build(
             root, repository, dockerfile=dockerfile, build_args=build_args, labels=labels, **fields
         )
     return plan, kwargs
+
+
+def _platform_field(platform: Any, platforms: Any) -> Optional[str]:
+    """Prefect's ``platform`` (a string or a list) and buildx's ``platforms`` (a list) as
+    the plan's one hashed field: ``"linux/amd64,linux/arm64"`` is one image index."""
+    value = platforms if platforms else platform
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(p, str) for p in value):
+        raise InvalidArgumentError("platforms", f"expected a list of platforms like ['linux/amd64', 'linux/arm64'], not {value!r:.80}")
+    return ",".join(value)
 
 
 class DockerImage(_PrefectDockerImage):
@@ -234,6 +245,7 @@ class DockerImage(_PrefectDockerImage):
         self.build_backend: str = build_backend
         self.build_kwargs: dict[str, Any] = build_kwargs
         self._pushed_during_build: bool = False
+        self._push_in_build: bool = False
         self.credentials = as_credentials(credentials, ImageRef.parse(self.name).registry)
         self._plan: Optional[BuildPlan] = None
         self._extra: dict[str, Any] = {}
@@ -246,6 +258,8 @@ class DockerImage(_PrefectDockerImage):
     def _make_plan(self) -> BuildPlan:
         kwargs = dict(self.build_kwargs)
         context = kwargs.pop("context", None)
+        # Prefect's buildx `push=True`: build() pushes too, and push() then does nothing
+        self._push_in_build = bool(kwargs.pop("push", False))
         plan, self._extra = plan_for_build(
             self.name,
             context=context if context is not None else Path.cwd(),
@@ -313,17 +327,22 @@ class DockerImage(_PrefectDockerImage):
         # (flow.deploy pushes next; a worker pulls): the unchanged redeploy never needs the daemon.
         self._result = pipeline.ensure(
             self._plan,
-            push=False,
+            push=self._push_in_build,
             credentials=self.credentials,
             stream_progress_to=self.stream_progress_to,
             build_kwargs=self._extra or None,
-            accept_registry=True,
+            accept_registry=not self._push_in_build,
         )
+        self._pushed_during_build = self._push_in_build
         logger.info("%s %s", self._result.reference, "built" if self._result.built else "already built: build skipped")
 
     def push(self) -> None:
         """Push the image unless the registry already holds it (builds first if needed)."""
         plan = self.plan
+        if self._pushed_during_build and self._result is not None and self._result.plan_hash == plan.hash:
+            # Prefect's buildx semantics: build(push=True) already pushed
+            logger.info("%s pushed by the build: push skipped (%s)", self._result.reference, self._result.digest)
+            return
         if self._result is not None and self._result.plan_hash == plan.hash and self._result.digest and not self._result.built:
             # build() just found this very image in the registry: nothing to push.
             logger.info("%s already in the registry: push skipped (%s)", self._result.reference, self._result.digest)

@@ -60,6 +60,7 @@ __all__ = [
     "BaseImageMissing",
     "BaseImageUnresolved",
     "BuildError",
+    "BuildxUnavailable",
     "BuildTimeout",
     "ChainBuildError",
     "ConfigError",
@@ -188,6 +189,12 @@ class ImageBuildError(FlyImageError):
 
 class DockerUnavailable(ImageBuildError, RuntimeError):
     """The Docker daemon cannot be reached (not running, wrong DOCKER_HOST, no permission, no answer)."""
+
+
+class BuildxUnavailable(DockerUnavailable):
+    """The build needs BuildKit through ``docker buildx`` (several platforms, buildx-only
+    options such as ``secrets``, ``ssh``, ``cache_from``, ``cache_to``) and the docker CLI
+    has no buildx (Docker 20.10, or a newer CLI without the plugin)."""
 
 
 class RegistryError(ImageBuildError):

@@ -44,6 +44,8 @@ from ._observe import (
 from ._publish import _adopt, _plan_lock, _publish_plan, publish, push_local
 from .credentials import CredentialsLike
 from .engine import EngineProtocol
+from .engine._buildx import BUILDX_OPTIONS, registry_cache_options
+from .engine._process import buildx_available
 from .errors import AuthenticationError, InvalidArgumentError
 from .plan import BuildPlan, BuildResult
 
@@ -247,6 +249,18 @@ class _Ensure:
             digest, built = found
             return self.result(digest=digest, built=built, pushed=True)
         return None
+    def _build_extra(self) -> Optional[dict[str, Any]]:
+        """The build options, plus the default registry layer cache for a pushing
+        BuildKit (buildx) build that names no cache of its own."""
+        extra = self.build_kwargs
+        if not (self.push and getattr(self.session.engine, "registry_cache", False)):
+            return extra
+        if any(k not in BUILDX_OPTIONS for k in extra or {}) or {"cache_from", "cache_to"} & set(extra or {}):
+            return extra
+        if self.plan.backend == "docker-py" or not buildx_available():
+            return extra
+        cache = registry_cache_options(self.plan.repository)
+        return {**(extra or {}), **cache} if cache else extra
 
     def build_and_publish(self) -> BuildResult:
         session, target, plan = self.session, self.target, self.plan
@@ -259,7 +273,7 @@ class _Ensure:
             image_id, built = local.id, False
         else:
             logger.info("building %s (plan %s)", plan.ref, plan.hash[:16])
-            image_id = session.engine.build(plan, list(plan.all_tags), self.stream, self.build_timeout, extra=self.build_kwargs)
+            image_id = session.engine.build(plan, list(plan.all_tags), self.stream, self.build_timeout, extra=self._build_extra())
             built = True
             self.lap("build")
         if self.verify is not None:

@@ -161,7 +161,9 @@ class BuildPlan:
         object.__setattr__(self, "labels", build_arg_pairs(self.labels, "label"))
         object.__setattr__(self, "extra_tags", tuple(validate_tag(t) for t in self.extra_tags))
         if self.platform is not None:
-            validate_platform(self.platform)
+            # "linux/amd64,linux/arm64": one image index (BuildKit through buildx only)
+            for one in self.platform.split(","):
+                validate_platform(one)
         ImageRef.parse(self.repository)  # raises InvalidReferenceError naming the bad part
         if ":" in self.repository.rsplit("/", 1)[-1] or "@" in self.repository:
             raise ContextError(f"repository {self.repository!r} must not carry a tag or digest; pass tag= instead")

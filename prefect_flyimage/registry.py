@@ -258,6 +258,33 @@ class RegistryClient:
         """
         return self._refusable(lambda: self._manifest_digest(ref))
 
+    def manifest_platforms(self, ref: ImageRef | str) -> Optional[set[str]]:
+        """The platforms (``os/arch[/variant]``) of the image index the registry holds for
+        ``ref``; ``None`` when it has none, or a single-platform manifest. Attestation
+        manifests (``unknown/unknown``) are left out."""
+        return self._refusable(lambda: self._manifest_platforms(ref))
+
+    def _manifest_platforms(self, ref: ImageRef | str) -> Optional[set[str]]:
+        r, repo = self._repository(ref)
+        what = str(r)
+        response = self._request("GET", f"/v2/{repo}/manifests/{r.digest or r.tag or 'latest'}", what=what, headers={"Accept": _ACCEPT})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, what)
+        try:
+            manifests = response.json().get("manifests")
+        except ValueError:
+            return None
+        if not isinstance(manifests, list):
+            return None
+        found = set()
+        for m in manifests:
+            p = m.get("platform") or {} if isinstance(m, dict) else {}
+            if p.get("os") and p.get("architecture") and p.get("os") != "unknown":
+                found.add("/".join(filter(None, [p["os"], p["architecture"], p.get("variant")])))
+        return found
+
     def _manifest_digest(self, ref: ImageRef | str) -> Optional[str]:
         r, repo = self._repository(ref)
         reference = r.digest or r.tag or "latest"

@@ -31,6 +31,17 @@ export DEBIAN_FRONTEND=noninteractive
 # has (the docker 28 CLI has no BuildKit client of its own without the buildx plugin).
 export DOCKER_BUILDKIT=0
 
+# Which daemon the tests get (ONE setting; recorded in $STATE/env):
+#   classic  the system's dockerd (Debian bookworm's docker.io 20.10, classic builder)
+#   modern   Docker 26 (Debian trixie's docker.io, docker-cli, docker-buildx, containerd)
+#            unpacked beside the system's into $FLYIMAGE_DOCKER26_PREFIX, with the
+#            containerd image store, buildx and qemu/binfmt (multi-platform builds)
+DOCKER26_PREFIX="${FLYIMAGE_DOCKER26_PREFIX:-/opt/flyimage-docker26}"
+DOCKER26_SOCKET="unix:///run/flyimage-docker26/docker.sock"
+TRIXIE_MIRROR="${FLYIMAGE_TRIXIE_MIRROR:-http://deb.debian.org/debian}"
+DOCKER26_DEBS=(docker.io docker-cli docker-buildx containerd)
+QEMU_PACKAGES=(qemu-user-static binfmt-support)
+
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 tail_log() { [[ -f "$1" ]] && { echo "----- tail of $1 -----"; tail -n "${2:-30}" "$1"; echo "-----"; } >&2 || true; }
@@ -60,10 +71,26 @@ recorded="$(env_file_value FLYIMAGE_REGISTRY_NOAUTH)"
 NOAUTH_PORT="${FLYIMAGE_REGISTRY_NOAUTH_PORT:-${recorded##*:}}"
 NOAUTH_PORT="${NOAUTH_PORT:-5001}"
 
+recorded="$(env_file_value FLYIMAGE_DOCKER)"
+FLYIMAGE_DOCKER="${FLYIMAGE_DOCKER:-${recorded:-classic}}"
+case "$FLYIMAGE_DOCKER" in
+    classic) ;;
+    modern) DEFAULT_DOCKER_HOST="$DOCKER26_SOCKET" ;;
+    *) die "FLYIMAGE_DOCKER=$FLYIMAGE_DOCKER: expected classic or modern" ;;
+esac
+
 # Use the caller's DOCKER_HOST, else the one `up` recorded, else the default socket.
 if [[ -z "${DOCKER_HOST:-}" ]]; then
     recorded="$(env_file_value DOCKER_HOST)"
     export DOCKER_HOST="${recorded:-$DEFAULT_DOCKER_HOST}"
+fi
+
+# The modern daemon is driven with its own CLI: a wrapper in $STATE/bin that runs the
+# buildx plugin standalone for `docker buildx ...` (plugins are looked up in the docker
+# config dir, which tests replace with empty ones).
+DOCKER26_CLI="$STATE/bin/docker"
+if [[ "$FLYIMAGE_DOCKER" == modern ]]; then
+    docker() { "$DOCKER26_CLI" "$@"; }
 fi
 
 random_token() { head -c "${1:-24}" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -181,6 +208,93 @@ ensure_packages() {
     log "packages: installed"
 }
 
+# Docker 26 beside the system's docker.io: trixie's .debs fetched with a private apt
+# configuration (the host's apt sources and packages stay untouched) and unpacked into
+# $DOCKER26_PREFIX. Only what runs on bookworm's libc is kept (runc is the host's).
+private_apt() {  # apt-get with a trixie-only source list under $CACHE/apt-trixie
+    local d="$CACHE/apt-trixie"
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $TRIXIE_MIRROR trixie main" >"$d/sources.list"
+    apt-get -q -o Dir::Etc::sourcelist="$d/sources.list" -o Dir::Etc::sourceparts=/nonexistent \
+        -o Dir::State::Lists="$d/lists" -o Dir::Cache="$d/cache" \
+        -o APT::Architectures::=amd64 -o APT::Architectures::=arm64 -o APT::Sandbox::User=root "$@"
+}
+
+ensure_docker26() {
+    local stamp="$DOCKER26_PREFIX/.flyimage-complete" want="${DOCKER26_DEBS[*]}"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        log "docker 26: present in $DOCKER26_PREFIX"
+    else
+        [[ $EUID -eq 0 ]] || die "docker 26: not in $DOCKER26_PREFIX and not root"
+        local d="$CACHE/docker26-debs" logf="$STATE/apt-trixie.log"
+        log "docker 26: fetching ${DOCKER26_DEBS[*]} from trixie ($TRIXIE_MIRROR) into $d"
+        rm -rf "$d" && mkdir -p "$d"
+        private_apt update >"$logf" 2>&1 || { tail_log "$logf"; die "docker 26: apt-get update (trixie) failed"; }
+        (cd "$d" && private_apt download "${DOCKER26_DEBS[@]}") >>"$logf" 2>&1 \
+            || { tail_log "$logf"; die "docker 26: apt-get download failed"; }
+        local tmp="$DOCKER26_PREFIX.tmp" deb
+        rm -rf "$tmp" && mkdir -p "$tmp"
+        for deb in "$d"/*.deb; do
+            dpkg -x "$deb" "$tmp" || die "docker 26: dpkg -x $deb failed"
+        done
+        # trixie's runc needs glibc 2.38: the host's runc serves instead
+        rm -f "$tmp/usr/sbin/runc" "$tmp/usr/bin/runc"
+        rm -rf "$DOCKER26_PREFIX" && mv "$tmp" "$DOCKER26_PREFIX"
+        printf '%s' "$want" >"$stamp"
+        log "docker 26: unpacked into $DOCKER26_PREFIX"
+    fi
+    command -v runc >/dev/null 2>&1 || die "docker 26: needs the host's runc (apt-get install runc)"
+    mkdir -p "$STATE/bin"
+    {
+        echo '#!/bin/sh'
+        echo '# written by scripts/services.sh: the Docker 26 CLI; `docker buildx` runs the plugin standalone'
+        echo "if [ \"\$1\" = buildx ]; then shift; exec '$DOCKER26_PREFIX/usr/libexec/docker/cli-plugins/docker-buildx' \"\$@\"; fi"
+        echo "exec '$DOCKER26_PREFIX/usr/bin/docker' \"\$@\""
+    } >"$DOCKER26_CLI.tmp"
+    chmod 755 "$DOCKER26_CLI.tmp" && mv "$DOCKER26_CLI.tmp" "$DOCKER26_CLI"
+    "$DOCKER26_CLI" buildx version >/dev/null 2>&1 || die "docker 26: buildx does not run"
+}
+
+# qemu-user-static registered for arm64 with the flags POCF: F opens the interpreter at
+# registration, so it works inside containers (Debian registers it without F); P keeps
+# argv[0], which busybox's shell needs when it re-executes itself for an applet.
+ensure_qemu() {
+    local missing=() p s
+    for p in "${QEMU_PACKAGES[@]}"; do
+        s="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+        [[ "$s" == "install ok installed" ]] || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        [[ $EUID -eq 0 ]] || die "qemu: missing ${missing[*]} and not root"
+        log "qemu: installing ${missing[*]}"
+        apt-get -y -q -o DPkg::Lock::Timeout=600 install --no-install-recommends "${missing[@]}" >>"$STATE/apt.log" 2>&1 \
+            || { tail_log "$STATE/apt.log"; die "qemu: apt-get install failed"; }
+    fi
+    local bm=/proc/sys/fs/binfmt_misc
+    [[ -e "$bm/register" ]] || mount -t binfmt_misc binfmt_misc "$bm" || die "qemu: cannot mount $bm"
+    if [[ -e "$bm/qemu-aarch64" ]] && grep -q '^flags: .*P.*F' "$bm/qemu-aarch64"; then
+        log "qemu: aarch64 registered (POCF)"
+        return 0
+    fi
+    [[ -e "$bm/qemu-aarch64" ]] && echo -1 >"$bm/qemu-aarch64"
+    printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:POCF' >"$bm/register" \
+        || die "qemu: registering aarch64 failed"
+    log "qemu: aarch64 registered with /usr/bin/qemu-aarch64-static (POCF)"
+}
+
+# arm64 busybox-static from trixie/bookworm's arm64 packages (for the multi-platform busybox)
+arm64_busybox() {  # -> path of an aarch64 busybox binary
+    local d="$CACHE/busybox-arm64" deb
+    if [[ ! -x "$d/usr/bin/busybox" && ! -x "$d/bin/busybox" ]]; then
+        mkdir -p "$d"
+        (cd "$d" && private_apt update >/dev/null 2>&1; private_apt download busybox-static:arm64) >>"$STATE/apt-trixie.log" 2>&1 \
+            || die "image $BUSYBOX_IMAGE: downloading busybox-static:arm64 failed"
+        deb="$(ls "$d"/busybox-static_*_arm64.deb | head -n 1)"
+        dpkg -x "$deb" "$d" || die "image $BUSYBOX_IMAGE: dpkg -x $deb failed"
+    fi
+    if [[ -x "$d/usr/bin/busybox" ]]; then echo "$d/usr/bin/busybox"; else echo "$d/bin/busybox"; fi
+}
+
 # ---------------------------------------------------------------------------------------
 # 2. dockerd
 # ---------------------------------------------------------------------------------------
@@ -190,13 +304,27 @@ ensure_dockerd() {
         log "dockerd: answering at $DOCKER_HOST (reused)"
         return 0
     fi
-    command -v dockerd >/dev/null 2>&1 || die "dockerd: not installed"
+    local dockerd_bin=dockerd
+    if [[ "$FLYIMAGE_DOCKER" == modern ]]; then
+        dockerd_bin="$DOCKER26_PREFIX/usr/sbin/dockerd"
+        [[ -x "$dockerd_bin" ]] || die "dockerd: $dockerd_bin missing (ensure_docker26)"
+    else
+        command -v dockerd >/dev/null 2>&1 || die "dockerd: not installed"
+    fi
     # No default bridge: a bridge would put containers on a private address range (and
     # with --iptables=false it has no NAT anyway). Containers here use --network host or
     # none; prefect-flyimage's engine builds with host networking on such a daemon.
     local args=(--iptables=false --bridge=none --pidfile "$pidfile")
+    if [[ "$FLYIMAGE_DOCKER" == modern ]]; then
+        # containerd image store: multi-platform images, OCI indexes, registry cache export
+        mkdir -p "$STATE"
+        printf '{"features": {"containerd-snapshotter": true}}\n' >"$STATE/daemon.json"
+        args+=(--config-file "$STATE/daemon.json")
+    fi
     case "$DOCKER_HOST" in
-        "$DEFAULT_DOCKER_HOST") ;;
+        "/var/run/docker.sock"|"unix:///var/run/docker.sock")
+            [[ "$FLYIMAGE_DOCKER" == classic ]] || die "dockerd: the modern daemon must not take the system socket"
+            ;;
         unix://*)
             # A second daemon beside the default one: its own socket, data and exec root.
             args+=(-H "$DOCKER_HOST" --data-root "$STATE/docker-data" --exec-root "$STATE/docker-exec")
@@ -209,7 +337,10 @@ ensure_dockerd() {
     else
         log "dockerd: starting (dockerd ${args[*]}), log $logf"
         echo "=== $(date -Is) dockerd ${args[*]}" >>"$logf"
-        setsid nohup dockerd "${args[@]}" >>"$logf" 2>&1 </dev/null &
+        # the modern daemon finds its containerd, shims and docker-init in its prefix
+        # first; runc is the host's (trixie's needs glibc 2.38)
+        PATH="$DOCKER26_PREFIX/usr/bin:$DOCKER26_PREFIX/usr/sbin:$PATH" \
+            setsid nohup "$dockerd_bin" "${args[@]}" >>"$logf" 2>&1 </dev/null &
         pid=$!
     fi
     for ((i = 0; i < DOCKERD_TIMEOUT * 2; i++)); do
@@ -347,40 +478,69 @@ ensure_registry() {  # name port auth(0|1)
 # ---------------------------------------------------------------------------------------
 # 4. base images
 # ---------------------------------------------------------------------------------------
-ensure_busybox_image() {
-    if image_present "$BUSYBOX_IMAGE"; then
-        log "image $BUSYBOX_IMAGE: present"
-        return 0
-    fi
-    local bb
-    bb="$(command -v busybox 2>/dev/null || true)"
-    [[ -x /bin/busybox ]] && bb=/bin/busybox
-    [[ -n "$bb" ]] || die "image $BUSYBOX_IMAGE: no busybox binary (busybox-static)"
-    log "image $BUSYBOX_IMAGE: importing from $bb"
+busybox_rootfs_tar() {  # BUSYBOX_BINARY APPLET_LIST_BINARY OUT_TAR
+    local bb=$1 lister=$2 out=$3 root applet
     mkdir -p "$WORK"
-    local root
     root="$(mktemp -d "$WORK/busybox.XXXXXX")"
     mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp,var/tmp,proc,sys,dev,home}
     chmod 1777 "$root/tmp" "$root/var/tmp"
     chmod 700 "$root/root"
     cp "$bb" "$root/bin/busybox"
-    local applet
     while read -r applet; do
         [[ -z "$applet" || "$applet" == bin/busybox ]] && continue
         mkdir -p "$root/$(dirname "$applet")"
         ln -sf /bin/busybox "$root/$applet"
-    done < <("$bb" --list-full)
+    done < <("$lister" --list-full)
     [[ -e "$root/bin/sh" ]] || ln -sf /bin/busybox "$root/bin/sh"
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-    tar --numeric-owner --owner=0 --group=0 -C "$root" -c . \
-        | docker import --change 'CMD ["sh"]' --change "ENV PATH=$IMAGE_PATH" \
-            --message "flyimage busybox from $bb" - "$BUSYBOX_IMAGE" >/dev/null \
-        || { rm -rf "$root"; die "image $BUSYBOX_IMAGE: docker import failed"; }
+    tar --numeric-owner --owner=0 --group=0 -C "$root" -cf "$out" . || { rm -rf "$root"; die "busybox: tar failed"; }
     rm -rf "$root"
+}
+
+
+ensure_busybox_image() {
+    if image_present "$BUSYBOX_IMAGE"; then
+        if [[ "$FLYIMAGE_DOCKER" != modern ]] || docker run --rm --network none --platform linux/arm64 "$BUSYBOX_IMAGE" true >/dev/null 2>&1; then
+            log "image $BUSYBOX_IMAGE: present"
+            return 0
+        fi
+        log "image $BUSYBOX_IMAGE: present but without linux/arm64; rebuilding"
+    fi
+    local bb
+    bb="$(command -v busybox 2>/dev/null || true)"
+    [[ -x /bin/busybox ]] && bb=/bin/busybox
+    [[ -n "$bb" ]] || die "image $BUSYBOX_IMAGE: no busybox binary (busybox-static)"
+    if [[ "$FLYIMAGE_DOCKER" == modern ]]; then
+        # one tag, two platforms (an image index), built by BuildKit from two rootfs tarballs
+        local ctx="$WORK/busybox-context" arm
+        arm="$(arm64_busybox)"
+        rm -rf "$ctx" && mkdir -p "$ctx"
+        busybox_rootfs_tar "$bb" "$bb" "$ctx/busybox-amd64.tar"
+        busybox_rootfs_tar "$arm" "$bb" "$ctx/busybox-arm64.tar"
+        printf 'FROM scratch\nARG TARGETARCH\nADD busybox-${TARGETARCH}.tar /\nENV PATH=%s\nCMD ["sh"]\n' "$IMAGE_PATH" >"$ctx/Dockerfile"
+        log "image $BUSYBOX_IMAGE: buildx build --platform linux/amd64,linux/arm64"
+        docker buildx build -q --platform linux/amd64,linux/arm64 --provenance=false --load -t "$BUSYBOX_IMAGE" "$ctx" \
+            >"$STATE/busybox-build.log" 2>&1 || { tail_log "$STATE/busybox-build.log"; die "image $BUSYBOX_IMAGE: buildx build failed"; }
+        rm -rf "$ctx"
+        local arch
+        arch="$(docker run --rm --network none --platform linux/arm64 "$BUSYBOX_IMAGE" uname -m 2>&1)" \
+            || die "image $BUSYBOX_IMAGE: the arm64 variant does not run (qemu?): $arch"
+        [[ "$arch" == aarch64 ]] || die "image $BUSYBOX_IMAGE: arm64 variant reports '$arch'"
+        arch="$(docker run --rm --network none --platform linux/arm64 "$BUSYBOX_IMAGE" sh -c 'uname -m | cat' 2>&1)"
+        [[ "$arch" == aarch64 ]] || die "image $BUSYBOX_IMAGE: arm64 shell pipelines fail under qemu (binfmt flags?): $arch"
+    else
+        log "image $BUSYBOX_IMAGE: importing from $bb"
+        local tarball="$WORK/busybox.tar"
+        busybox_rootfs_tar "$bb" "$bb" "$tarball"
+        docker import --change 'CMD ["sh"]' --change "ENV PATH=$IMAGE_PATH" \
+            --message "flyimage busybox from $bb" "$tarball" "$BUSYBOX_IMAGE" >/dev/null \
+            || { rm -f "$tarball"; die "image $BUSYBOX_IMAGE: docker import failed"; }
+        rm -f "$tarball"
+    fi
     docker run --rm --network none "$BUSYBOX_IMAGE" sh -c 'echo ok' >/dev/null \
         || die "image $BUSYBOX_IMAGE: imported but 'sh -c echo ok' fails"
-    log "image $BUSYBOX_IMAGE: imported"
+    log "image $BUSYBOX_IMAGE: ready"
 }
 
 # first Debian archive URI of the host's apt sources for suite bookworm, else deb.debian.org
@@ -606,6 +766,11 @@ write_env() {
         printf "export FLYIMAGE_BUSYBOX_IMAGE='%s'\n" "$BUSYBOX_IMAGE"
         printf "export FLYIMAGE_PYTHON_IMAGE='%s'\n" "$PYTHON_IMAGE"
         printf "export FLYIMAGE_PREFECT_IMAGE='%s'\n" "$prefect_tag"
+        printf "export FLYIMAGE_DOCKER='%s'\n" "$FLYIMAGE_DOCKER"
+        if [[ "$FLYIMAGE_DOCKER" == modern ]]; then
+            # the engine's BuildKit builds go through this CLI (docker buildx)
+            printf "export PREFECT_FLYIMAGE_DOCKER_CLI='%s'\n" "$DOCKER26_CLI"
+        fi
     } >"$tmp"
     chmod 600 "$tmp"
     mv "$tmp" "$ENV_FILE"
@@ -618,6 +783,10 @@ cmd_up() {
     local t0=$SECONDS
     log "state dir $STATE"
     ensure_packages
+    if [[ "$FLYIMAGE_DOCKER" == modern ]]; then
+        ensure_docker26
+        ensure_qemu
+    fi
     ensure_dockerd
     ensure_registry auth "$REG_PORT" 1
     ensure_registry noauth "$NOAUTH_PORT" 0

@@ -9,6 +9,7 @@ into the :mod:`prefect_flyimage.errors` hierarchy here, with secrets redacted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -28,6 +29,7 @@ from ..errors import (
     AuthenticationError,
     BuildError,
     BuildTimeout,
+    BuildxUnavailable,
     DockerUnavailable,
     FlyImageError,
     InvalidReferenceError,
@@ -41,13 +43,14 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
-from ._process import TAIL_LINES, buildkit_available, docker_cli, run_streaming, write
+from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags, cache_refused
+from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
 from ._types import LocalImage
 
 if TYPE_CHECKING:
     from ..plan import BuildPlan
 
-__all__ = ["GENERATED_DOCKERFILE", "Engine", "classify_registry_error", "docker_client"]
+__all__ = ["BUILDX_OPTIONS", "GENERATED_DOCKERFILE", "Engine", "classify_registry_error", "docker_client"]
 
 #: Name under which a generated Dockerfile travels in the context archive (fixed, so
 #: that the same plan always sends the same bytes).
@@ -65,6 +68,7 @@ _UNREACHABLE_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 _MISSING_PATTERNS = re.compile(r"manifest unknown|not found|name unknown|no such manifest|404", re.IGNORECASE)
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")
 
 
@@ -121,6 +125,9 @@ class Engine:
         client: a docker-py ``DockerClient`` to use (e.g. one a docker-pkg caller made);
             by default one is made from the environment on first use.
     """
+
+    #: the pipeline adds the default registry layer cache to pushing builds of this engine
+    registry_cache = True
 
     def __init__(self, client: Optional[docker.DockerClient] = None) -> None:
         self._client = client
@@ -406,6 +413,10 @@ class Engine:
                     aux = event.get("aux") or {}
                     if aux.get("Digest"):
                         digest = aux["Digest"]
+                    elif not digest:
+                        # the containerd image store (Docker 24+) reports it in the status only
+                        found = _PUSHED_DIGEST.search(str(event.get("status") or ""))
+                        digest = found.group(1) if found else None
             except docker.errors.APIError as exc:
                 raise classify_registry_error(str(exc.explanation or exc), r.registry, push=True, secrets=secrets) from None
         if not digest:
@@ -429,14 +440,40 @@ class Engine:
         """
         tags = list(tags or plan.all_tags)
         refs = [f"{plan.repository}:{t}" for t in tags]
+        extra = dict(extra or {})
+        buildx_opts = {k: extra.pop(k) for k in list(extra) if k in BUILDX_OPTIONS and extra[k] is not None}
+        for k in [k for k in extra if k in BUILDX_OPTIONS]:
+            extra.pop(k)
+        multi = bool(plan.platform and "," in plan.platform)
+        if multi or buildx_opts:
+            needs = f"platform={plan.platform!r}" if multi else f"option(s) {', '.join(sorted(buildx_opts))}"
+            if not buildx_available():
+                raise BuildxUnavailable(
+                    f"{needs} need(s) BuildKit through docker buildx, which {docker_cli()} lacks; "
+                    "use Docker 23+ with the buildx plugin (scripts/services.sh: FLYIMAGE_DOCKER=modern)"
+                )
+            if extra:
+                raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend, not with {needs}")
+            with self._context_folder(plan) as context, tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
+                dockerfile = Path(tmp) / "Dockerfile"
+                dockerfile.write_text(plan.dockerfile_text)
+                return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout, buildx_opts)
         backend = plan.backend
         if backend == "auto":
-            # The classic builder unless the Dockerfile needs BuildKit, or
-            # PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit asks for it wherever the CLI can
-            # (about 2x faster on the deploy benchmark: no intermediate containers,
-            # incremental context transfer). docker-py-only options keep the classic one.
-            prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "docker-py") == "buildkit"
-            backend = "buildkit" if plan.needs_buildkit() or (prefer and not extra and buildkit_available()) else "docker-py"
+            # BuildKit wherever `docker buildx` works (no intermediate containers,
+            # incremental context transfer); the classic builder where it does not, unless
+            # the Dockerfile needs BuildKit. PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit also
+            # takes an old CLI's built-in BuildKit; =docker-py keeps the classic builder.
+            # docker-py-only options keep the classic one.
+            prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "auto")
+            if plan.needs_buildkit():
+                backend = "buildkit"
+            elif extra or prefer == "docker-py":
+                backend = "docker-py"
+            elif prefer == "buildkit":
+                backend = "buildkit" if buildkit_available() else "docker-py"
+            else:
+                backend = "buildkit" if buildx_available() else "docker-py"
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
         with self._context_folder(plan) as context:
@@ -551,11 +588,22 @@ class Engine:
 
     def _build_buildkit(
         self, plan: "BuildPlan", context: Path, refs: list[str], dockerfile: Path, stream: Optional[TextIO],
-        timeout: Optional[float],
+        timeout: Optional[float], buildx_opts: Optional[dict[str, Any]] = None,
     ) -> str:
         with tempfile.TemporaryDirectory(prefix="flyimage-bk-") as tmp:
             iidfile = Path(tmp) / "iid"
-            cmd = [docker_cli(), "build", "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
+            cli = docker_cli()
+            # buildx when the CLI has it (Docker 23+ needs it; its docker driver loads the
+            # result into the daemon); an old CLI's built-in BuildKit otherwise
+            # No provenance attestation for one platform by default: with the containerd
+            # image store it turns each image into an index whose attestation a pull by
+            # digest does not fetch, so pushing further tags of a pulled image fails
+            # ("missing content"), and its timestamp makes each build a new image. Several
+            # platforms keep buildx's default: Docker 26 pushes such an index whole only then.
+            multi = bool(plan.platform and "," in plan.platform)
+            provenance = [] if multi and not os.environ.get("PREFECT_FLYIMAGE_PROVENANCE") else [f"--provenance={_provenance()}"]
+            build = ["buildx", "build", "--load", *provenance] if buildx_available() else ["build"]
+            cmd = [cli, *build, "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
             for ref in refs:
                 cmd += ["-t", ref]
             for key, value in plan.build_args:
@@ -583,6 +631,7 @@ class Engine:
                     path.touch(mode=0o600)
                     path.write_text(os.environ.get(secret.env or "", ""))
                     cmd += ["--secret", f"id={secret.id},src={path}"]
+            cmd += _buildx_flags(buildx_opts or {})
             cmd.append(str(context))
             code, tail, step, timed_out = run_streaming(cmd, env=env, stream=stream, timeout=timeout, step_pattern=_STEP)
             if timed_out:
@@ -601,5 +650,18 @@ class Engine:
                     f"build of {refs[0]} failed at {step or 'an unknown step'}: {message}", step=step,
                     output="\n".join(tail), returncode=code,
                 )
-            return iidfile.read_text().strip()
+            refused = cache_refused(tail) if (buildx_opts or {}).get("cache_to") else None
+            if refused:
+                note = f"registry cache not exported (the build went on without it): {refused}"
+                logging.getLogger("prefect_flyimage").warning("%s", note)
+                write(stream, note + "\n")
+            iid = iidfile.read_text().strip()
+            # buildx's iidfile names the config, while the containerd image store's id is
+            # the manifest's (or index's): ask the daemon what the tag names
+            local = self.local_image(refs[0]) if buildx_available() else None
+            return local.id if local is not None else iid
 
+
+def _provenance() -> str:
+    """``PREFECT_FLYIMAGE_PROVENANCE``: buildx's ``--provenance`` value (``false`` unless set)."""
+    return os.environ.get("PREFECT_FLYIMAGE_PROVENANCE", "").strip() or "false"

@@ -19,7 +19,7 @@ from typing import Any, Optional, TextIO
 from ..errors import DockerUnavailable
 from ._docker import Watchdog
 
-__all__ = ["TAIL_LINES", "buildkit_available", "docker_cli", "run_streaming", "write"]
+__all__ = ["TAIL_LINES", "buildkit_available", "buildx_available", "docker_cli", "run_streaming", "write"]
 
 #: Lines of build output kept for error messages.
 TAIL_LINES = 25
@@ -43,10 +43,18 @@ def docker_cli() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _cli_can_buildkit(cli: str) -> bool:
+def _cli_has_buildx(cli: str) -> bool:
     try:
-        if subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=30).returncode == 0:
-            return True
+        return subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _cli_can_buildkit(cli: str) -> bool:
+    if _cli_has_buildx(cli):
+        return True
+    try:
         out = subprocess.run([cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -59,6 +67,15 @@ def buildkit_available() -> bool:
     """True when :func:`docker_cli` can run BuildKit builds (built in, or the buildx plugin)."""
     try:
         return _cli_can_buildkit(docker_cli())
+    except DockerUnavailable:
+        return False
+
+
+def buildx_available() -> bool:
+    """True when :func:`docker_cli` has ``buildx`` (Docker 23+ with the plugin): BuildKit
+    builds then go through ``docker buildx build``, and BuildKit is the default backend."""
+    try:
+        return _cli_has_buildx(docker_cli())
     except DockerUnavailable:
         return False
 
