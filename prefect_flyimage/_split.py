@@ -298,6 +298,9 @@ def split_plan(plan: BuildPlan) -> Split:
         no_cache=plan.no_cache,
         backend=plan.backend,
         stat_cache=plan.stat_cache,
+        # The head has every FROM of the plan: its resolved bases (and their pins) carry over.
+        bases=plan.bases,
+        pin_bases=plan.pin_bases,
         generated_context=SubsetContext(plan.build_context, tuple(sources), plan.context),
     )
     return Split(plan, dependency, tuple(steps), head_sets_cmd=head_sets_cmd)

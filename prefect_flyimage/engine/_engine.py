@@ -456,7 +456,7 @@ class Engine:
                 raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend, not with {needs}")
             with self._context_folder(plan) as context, tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
                 dockerfile = Path(tmp) / "Dockerfile"
-                dockerfile.write_text(plan.dockerfile_text)
+                dockerfile.write_text(plan.build_dockerfile_text)
                 return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout, buildx_opts)
         backend = plan.backend
         if backend == "auto":
