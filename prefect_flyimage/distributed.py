@@ -126,13 +126,14 @@ class BuildCluster:
                 "cls": Nanny,
                 "options": {
                     "nthreads": self.builds_per_host,
+                    "host": "127.0.0.1",
                     "env": {"DOCKER_HOST": host},
                     "resources": {BUILD_RESOURCE: self.builds_per_host},
                 },
             }
             for i, host in enumerate(hosts)
         }
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+        scheduler = {"cls": Scheduler, "options": {"dashboard": False, "host": "127.0.0.1"}}
         return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
 
     @property

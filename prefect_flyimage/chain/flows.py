@@ -11,7 +11,9 @@ file themselves so no secret becomes a task parameter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import pickle
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -51,9 +53,14 @@ class ImageJob:
     recheck: bool = False  #: find the state again first (a retry: the registry may have it already)
 
 
-@task(cache_policy=NO_CACHE, retries=0)
-def build_image(job: ImageJob, config_path: str, publish: bool = True) -> dict[str, Any]:
-    """Build (unless already built), verify and optionally publish one image."""
+def _build_image(job: ImageJob | bytes, config_path: str, publish: bool = True) -> dict[str, Any]:
+    """Build (unless already built), verify and optionally publish one image.
+
+    ``job`` may come pickled: Dask rebuilds dataclass arguments field by field, which
+    the plan's fields do not survive.
+    """
+    if isinstance(job, bytes):
+        job = pickle.loads(job)  # noqa: S301 - our own flow pickled it
     config = read_config(config_path)
     fsm = ImageFSM(job.spec.folder, None, config, job.nocache, job.pull, inspect=False, spec=job.spec, plan=job.plan)
     fsm.state, fsm.image_id = job.state, job.image_id
@@ -82,6 +89,11 @@ def build_image(job: ImageJob, config_path: str, publish: bool = True) -> dict[s
     return outcome
 
 
+# The task's function stays importable under its own name, so a Dask worker unpickles it by
+# reference (by value, cloudpickle would drag the module's globals along).
+build_image = task(_build_image, name="build_image", cache_policy=NO_CACHE, retries=0)
+
+
 def _pin_parents(fsm: ImageFSM, job: ImageJob, creds: Any) -> None:
     """Pull the build host's base images and parents; parents by digest, tagged as their label."""
     engine = fsm.engine
@@ -105,7 +117,9 @@ def _job(builder: DockerBuilder, img: ImageFSM, distributed: bool = False) -> Im
         text = img.plan.dockerfile_text or ""
         bases = tuple(b for b in builder.base_images if b in text)
         # The state is found again on the build host (its store, the registry), not the flow's.
-        return ImageJob(img.spec, img.plan, img.state, None, builder.nocache, builder.pull, (), pins, bases, True)
+        # A fresh plan: the cached build context (with its lock) stays here; the worker hashes again.
+        plan = dataclasses.replace(img.plan)
+        return ImageJob(img.spec, plan, img.state, None, builder.nocache, builder.pull, (), pins, bases, True)
     published = [p.label for p in img.parents if p.state == ImageFSM.STATE_PUBLISHED] if builder.pull else []
     return ImageJob(img.spec, img.plan, img.state, img.image_id, builder.nocache, builder.pull, tuple(published))
 
@@ -180,7 +194,7 @@ def build_tree_flow(
             img = jobs[name]
             task = build_image.with_options(task_run_name=f"image-{name}")
             if cluster is not None:  # children are submitted once their parents are done
-                return cluster.submit(task, {"job": _job(builder, img, True), "config_path": str(config_path), "publish": publish})
+                return cluster.submit(task, {"job": pickle.dumps(_job(builder, img, True)), "config_path": str(config_path), "publish": publish})
             return task.submit(_job(builder, img), str(config_path), publish, wait_for=parent_futures)
 
         def settle(name: str, fut: PrefectFuture[Any]) -> Optional[str]:
