@@ -36,7 +36,7 @@ def parse_docker_hosts(text: Optional[str | Sequence[str]]) -> list[str]:
         if not item:
             continue
         if "://" not in item:
-            raise InvalidArgumentError(f"docker host {item!r} is not a URL (unix:///path or tcp://host:port)")
+            raise InvalidArgumentError("docker_hosts", f"{item!r} is not a URL (unix:///path, tcp://host:port, ssh://host)")
         if item not in hosts:
             hosts.append(item)
     return hosts
@@ -45,6 +45,11 @@ def parse_docker_hosts(text: Optional[str | Sequence[str]]) -> list[str]:
 def worker_docker_host() -> str:
     """The Docker host of the process (a worker's own ``DOCKER_HOST``)."""
     return os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
+
+
+def _identity(dask_worker: Any) -> tuple[str, float]:
+    """A worker's Docker host and its ``docker-build`` slots (run on the worker)."""
+    return worker_docker_host(), float(dask_worker.state.total_resources.get(BUILD_RESOURCE, 0))
 
 
 def host_alive(host: str, timeout: float = 5.0) -> bool:
@@ -84,7 +89,7 @@ class BuildCluster:
         self.docker_hosts = parse_docker_hosts(docker_hosts)
         self.dask_address = dask_address or None
         if builds_per_host < 1:
-            raise InvalidArgumentError(f"builds_per_host must be at least 1, not {builds_per_host!r}")
+            raise InvalidArgumentError("builds_per_host", f"must be at least 1, not {builds_per_host!r}")
         self.builds_per_host = builds_per_host
         self.hosts: dict[str, str] = {}  #: worker address -> its Docker host
         self.dead_hosts: set[str] = set()
@@ -145,18 +150,18 @@ class BuildCluster:
         """Ask the build workers for their ``DOCKER_HOST`` (waiting for ``wait`` of them)."""
         if wait:
             self.client.wait_for_workers(wait, timeout=120)
-        info = self.client.scheduler_info(n_workers=-1)["workers"]
-        builders = [a for a, w in info.items() if (w.get("resources") or {}).get(BUILD_RESOURCE)]
-        if not builders:
+        found = {
+            a: host for a, (host, slots) in self.client.run(_identity).items() if slots
+        }
+        if not found:
             raise InvalidArgumentError(
-                f"no Dask worker of {self.dask_address or 'the local cluster'} offers the resource "
+                "dask_address", f"no Dask worker of {self.dask_address or 'the local cluster'} offers the resource "
                 f"{BUILD_RESOURCE!r} (start build workers with --resources {BUILD_RESOURCE}=1 and DOCKER_HOST set)"
             )
-        found = self.client.run(worker_docker_host, workers=builders)
         hosts = {a: h for a, h in found.items() if not self.docker_hosts or h in self.docker_hosts}
         if not hosts:
             raise InvalidArgumentError(
-                f"no Dask worker is bound to the docker hosts {','.join(self.docker_hosts)} (workers have {sorted(set(found.values()))})"
+                "docker_hosts", f"no Dask worker is bound to the docker hosts {','.join(self.docker_hosts)} (workers have {sorted(set(found.values()))})"
             )
         self.hosts = hosts
         return hosts
@@ -178,11 +183,11 @@ class BuildCluster:
         if self.dead_hosts or self.docker_hosts:
             try:
                 self.refresh_hosts()
-            except InvalidArgumentError:
+            except Exception:  # noqa: BLE001 - e.g. a worker dying right now
                 pass  # keep the last known workers; the submission fails on its own if none is left
             workers = [a for a, h in self.hosts.items() if h not in self.dead_hosts]
             if not workers:
-                raise InvalidArgumentError(f"every docker host is down: {', '.join(sorted(self.dead_hosts))}")
+                raise InvalidArgumentError("docker_hosts", f"every docker host is down: {', '.join(sorted(self.dead_hosts))}")
             annotations.update(workers=workers, allow_other_workers=False)
         with dask.annotate(**annotations):
             return self.runner.submit(task, parameters, wait_for=list(wait_for) or None)

@@ -108,18 +108,26 @@ def _pin_parents(fsm: ImageFSM, job: ImageJob, creds: Any) -> None:
         engine.tag(pulled, label)
 
 
+def distributed_job(
+    img: ImageFSM, base_images: list[str], nocache: bool, pull: bool = True, recheck: bool = True, keep: tuple[str, ...] = ()
+) -> ImageJob:
+    """The job of ``img`` for a build host that may hold nothing: parents pinned by their
+    published digest, base images pulled, the state found again there (unless ``recheck``
+    is off: a forced rebuild). ``keep``: labels of parents to pull by tag (digest unknown)."""
+    pins = tuple((p.label, f"{p.name}@{p.digest}", p.image_id) for p in img.parents if p.digest)
+    pinned = {p.label for p in img.parents if p.digest}
+    text = img.plan.dockerfile_text or ""
+    bases = tuple(b for b in base_images if b in text)
+    # A fresh plan: the cached build context (with its lock) stays here; the worker hashes again.
+    plan = dataclasses.replace(img.plan)
+    state = ImageFSM.STATE_TO_BUILD
+    return ImageJob(img.spec, plan, state, None, nocache, pull, tuple(k for k in keep if k not in pinned), pins, bases, recheck)
+
+
 def _job(builder: DockerBuilder, img: ImageFSM, distributed: bool = False) -> ImageJob:
     if distributed:
         # Another host may build the child: it gets each parent from the registry by digest.
-        pins = tuple(
-            (p.label, f"{p.name}@{p.digest}", p.image_id) for p in img.parents if p.digest
-        )
-        text = img.plan.dockerfile_text or ""
-        bases = tuple(b for b in builder.base_images if b in text)
-        # The state is found again on the build host (its store, the registry), not the flow's.
-        # A fresh plan: the cached build context (with its lock) stays here; the worker hashes again.
-        plan = dataclasses.replace(img.plan)
-        return ImageJob(img.spec, plan, img.state, None, builder.nocache, builder.pull, (), pins, bases, True)
+        return distributed_job(img, builder.base_images, builder.nocache, builder.pull)
     published = [p.label for p in img.parents if p.state == ImageFSM.STATE_PUBLISHED] if builder.pull else []
     return ImageJob(img.spec, img.plan, img.state, img.image_id, builder.nocache, builder.pull, tuple(published))
 
@@ -177,7 +185,7 @@ def build_tree_flow(
             stack.enter_context(cluster)
             if len(cluster.live_hosts()) > 1 and not (publish and credentials(config) is not None):
                 raise InvalidArgumentError(
-                    "building on several docker hosts exchanges parents through the registry: "
+                    "docker_hosts", "building on several docker hosts exchanges parents through the registry: "
                     "it needs publish and registry credentials in the config"
                 )
         jobs = {img.short_name: img for img in builder.build_chain}
@@ -243,4 +251,4 @@ def build_tree_flow(
     return [{**o.as_dict(), **({"docker_host": docker_host_of[n]} if docker_host_of.get(n) else {})} for n, o in zip(sorted(jobs), outcomes)]
 
 
-__all__ = ["ImageJob", "ImageTaskFailed", "build_image", "build_tree_flow"]
+__all__ = ["ImageJob", "ImageTaskFailed", "build_image", "build_tree_flow", "distributed_job"]

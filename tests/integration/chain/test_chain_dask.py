@@ -186,3 +186,40 @@ def test_a_dask_worker_killed_mid_tree_moves_its_images(cluster, build_hosts, ch
     )
     _check_published(outcomes, registry, Path(dask_config["state_dir"]))
     assert lost not in {o["docker_host"] for o in outcomes}
+
+
+def test_ensure_images_flow_spreads_plans_over_the_hosts(cluster, build_hosts, registry_noauth, unique_name, tmp_path):
+    from prefect_flyimage.ensure_many import ensure_images_flow
+    from prefect_flyimage.plan import BuildPlan
+
+    seed = f"{registry_noauth.host}/{unique_name}/seed"
+    client = docker.from_env()
+    try:
+        client.api.tag(os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest"), seed, "latest")
+        for event in client.api.push(seed, "latest", stream=True, decode=True):
+            assert "error" not in event, event
+        client.api.remove_image(f"{seed}:latest")
+    finally:
+        client.close()
+    plans = []
+    for i in range(3):
+        ctx = tmp_path / f"app{i}"
+        ctx.mkdir()
+        (ctx / "marker").write_text(f"app {i}\n")
+        plans.append(BuildPlan(
+            context=ctx, dockerfile_text=f"FROM {seed}:latest\nCOPY marker /marker\nRUN sleep 2\n",
+            repository=f"{registry_noauth.host}/{unique_name}/app{i}", tag="v1", network="none", pull=True,
+        ))
+    hosts = [d.url for d in build_hosts]
+    outcomes = ensure_images_flow(plans, docker_hosts=hosts, dask_address=cluster.address)
+    assert [o["reference"] for o in outcomes] == [str(p.ref) for p in plans]
+    for o in outcomes:
+        assert o["error"] is None and o["built"] and o["pushed"], o
+        resp = httpx.get(f"http://{registry_noauth.host}/v2/{o['reference'].split('/', 1)[1].replace(':v1', '')}/manifests/v1",
+                         headers={"Accept": MANIFEST_TYPES}, timeout=30)
+        assert resp.headers["Docker-Content-Digest"] == o["digest"]
+        assert resp.json()["config"]["digest"] == o["image_id"]
+    assert len({o["docker_host"] for o in outcomes}) >= 2
+    # Again: every content tag is in the registry, nothing is built or pushed anywhere.
+    again = ensure_images_flow(plans, docker_hosts=hosts, dask_address=cluster.address)
+    assert [(o["built"], o["pushed"], o["digest"]) for o in again] == [(False, False, o["digest"]) for o in outcomes]
