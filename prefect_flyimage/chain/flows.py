@@ -213,7 +213,8 @@ def build_tree_flow(
             if isinstance(outcome, dict):
                 _apply(jobs[name], outcome)
                 host = outcome.get("docker_host")
-                docker_host_of[name] = host or ""
+                if cluster is not None:  # which build host, reported only for distributed runs
+                    docker_host_of[name] = host or ""
                 if jobs[name].state == ImageFSM.STATE_ERROR and cluster is not None and host and not host_alive(host):
                     return host
                 return None
