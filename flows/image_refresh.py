@@ -21,6 +21,8 @@ when the configuration is invalid), or deployed on a schedule from ``prefect.yam
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -35,10 +37,11 @@ from prefect.exceptions import ObjectNotFound
 
 from prefect_flyimage import refresh as rf
 from prefect_flyimage.chain.builder import DockerBuilder
-from prefect_flyimage.chain.flows import ImageJob, ImageTaskFailed
+from prefect_flyimage.chain.flows import ImageJob, ImageTaskFailed, distributed_job
 from prefect_flyimage.chain.flows import build_image as build_tree_image
 from prefect_flyimage.chain.fsm import ImageFSM
 from prefect_flyimage.chain.scheduler import run_dag
+from prefect_flyimage.distributed import BuildCluster
 from prefect_flyimage.engine import Engine
 from prefect_flyimage.errors import ConfigError, RefreshFailed, redact
 from prefect_flyimage.pipeline import ensure
@@ -201,7 +204,9 @@ def _refresh_image(entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.Refr
 # ---- one docker-pkg tree --------------------------------------------------------------------
 
 
-def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[str, rf.TreeImageCheck]) -> dict[str, dict[str, Any]]:
+def _run_tree_jobs(
+    entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[str, rf.TreeImageCheck], cluster: Optional[BuildCluster] = None,
+) -> dict[str, dict[str, Any]]:
     """Build, verify (``test.sh``) and publish the stale images, parents first, with the chain's task."""
     images = {img.short_name: img for img in builder.all_images}
     names = [n for n, c in checks.items() if c.stale]
@@ -215,6 +220,10 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
         img = images[name]
         # Parents that stay as they are were found published: pull them if the daemon lacks them.
         keep = tuple(p.label for p in img.parents if p.short_name not in names)
+        if cluster is not None:  # on a build host of the cluster: parents by digest, state found there
+            job = distributed_job(img, builder.base_images, True, True, recheck=not checks[name].force, keep=keep)
+            task = build_tree_image.with_options(task_run_name=f"image-{name}")
+            return cluster.submit(task, {"job": pickle.dumps(job), "config_path": str(entry.tree_config), "publish": True})
         job = ImageJob(img.spec, img.plan, img.state, img.image_id, True, True, keep)
         return build_tree_image.with_options(task_run_name=f"image-{name}").submit(
             job, str(entry.tree_config), True, wait_for=parent_futures
@@ -229,6 +238,9 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
             outcomes[name] = result
         else:
             outcomes[name] = {"state": ImageFSM.STATE_ERROR, "error": f"task ended {future.state.type.value}: {result}"}
+        # Children on other build hosts pull this image by the digest it was published under.
+        images[name].digest = outcomes[name].get("digest") or images[name].digest
+        images[name].image_id = outcomes[name].get("image_id") or images[name].image_id
         return outcomes[name].get("state") == ImageFSM.STATE_PUBLISHED
 
     for event in run_dag(names, parents, submit, succeeded, max_in_flight=TREE_CONCURRENCY):
@@ -238,15 +250,16 @@ def _run_tree_jobs(entry: rf.ImageEntry, builder: DockerBuilder, checks: dict[st
 
 
 def _refresh_tree(
-    entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.RefreshState, force: bool, dry_run: bool, secrets: list[str]
+    entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.RefreshState, force: bool, dry_run: bool, secrets: list[str],
+    cluster: Optional[BuildCluster] = None,
 ) -> list[rf.ImageReport]:
     with Engine() as engine:  # one Docker client for the scan and checks of all the tree's images
-        return _refresh_tree_with(entry, book, state, force, dry_run, secrets, rf.scan_tree(entry, engine))
+        return _refresh_tree_with(entry, book, state, force, dry_run, secrets, rf.scan_tree(entry, engine), cluster)
 
 
 def _refresh_tree_with(
     entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.RefreshState, force: bool, dry_run: bool,
-    secrets: list[str], builder: DockerBuilder,
+    secrets: list[str], builder: DockerBuilder, cluster: Optional[BuildCluster] = None,
 ) -> list[rf.ImageReport]:
     own = rf.tree_credentials(builder)
     if own is not None:
@@ -257,7 +270,7 @@ def _refresh_tree_with(
     outcomes: dict[str, dict[str, Any]] = {}
     if stale and not dry_run:
         pin_bases(list({b.ref: b for c in stale for b in c.bases}.values()), book.including(own))
-        outcomes = _run_tree_jobs(entry, builder, checks)
+        outcomes = _run_tree_jobs(entry, builder, checks, cluster)
     reports = []
     for name, check in checks.items():
         key = f"{entry.name}/{name}"
@@ -289,12 +302,38 @@ def _refresh_tree_with(
 # ---- the flow ---------------------------------------------------------------------------------
 
 
+def _refresh_entries(order, parents, book, state, force, dry_run, secrets, reports, failed, logger, cluster) -> None:  # noqa: ANN001
+    for entry in order:
+        blocked_by = [p for p in parents[entry.name] if p in failed]
+        if blocked_by:
+            reports.append(rf.ImageReport(entry.name, entry.kind, "blocked", error=f"not checked: {', '.join(blocked_by)} failed"))
+            failed.add(entry.name)
+            continue
+        try:
+            if entry.kind == "tree":
+                rows = _refresh_tree(entry, book, state, force, dry_run, secrets, cluster)
+            else:
+                rows = [_refresh_image(entry, book, state, force, dry_run)]
+        except Exception as exc:  # noqa: BLE001 - one image failing must not stop the others
+            message = redact(f"{type(exc).__name__}: {exc}", secrets)
+            logger.error("%s failed: %s", entry.describe(), message)
+            rows = [rf.ImageReport(entry.name, entry.kind, "failed", error=message)]
+        reports += rows
+        if any(r.status in ("failed", "blocked") for r in rows):
+            failed.add(entry.name)
+        for r in rows:
+            print(f"{r.name}: {r.status}" + (f" ({'; '.join(r.reasons)})" if r.reasons and r.status != "fresh" else ""))
+
+
+
 @flow(name="image-refresh", log_prints=True)
 def image_refresh(
     config_path: str = rf.DEFAULT_CONFIG,
     force: bool = False,
     dry_run: bool = False,
     raise_on_failure: bool = True,
+    docker_hosts: Optional[list[str]] = None,
+    dask_address: Optional[str] = None,
 ) -> list[dict[str, Any]]:
     """Rebuild, verify and publish the configured images that are stale, descendants included.
 
@@ -303,6 +342,8 @@ def image_refresh(
         force: rebuild every image, stale or not.
         dry_run: only check and report; build and publish nothing.
         raise_on_failure: fail the run (after writing the artifact) when an image failed.
+        docker_hosts: build the trees' images on these Docker hosts, one Dask worker each.
+        dask_address: a Dask scheduler of build workers (default with ``docker_hosts``: a local cluster).
 
     Returns:
         One report per image (:class:`prefect_flyimage.refresh.ImageReport` as a dict).
@@ -318,27 +359,9 @@ def image_refresh(
     reports: list[rf.ImageReport] = []
     failed: set[str] = set()
     secrets = list(book.secrets)
-    for entry in order:
-        blocked_by = [p for p in parents[entry.name] if p in failed]
-        if blocked_by:
-            reports.append(rf.ImageReport(entry.name, entry.kind, "blocked", error=f"not checked: {', '.join(blocked_by)} failed"))
-            failed.add(entry.name)
-            continue
-        try:
-            if entry.kind == "tree":
-                rows = _refresh_tree(entry, book, state, force, dry_run, secrets)
-            else:
-                rows = [_refresh_image(entry, book, state, force, dry_run)]
-        except Exception as exc:  # noqa: BLE001 - one image failing must not stop the others
-            message = redact(f"{type(exc).__name__}: {exc}", secrets)
-            logger.error("%s failed: %s", entry.describe(), message)
-            rows = [rf.ImageReport(entry.name, entry.kind, "failed", error=message)]
-        reports += rows
-        if any(r.status in ("failed", "blocked") for r in rows):
-            failed.add(entry.name)
-        for r in rows:
-            print(f"{r.name}: {r.status}" + (f" ({'; '.join(r.reasons)})" if r.reasons and r.status != "fresh" else ""))
-
+    cluster = BuildCluster(docker_hosts, dask_address) if (docker_hosts or dask_address) else None
+    with cluster if cluster is not None else contextlib.nullcontext():
+        _refresh_entries(order, parents, book, state, force, dry_run, secrets, reports, failed, logger, cluster)
     state.save()
     markdown = rf.summary_markdown(reports, config_path=str(config.path), dry_run=dry_run, secrets=secrets)
     create_markdown_artifact(markdown=markdown, key=ARTIFACT_KEY, description="image refresh: stale images, rebuilds, digests")

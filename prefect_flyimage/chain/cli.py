@@ -41,6 +41,18 @@ def _nonempty(text: str) -> str:
     return text
 
 
+def _docker_hosts(text: str) -> list[str]:
+    from ..distributed import parse_docker_hosts
+
+    try:
+        hosts = parse_docker_hosts(text)
+    except FlyImageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not hosts:
+        raise argparse.ArgumentTypeError("must name at least one docker host")
+    return hosts
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse docker-pkg's command line (and our additions).
 
@@ -88,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=_positive_int, default=None, help="Images built in parallel (default: build_workers)")
     build.add_argument("--prefect", action="store_true", help="Run as the Prefect flow build_tree_flow")
     build.add_argument("--no-publish", dest="publish", action="store_false", help="Build and verify only")
+    build.add_argument("--docker-hosts", metavar="H1,H2,...", type=_docker_hosts, default=None,
+                       help="Build on these Docker hosts, one Dask worker each (implies --prefect)")
+    build.add_argument("--dask-address", metavar="ADDR", type=_nonempty, default=None,
+                       help="Dask scheduler of the build workers (default: a local cluster; implies --prefect)")
 
     publish = actions.add_parser("publish", help="Verify and publish images already built")
     publish.add_argument("--select", metavar="GLOB", type=_nonempty, default=None, help="A glob on name:tag of the images")
@@ -178,7 +194,7 @@ def _run(args: argparse.Namespace, config: dict, out: TextIO) -> int:
     select = f"*{args.select}:*" if args.mode == "update" else args.select
     # Prune, publish and update never pull; build does unless --no-pull.
     pull = getattr(args, "pull", True) if args.mode == "build" else args.mode == "publish"
-    if args.mode == "build" and args.prefect:
+    if args.mode == "build" and (args.prefect or args.docker_hosts or args.dask_address):
         return _run_flow(args, out)
     builder = DockerBuilder(args.directory, config, select, getattr(args, "nocache", True), pull, nightly_format=nightly)
     builder.listeners.append(_Printer(out))
@@ -287,12 +303,14 @@ def _run_flow(args: argparse.Namespace, out: TextIO) -> int:
         outcomes = build_tree_flow(
             args.directory, args.configfile, args.select, max_concurrency=args.workers or 4,
             publish=args.publish, nocache=args.nocache, pull=args.pull, raise_on_failure=True,
+            docker_hosts=args.docker_hosts, dask_address=args.dask_address,
         )
     except ChainBuildError as exc:
         print(f"error: {exc}", file=out)
         return 1
     for o in outcomes:
-        print(f"* {o['image']}: {o['state']}" + (f" ({o['digest']})" if o.get("digest") else ""), file=out)
+        on = f" on {o['docker_host']}" if o.get("docker_host") else ""
+        print(f"* {o['image']}: {o['state']}" + (f" ({o['digest']})" if o.get("digest") else "") + on, file=out)
     return 0
 
 

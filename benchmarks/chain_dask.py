@@ -1,0 +1,137 @@
+"""Benchmark: an image tree on 1 build host vs 3 build hosts (Dask) vs one image at a time.
+
+The tree has the shape of Wikimedia's ``operations/docker-images/production-images``
+(125 images, 68 dependency edges: a forest of many small trees, at most 4 deep) scaled
+down to 16 images and 9 edges (the same edges per image, ~0.55, and the same depth):
+
+    r1 -> a -> b -> c        r2 -> e -> f      r3 -> g    r4 -> h    r5  r6  r7
+    r1 -> d -> i
+
+Every image's build waits on I/O (``RUN sleep S``). Each build host is its own dockerd
+(own data root: no shared layers, the store starts empty), bound to one Dask worker
+building one image at a time; images cross hosts through the local registry, by digest.
+Runs, each into a fresh namespace, without the layer cache, publishing:
+
+- ``sequential``: one host, one image at a time (docker-pkg's order);
+- ``1 host``: one host on the Dask runner (one build at a time: the host's capacity);
+- ``3 hosts``: three hosts.
+
+The critical path is the longest chain of the 3-host run's measured per-image task
+durations (no schedule can beat it). Usage (services up, ``source /var/tmp/prefect-flyimage/env``)::
+
+    python benchmarks/chain_dask.py [--sleep 2]
+
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "integration" / "chain"))
+
+from _dask_hosts import daemons  # noqa: E402
+
+PARENTS = {
+    "r1": [], "r2": [], "r3": [], "r4": [], "r5": [], "r6": [], "r7": [],
+    "a": ["r1"], "b": ["a"], "c": ["b"], "d": ["r1"], "i": ["d"],
+    "e": ["r2"], "f": ["e"], "g": ["r3"], "h": ["r4"],
+}
+
+
+def write_tree(root: Path, sleep: float) -> None:
+    for name, parents in PARENTS.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "changelog").write_text(
+            f"{name} (1.0-1) bench; urgency=medium\n\n  * Benchmark image.\n\n"
+            " -- Bench <bench@example.org>  Mon, 03 Feb 2025 10:00:00 +0000\n"
+        )
+        base = f'{{{{ "{parents[0]}" | image_tag }}}}' if parents else "{{ seed_image }}"
+        (folder / "Dockerfile.template").write_text(f"FROM {base}\nRUN sleep {sleep} && echo {name} > /{name}\n")
+        if parents:
+            (folder / "control").write_text(f"Package: {name}\nDepends: {', '.join(parents)}\n")
+
+
+def push_seed(registry: str, user: str, password: str, namespace: str) -> str:
+    seed = f"{registry}/{namespace}/seed"
+    client = docker.from_env()
+    try:
+        client.api.tag(os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest"), seed, "latest")
+        for event in client.api.push(seed, "latest", auth_config={"username": user, "password": password}, stream=True, decode=True):
+            if "error" in event:
+                raise RuntimeError(event["error"])
+        client.api.remove_image(f"{seed}:latest")
+    finally:
+        client.close()
+    return f"{seed}:latest"
+
+
+def critical_path(durations: dict[str, float]) -> float:
+    memo: dict[str, float] = {}
+
+    def longest(name: str) -> float:
+        if name not in memo:
+            memo[name] = durations[name] + max((longest(p) for p in PARENTS[name]), default=0.0)
+        return memo[name]
+
+    return max(longest(n) for n in PARENTS)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sleep", type=float, default=2.0)
+    args = parser.parse_args()
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    from prefect_flyimage.chain.flows import build_tree_flow
+
+    registry = os.environ["FLYIMAGE_REGISTRY"]
+    user, password = os.environ["FLYIMAGE_REGISTRY_USER"], os.environ["FLYIMAGE_REGISTRY_PASSWORD"]
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180), daemons(3) as hosts:
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the worker processes report here
+        tmp_path = Path(tmp)
+        tree = tmp_path / "tree"
+        write_tree(tree, args.sleep)
+        urls = [d.url for d in hosts]
+        results: dict[str, tuple[float, list]] = {}
+        for label, run_hosts, concurrency in (("sequential", urls[:1], 1), ("1 host", urls[:1], 8), ("3 hosts", urls, 8)):
+            namespace = f"bench-dask-{uuid.uuid4().hex[:8]}"
+            seed = push_seed(registry, user, password, namespace)
+            config = tmp_path / f"{namespace}.yaml"
+            config.write_text(yaml.safe_dump({
+                "registry": registry, "namespace": namespace, "username": user, "password": password,
+                "seed_image": seed, "base_images": [seed], "refresh_base_images": False,
+                "state_dir": str(tmp_path / "state" / namespace), "build_network": "none",
+            }))
+            config.chmod(0o600)
+            started = time.monotonic()
+            outcomes = build_tree_flow(str(tree), str(config), max_concurrency=concurrency, docker_hosts=run_hosts)
+            elapsed = time.monotonic() - started
+            assert all(o["state"] == "published" for o in outcomes), outcomes
+            results[label] = (elapsed, outcomes)
+            print(f"{label:>10}: {elapsed:6.1f} s  on {len({o['docker_host'] for o in outcomes})} host(s)", flush=True)
+        durations = {o["image"].rsplit("/", 1)[1].split(":")[0]: float(o["duration"] or 0) for o in results["3 hosts"][1]}
+        cp = critical_path(durations)
+        seq, one, three = (results[k][0] for k in ("sequential", "1 host", "3 hosts"))
+        print(f"images {len(PARENTS)}, edges {sum(len(p) for p in PARENTS.values())}, RUN sleep {args.sleep:g}")
+        print(f"critical path (3-host task durations): {cp:.1f} s")
+        print(f"speed-up 3 hosts vs 1 host: {one / three:.2f}x; vs sequential: {seq / three:.2f}x")
+        print(f"3 hosts / critical path: {three / cp:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Build hosts on a Dask cluster: one Dask worker per Docker host.
+
+A build host is a Docker daemon; the Dask worker bound to it runs with that daemon's
+``DOCKER_HOST`` in its environment (the :class:`~prefect_flyimage.engine.Engine` a task
+makes reads it) and offers the worker resource ``docker-build``, so image tasks go only
+to workers that own a daemon, ``builds-per-host`` at a time. Hosts share nothing but the
+registry: a child built on another host than its parent pulls the parent by digest.
+
+Without a scheduler address a local cluster is started: one worker process (a Nanny)
+per host. With one, the workers are found on the cluster and asked for their
+``DOCKER_HOST``; ``docker_hosts`` then selects among them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BUILD_RESOURCE", "BuildCluster", "host_alive", "parse_docker_hosts", "worker_docker_host"]
+
+import logging
+import os
+from typing import Any, Iterable, Optional, Sequence
+
+from .errors import InvalidArgumentError
+
+log = logging.getLogger("prefect_flyimage.distributed")
+
+#: Dask worker resource a worker bound to a Docker daemon offers (its value: builds at once).
+BUILD_RESOURCE = "docker-build"
+_DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def parse_docker_hosts(text: Optional[str | Sequence[str]]) -> list[str]:
+    """``"H1,H2"`` (or a list) as a list of distinct Docker host URLs; ``None``/empty: ``[]``."""
+    items = text.split(",") if isinstance(text, str) else list(text or [])
+    hosts: list[str] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if "://" not in item:
+            raise InvalidArgumentError("docker_hosts", f"{item!r} is not a URL (unix:///path, tcp://host:port, ssh://host)")
+        if item not in hosts:
+            hosts.append(item)
+    return hosts
+
+
+def worker_docker_host() -> str:
+    """The Docker host of the process (a worker's own ``DOCKER_HOST``)."""
+    return os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
+
+
+def _identity(dask_worker: Any) -> tuple[str, float]:
+    """A worker's Docker host and its ``docker-build`` slots (run on the worker)."""
+    return worker_docker_host(), float(dask_worker.state.total_resources.get(BUILD_RESOURCE, 0))
+
+
+def host_alive(host: str, timeout: float = 5.0) -> bool:
+    """True when the daemon at ``host`` answers a ping within ``timeout`` seconds."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=host, timeout=timeout)
+    except Exception:  # noqa: BLE001 - an unusable URL is a dead host
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        client.close()
+
+
+class BuildCluster:
+    """A Dask cluster of build hosts and a Prefect ``DaskTaskRunner`` on it (a context manager).
+
+    Args:
+        docker_hosts: Docker host URLs (default: the one ``DOCKER_HOST``). With
+            ``dask_address``, only the workers bound to these hosts are used.
+        dask_address: a running scheduler (``tcp://host:8786``); ``None`` starts a local
+            cluster with one worker process per host.
+        builds_per_host: images a host builds at once (local cluster only; a remote
+            worker's ``--resources docker-build=N`` says it).
+    """
+
+    def __init__(
+        self,
+        docker_hosts: Optional[str | Sequence[str]] = None,
+        dask_address: Optional[str] = None,
+        builds_per_host: int = 1,
+    ) -> None:
+        self.docker_hosts = parse_docker_hosts(docker_hosts)
+        self.dask_address = dask_address or None
+        if builds_per_host < 1:
+            raise InvalidArgumentError("builds_per_host", f"must be at least 1, not {builds_per_host!r}")
+        self.builds_per_host = builds_per_host
+        self.hosts: dict[str, str] = {}  #: worker address -> its Docker host
+        self.dead_hosts: set[str] = set()
+        self._cluster: Any = None
+        self.runner: Any = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def __enter__(self) -> "BuildCluster":
+        from prefect_dask import DaskTaskRunner
+
+        address = self.dask_address
+        try:
+            if address is None:
+                self._cluster = self._local_cluster(self.docker_hosts or [worker_docker_host()])
+                address = self._cluster.scheduler_address
+            self.runner = DaskTaskRunner(address=address)
+            self.runner.__enter__()
+            self.refresh_hosts(wait=len(self.docker_hosts) if self._cluster is not None else 1)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        runner, self.runner = self.runner, None
+        cluster, self._cluster = self._cluster, None
+        try:
+            if runner is not None:
+                runner.__exit__(None, None, None)
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+    def _local_cluster(self, hosts: list[str]) -> Any:
+        from distributed import Nanny, Scheduler, SpecCluster
+
+        workers = {
+            f"build-host-{i}": {
+                "cls": Nanny,
+                "options": {
+                    "nthreads": self.builds_per_host,
+                    "host": "127.0.0.1",
+                    "env": {"DOCKER_HOST": host},
+                    "resources": {BUILD_RESOURCE: self.builds_per_host},
+                },
+            }
+            for i, host in enumerate(hosts)
+        }
+        scheduler = {"cls": Scheduler, "options": {"dashboard": False, "host": "127.0.0.1"}}
+        return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
+
+    @property
+    def client(self) -> Any:
+        return self.runner.client
+
+    # ---- hosts ----------------------------------------------------------------------
+    def refresh_hosts(self, wait: int = 0) -> dict[str, str]:
+        """Ask the build workers for their ``DOCKER_HOST`` (waiting for ``wait`` of them)."""
+        if wait:
+            self.client.wait_for_workers(wait, timeout=120)
+        found = {
+            a: host for a, (host, slots) in self.client.run(_identity).items() if slots
+        }
+        if not found:
+            raise InvalidArgumentError(
+                "dask_address", f"no Dask worker of {self.dask_address or 'the local cluster'} offers the resource "
+                f"{BUILD_RESOURCE!r} (start build workers with --resources {BUILD_RESOURCE}=1 and DOCKER_HOST set)"
+            )
+        hosts = {a: h for a, h in found.items() if not self.docker_hosts or h in self.docker_hosts}
+        if not hosts:
+            raise InvalidArgumentError(
+                "docker_hosts", f"no Dask worker is bound to the docker hosts {','.join(self.docker_hosts)} (workers have {sorted(set(found.values()))})"
+            )
+        self.hosts = hosts
+        return hosts
+
+    def live_hosts(self) -> list[str]:
+        return sorted(set(self.hosts.values()) - self.dead_hosts)
+
+    def mark_dead(self, host: str) -> None:
+        """Stop sending images to ``host`` (its daemon stopped answering)."""
+        self.dead_hosts.add(host)
+        log.warning("docker host %s is not answering; its images go to the other hosts", host)
+
+    # ---- submitting -----------------------------------------------------------------
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Iterable[Any] = ()) -> Any:
+        """Submit a Prefect task to a build worker (one of a live host when some host died)."""
+        import dask
+
+        annotations: dict[str, Any] = {"resources": {BUILD_RESOURCE: 1}}
+        if self.dead_hosts or self.docker_hosts:
+            try:
+                self.refresh_hosts()
+            except Exception:  # noqa: BLE001 - e.g. a worker dying right now
+                pass  # keep the last known workers; the submission fails on its own if none is left
+            workers = [a for a, h in self.hosts.items() if h not in self.dead_hosts]
+            if not workers:
+                raise InvalidArgumentError("docker_hosts", f"every docker host is down: {', '.join(sorted(self.dead_hosts))}")
+            annotations.update(workers=workers, allow_other_workers=False)
+        with dask.annotate(**annotations):
+            return self.runner.submit(task, parameters, wait_for=list(wait_for) or None)
