@@ -54,6 +54,9 @@ logger = logging.getLogger("prefect_flyimage")
 OFFLINE_ENV = "PREFECT_FLYIMAGE_OFFLINE_BASES"
 #: The digest recorded for a base that was not looked up (offline).
 OFFLINE = "offline"
+#: The digest recorded for a ``pull=False`` base the daemon lacks and its registry would not
+#: give: the build pulls it by tag as ``docker build`` would, and reports any failure itself.
+UNRESOLVED = "unresolved"
 #: Prefix of a recorded local image id (``pull`` off), so it never reads as a registry digest.
 LOCAL_PREFIX = "local:"
 
@@ -200,13 +203,23 @@ def _resolve_one(
     creds = plan_credentials if ref.registry == plan_registry else resolve_credentials(None, registry=ref.registry)
     try:
         digest = _registry_digest(ref, creds)
-    except AuthenticationError as exc:
-        raise BaseImageUnresolved(text, _where(ref), f"the registry refused the credentials ({exc})") from None
     except RegistryError as exc:
-        raise BaseImageUnresolved(text, _where(ref), f"the registry cannot be asked ({exc})") from None
+        if pull:
+            raise _unresolved(text, ref, exc) from None
+        # pull=False: the daemon would pull it at build time (with its own logins) and report
+        # a failure as docker build does (prefect-docker's BuildError and hint).
+        logger.warning("base image %s is not in the daemon and its registry cannot be asked (%s); "
+                       "the build pulls it by tag", text, exc)
+        return UNRESOLVED
     if digest is None:
         raise BaseImageUnresolved(text, _where(ref), "the registry has no such image" + ("" if pull else " and the daemon neither"))
     return digest
+
+
+def _unresolved(text: str, ref: ImageRef, exc: RegistryError) -> BaseImageUnresolved:
+    if isinstance(exc, AuthenticationError):
+        return BaseImageUnresolved(text, _where(ref), f"the registry refused the credentials ({exc})")
+    return BaseImageUnresolved(text, _where(ref), f"the registry cannot be asked ({exc})")
 
 
 def resolve_plan(
@@ -269,6 +282,8 @@ def describe_bases(plan: "BuildPlan") -> list[dict[str, str]]:
     for ref, digest in plan.bases or ():
         if digest == OFFLINE:
             source = "offline (tag as written)"
+        elif digest == UNRESOLVED:
+            source = "unresolved (not in the daemon; pulled by tag at build time)"
         elif digest.startswith(LOCAL_PREFIX):
             source = "local image id"
         else:
