@@ -71,7 +71,8 @@ def test_prefect_default_dockerfile(tmp_path: Path, prefect_image: str, registry
 
 
 def test_user_dockerfile_with_metadata_and_dockerignore(tmp_path: Path, busybox_image: str, registry, creds, unique_name: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                        monkeypatch: pytest.MonkeyPatch, registry_noauth, docker_client) -> None:
+    daemon = os.environ["DOCKER_HOST"]
     project = tmp_path / "proj"
     (project / "src" / "pkg").mkdir(parents=True)
     (project / "src" / "pkg" / "mod.py").write_text("x = 1\n")
@@ -109,14 +110,29 @@ def test_user_dockerfile_with_metadata_and_dockerignore(tmp_path: Path, busybox_
         config = client.config(f"{registry.host}/{unique_name}:{changed.content_tag}")
     assert config["config"]["Labels"]["io.prefect-flyimage.plan-hash"] == changed.hash
 
-    # the same through DockerImage (build() then push(), as flow.deploy calls them), still no daemon
+    # The same through DockerImage (build() then push(), as flow.deploy calls them). Its base
+    # is an input (issue 16): with pull=True it is resolved in its registry, so once the
+    # dependency image is there a code-only redeploy needs no daemon either.
     from prefect_flyimage import DockerImage
 
-    (project / "main.py").write_text("print(3)\n")
+    monkeypatch.setenv("DOCKER_HOST", daemon)
+    base = f"{registry_noauth.host}/{unique_name}-base:1"
+    docker_client.images.get(busybox_image).tag(base)
+    docker_client.images.push(base)
+    dockerfile = project / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(f"FROM {busybox_image}", f"FROM {base}"))
     monkeypatch.chdir(project)
-    image = DockerImage(f"{registry.host}/{unique_name}", dockerfile="Dockerfile", stream_progress_to=None, pull=False)
-    image.build()
-    image.push()
+
+    def deploy() -> DockerImage:
+        image = DockerImage(f"{registry.host}/{unique_name}", dockerfile="Dockerfile", stream_progress_to=None, pull=True)
+        image.build()
+        image.push()
+        return image
+
+    deploy()  # the dependency image of this plan (its base pinned by digest) is built once
+    (project / "main.py").write_text("print(3)\n")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    image = deploy()
     assert image.digest and image.result.image_id is None and not image.result.built
     with RegistryClient(registry.host, creds) as client:
         assert client.manifest_digest(image.reference) == image.digest
