@@ -19,13 +19,20 @@ try:
     import tomllib
 except ImportError:  # python < 3.11
     import tomli as tomllib
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 floors, others = {}, []
-for dep in deps:
+for dep in project["dependencies"]:
     m = re.fullmatch(r"(prefect|prefect-docker)\s*>=\s*([^,;\s]+).*", dep.strip())
     if m:
         floors[m.group(1)] = m.group(2)
     else:
+        others.append(dep)
+# The test extra's own tools (hypothesis, ...), but not its Prefect pins nor what pulls
+# a newer Prefect in (prefect-dask): the floors above must stay what is installed.
+pinned_here = {"prefect", "prefect-docker", "fastapi", "pytest", "pytest-timeout", "prefect-dask", "distributed"}
+for dep in project["optional-dependencies"]["test"]:
+    name = re.split(r"[<>=!~;\[\s]", dep.strip(), maxsplit=1)[0].lower()
+    if name not in pinned_here:
         others.append(dep)
 print(floors["prefect"])
 print(floors["prefect-docker"])
