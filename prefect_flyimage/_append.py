@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from ._layer import Layer, apply_config, layer_entries, write_layer
 from ._split import Split
+from .engine import choose_backend
 from .errors import PushError, RegistryError
 from .names import ImageRef
 from .registry import INDEX_MEDIA_TYPES, RegistryClient
@@ -78,7 +79,9 @@ def _one_image(
         layers[workdir] = write_layer(split.plan.context, layer_entries(split, entries, workdir))
     layer = layers[workdir]
     client.upload_blob(repo, layer.blob, layer.digest)
-    new_config = _json(apply_config(config, split, layer, labels))  # type: ignore[arg-type]
+    # Several platforms always build with BuildKit; one follows this machine's builder.
+    classic = "," not in (split.plan.platform or "") and choose_backend(split.plan) == "docker-py"
+    new_config = _json(apply_config(config, split, layer, labels, classic=classic))  # type: ignore[arg-type]
     config_digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
     client.upload_blob(repo, new_config, config_digest)
     new = dict(manifest)

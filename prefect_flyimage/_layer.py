@@ -61,9 +61,12 @@ class Layer:
     size: int
 
 
-def _workdir(current: str, requested: str) -> str:
-    """Docker's rule: an absolute WORKDIR is kept as written, a relative one joined and cleaned."""
-    return requested if requested.startswith("/") else posixpath.normpath(posixpath.join("/", current or "/", requested))
+def _workdir(current: str, requested: str, clean: bool = False) -> str:
+    """Docker's rule: a relative WORKDIR is joined and cleaned; an absolute one is kept as
+    written by BuildKit, cleaned by the classic builder (``/a/b/`` -> ``/a/b``)."""
+    if requested.startswith("/"):
+        return posixpath.normpath(requested) if clean else requested
+    return posixpath.normpath(posixpath.join("/", current or "/", requested))
 
 
 def _dest_path(dest: str, workdir: str) -> tuple[str, bool]:
@@ -211,8 +214,12 @@ def _set_env(env: list[str], key: str, value: str) -> list[str]:
 
 def apply_config(
     config: dict[str, Any], split: Split, layer: Layer, labels: dict[str, str], created: Optional[str] = None,
+    classic: bool = False,
 ) -> dict[str, Any]:
-    """A new image config: ``config`` with the tail's metadata, ``layer`` appended, ``labels`` set."""
+    """A new image config: ``config`` with the tail's metadata, ``layer`` appended, ``labels`` set.
+
+    ``classic``: write it as the classic builder would (it cleans an absolute WORKDIR;
+    BuildKit keeps it as written), so an appended image equals what a build here gives."""
     new = _copy.deepcopy(config)
     c = new.setdefault("config", {}) or {}
     new["config"] = c
@@ -224,7 +231,7 @@ def apply_config(
     for step in split.steps:
         k, v = step.keyword, step.value
         if k == "WORKDIR":
-            workdir = _workdir(workdir, v)
+            workdir = _workdir(workdir, v, clean=classic)
             c["WorkingDir"] = workdir
         elif k == "ENV":
             env = list(c.get("Env") or [])

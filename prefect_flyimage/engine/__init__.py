@@ -12,7 +12,7 @@ digests), never a raw ``docker inspect`` dict.
 """
 
 from ._docker import DEFAULT_TIMEOUT, TIMEOUT_ENV, TRANSPORT_ERRORS, daemon_timeout
-from ._engine import GENERATED_DOCKERFILE, Engine, classify_registry_error, docker_client
+from ._engine import GENERATED_DOCKERFILE, Engine, choose_backend, classify_registry_error, docker_client
 from ._process import TAIL_LINES, buildkit_available, docker_cli, run_streaming
 from ._types import EngineProtocol, LocalImage
 
@@ -26,6 +26,7 @@ __all__ = [
     "TIMEOUT_ENV",
     "TRANSPORT_ERRORS",
     "buildkit_available",
+    "choose_backend",
     "classify_registry_error",
     "daemon_timeout",
     "docker_cli",

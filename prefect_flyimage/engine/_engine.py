@@ -50,7 +50,7 @@ from ._types import LocalImage
 if TYPE_CHECKING:
     from ..plan import BuildPlan
 
-__all__ = ["BUILDX_OPTIONS", "GENERATED_DOCKERFILE", "Engine", "classify_registry_error", "docker_client"]
+__all__ = ["BUILDX_OPTIONS", "GENERATED_DOCKERFILE", "Engine", "choose_backend", "classify_registry_error", "docker_client"]
 
 #: Name under which a generated Dockerfile travels in the context archive (fixed, so
 #: that the same plan always sends the same bytes).
@@ -70,6 +70,27 @@ _UNREACHABLE_PATTERNS = re.compile(
 _MISSING_PATTERNS = re.compile(r"manifest unknown|not found|name unknown|no such manifest|404", re.IGNORECASE)
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")
+
+
+def choose_backend(plan: "BuildPlan", docker_py_options: bool = False) -> str:
+    """The builder a single-platform build of ``plan`` uses here: ``"buildkit"`` or ``"docker-py"``.
+
+    BuildKit wherever ``docker buildx`` works (no intermediate containers, incremental
+    context transfer); the classic builder where it does not, unless the Dockerfile
+    needs BuildKit. PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit also takes an old CLI's
+    built-in BuildKit; =docker-py keeps the classic builder, as do docker-py-only
+    options. The append path asks too: its config must be what this build would write.
+    """
+    if plan.backend != "auto":
+        return plan.backend
+    prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "auto")
+    if plan.needs_buildkit():
+        return "buildkit"
+    if docker_py_options or prefer == "docker-py":
+        return "docker-py"
+    if prefer == "buildkit":
+        return "buildkit" if buildkit_available() else "docker-py"
+    return "buildkit" if buildx_available() else "docker-py"
 
 
 @contextlib.contextmanager
@@ -458,22 +479,7 @@ class Engine:
                 dockerfile = Path(tmp) / "Dockerfile"
                 dockerfile.write_text(plan.build_dockerfile_text)
                 return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout, buildx_opts)
-        backend = plan.backend
-        if backend == "auto":
-            # BuildKit wherever `docker buildx` works (no intermediate containers,
-            # incremental context transfer); the classic builder where it does not, unless
-            # the Dockerfile needs BuildKit. PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit also
-            # takes an old CLI's built-in BuildKit; =docker-py keeps the classic builder.
-            # docker-py-only options keep the classic one.
-            prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "auto")
-            if plan.needs_buildkit():
-                backend = "buildkit"
-            elif extra or prefer == "docker-py":
-                backend = "docker-py"
-            elif prefer == "buildkit":
-                backend = "buildkit" if buildkit_available() else "docker-py"
-            else:
-                backend = "buildkit" if buildx_available() else "docker-py"
+        backend = choose_backend(plan, bool(extra))
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
         with self._context_folder(plan) as context:

@@ -173,3 +173,14 @@ def test_config_follows_the_tail(tmp_path: Path) -> None:
     assert new["rootfs"]["diff_ids"] == ["sha256:aa", layer.diff_id]
     assert new["created"] == "2020-01-01T00:00:00Z"
     assert base["config"]["WorkingDir"] == "/srv"  # the input is not changed
+
+
+@pytest.mark.parametrize("classic, expected", [(False, "/opt/app/"), (True, "/opt/app")])
+def test_absolute_workdir_as_each_builder_writes_it(tmp_path: Path, classic: bool, expected: str) -> None:
+    # Checked on real daemons: BuildKit keeps `WORKDIR /opt/app/` as written, Docker 20.10's
+    # classic builder cleans it (tests/integration/test_append_integration.py compares both).
+    plan = _project(tmp_path, "FROM a\nRUN x\nCOPY . /opt/app/\nWORKDIR /opt/app/\n", {"app.py": "x"})
+    split = split_plan(plan)
+    layer = write_layer(plan.context, layer_entries(split, plan.build_context.entries(), "/"))
+    new = apply_config({"config": {}, "rootfs": {"type": "layers", "diff_ids": []}}, split, layer, {}, classic=classic)
+    assert new["config"]["WorkingDir"] == expected
