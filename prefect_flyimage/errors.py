@@ -38,7 +38,8 @@ The tree (second bases only where a compatibility promise needs them)::
             └── PushError              (OSError, as prefect-docker's push step; Prefect's dockerutils.PushError)
                 ├── PushTimeout        (TimeoutError)
                 ├── PushAuthenticationError (+ AuthenticationError)
-                └── PushUnavailableError    (+ RegistryUnavailable)
+                ├── PushUnavailableError    (+ RegistryUnavailable)
+                └── MirrorError        (`destination` refused; `published`: the ones done)
 
 Prefect's ``BuildError``/``PushError``: importing ``prefect`` costs seconds (2.7 s here),
 too much for this core module, which imports no Prefect. So our classes take Prefect's
@@ -81,6 +82,7 @@ __all__ = [
     "MissingFlyToken",
     "PushAuthenticationError",
     "PushError",
+    "MirrorError",
     "PushTimeout",
     "PushUnavailableError",
     "RefreshConfigError",
@@ -259,6 +261,27 @@ class PushAuthenticationError(PushError, AuthenticationError):
 
 class PushUnavailableError(PushError, RegistryUnavailable):
     """A push that could not reach the registry: both a PushError and a RegistryUnavailable."""
+
+
+class MirrorError(PushError):
+    """An extra destination (a mirror) could not be given the image after the primary push.
+
+    ``destination`` is the repository that failed; ``published`` the mirrors that hold the
+    image (confirmed by digest) before it failed; ``digest`` the image's. The primary
+    registry holds the image: only the mirrors listed in ``published`` do too.
+    """
+
+    def __init__(
+        self, message: str, destination: str, *, registry: Optional[str] = None, digest: Optional[str] = None,
+        published: Sequence[str] = (),
+    ) -> None:
+        self.destination = destination
+        self.digest = digest
+        self.published = tuple(published)
+        super().__init__(message, registry)
+
+    def __reduce__(self) -> Any:  # keyword-only fields: rebuild from the message, then the state
+        return (type(self), (self.args[0] if self.args else "", self.destination), dict(self.__dict__))
 
 
 # ---- context errors with compatibility bases ----------------------------------------------

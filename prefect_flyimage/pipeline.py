@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Optional, TextIO
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Optional, Sequence, TextIO
 
 from . import _args
 from ._bases import resolve_plan
@@ -42,11 +43,13 @@ from ._observe import (
     plan_credentials,
 )
 from ._publish import _adopt, _plan_lock, _publish_plan, publish, push_local
-from .credentials import CredentialsLike
+from ._mirror import check_mirrors, mirror
+from .credentials import CredentialsLike, as_credentials
 from .engine import EngineProtocol
 from .engine._buildx import BUILDX_OPTIONS, registry_cache_options
 from .engine._process import buildx_available
 from .errors import AuthenticationError, InvalidArgumentError
+from .names import ImageRef
 from .plan import BuildPlan, BuildResult
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "ensure",
     "exists",
     "local_match",
+    "mirrored",
     "observe",
     "plan_credentials",
     "publish",
@@ -97,6 +101,8 @@ def ensure(
     build_kwargs: Optional[dict[str, Any]] = None,
     registry: Optional[RegistryLike] = None,
     accept_registry: bool = False,
+    mirrors: Optional[Sequence[str]] = None,
+    mirror_credentials: Optional[Mapping[str, CredentialsLike]] = None,
 ) -> BuildResult:
     """Make sure the image of ``plan`` exists locally and (with ``push``) in its registry.
 
@@ -117,18 +123,49 @@ def ensure(
     - After the push the registry is asked again: a result is only returned when it
       holds the pushed digest. Another process's push of the same plan that won the
       content tag is adopted (see the module docstring).
+    - ``mirrors`` (with ``push``): further repositories that get the same image, copied
+      registry to registry once the primary holds it (:mod:`._mirror`), each confirmed by
+      digest and listed in the result's ``mirrors``; those that already hold it are
+      skipped. ``mirror_credentials``: ``{registry: credentials}`` for their registries
+      (default: the docker config's). A refused one raises :class:`MirrorError`.
     """
     _check_plan(plan)
     _args.boolean("push", push)
     _args.boolean("force", force)
     _args.timeout("build_timeout", build_timeout)
     _args.timeout("push_timeout", push_timeout)
+    destinations = check_mirrors(mirrors, plan.repository)
+    if destinations and not push:
+        raise InvalidArgumentError("mirrors", "need push=True (mirrors get a copy of the pushed image)")
     creds = plan_credentials(plan, credentials)
     with _session(engine, creds, registry, plan.repository) as session:
         plan = resolve_plan(plan, creds, lambda: session.engine)  # bases are inputs too (issue 16)
         run = _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs)
         run.accept_registry = accept_registry and not push and verify is None
-        return run.run()
+        result = run.run()
+    return mirrored(result, destinations, session.credentials, mirror_credentials, stream_progress_to)
+
+
+def mirrored(
+    result: BuildResult, mirrors: Sequence[str], credentials: Optional[Any] = None,
+    mirror_credentials: Optional[Mapping[str, CredentialsLike]] = None, stream: Optional[TextIO] = None,
+) -> BuildResult:
+    """``result`` (published, with a digest) after copying it to ``mirrors``: its ``mirrors``
+    lists them, its timings a ``mirror`` step. Every front door's mirror hook."""
+    if not mirrors:
+        return result
+    if not result.digest:
+        raise InvalidArgumentError("mirrors", f"{result.reference} has no registry digest to mirror")
+    started = time.monotonic()
+    copies = mirror(
+        result.repository, result.digest, result.tags or (result.tag or "latest",), mirrors,
+        as_credentials(credentials, ImageRef.parse(result.repository).registry),
+        mirror_credentials=mirror_credentials, stream=stream,
+    )
+    spent = round(time.monotonic() - started, 4)
+    timings = {**result.timings, "mirror": spent}
+    timings["total"] = round(float(result.timings.get("total", 0.0)) + spent, 4)
+    return replace(result, mirrors=tuple(c.destination for c in copies), timings=timings)
 
 
 class _Ensure:

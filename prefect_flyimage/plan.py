@@ -378,6 +378,8 @@ class BuildResult:
     #: Markdown saying what changed against the registry's previous image, when a task
     #: built one (``inputs.why_markdown``); shown in the build artifact.
     why: Optional[str] = field(default=None, compare=False)
+    #: Further repositories (mirrors) that hold the image at :attr:`digest`, confirmed after the push.
+    mirrors: tuple[str, ...] = ()
 
     @property
     def cached(self) -> bool:
@@ -416,4 +418,5 @@ class BuildResult:
             "tags": list(self.tags),
             "timings": dict(self.timings),
             "bases": dict(self.bases),
+            "mirrors": list(self.mirrors),
         }

@@ -28,12 +28,13 @@ __all__ = [
 ]
 
 import atexit
+import contextlib
 import hashlib
 import json
 import ipaddress
 import os
 import threading
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import httpx
 
@@ -48,6 +49,7 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
 TIMEOUT_ENV = "PREFECT_FLYIMAGE_REGISTRY_TIMEOUT"
 INSECURE_ENV = "PREFECT_FLYIMAGE_INSECURE_REGISTRIES"
+_CHUNK = 1 << 20  # bytes per chunk when a blob is streamed registry to registry
 
 #: What we accept for a manifest: without the v2/OCI types a registry may convert the
 #: manifest (schema 1) and report another digest than the push did.
@@ -457,6 +459,80 @@ class RegistryClient:
                 self._call("DELETE", location, what=what)
             return False
         raise self._fail(response, what)
+
+    @contextlib.contextmanager
+    def open_blob(self, repository: str, digest: str) -> Iterator[tuple[Optional[int], Iterator[bytes]]]:
+        """Stream blob ``digest`` of ``repository``: yields ``(size or None, chunks)``.
+
+        For copying registry to registry without holding a layer in memory (the
+        destination checks the digest; :meth:`upload_blob_stream` does too).
+        """
+        what = f"{repository}@{digest}"
+
+        def start() -> httpx.Response:
+            url = self._url(f"/v2/{repository}/blobs/{digest}", what)
+            try:
+                response = self._client.send(self._client.build_request("GET", url), stream=True)
+            except httpx.TransportError as exc:
+                raise self._unavailable(what, exc) from None
+            if response.status_code in (401, 403):
+                response.read()
+                response.close()
+                raise self._fail(response, what)
+            return response
+
+        response = self._refusable(start)
+        try:
+            if response.status_code != 200:
+                response.read()
+                raise self._fail(response, what)
+            length = response.headers.get("Content-Length")
+            yield (int(length) if length and length.isdigit() else None), response.iter_bytes(_CHUNK)
+        finally:
+            response.close()
+
+    def upload_blob_stream(self, repository: str, digest: str, chunks: Iterator[bytes], size: Optional[int] = None) -> None:
+        """Upload blob ``digest`` from ``chunks`` (one POST, one streamed PUT); the bytes are
+        hashed on the way and the registry checks them against ``digest`` too."""
+        what = f"the upload of {repository}@{digest}"
+
+        def begin() -> httpx.Response:
+            started = self._call("POST", f"/v2/{repository}/blobs/uploads/", what=what)
+            if started.status_code != 202:
+                raise self._fail(started, what)
+            return started
+
+        started = self._refusable(begin)  # authenticated here: the PUT reuses the token or Basic
+        location = started.headers.get("Location", "")
+        if not location.startswith(("http://", "https://")):
+            location = f"{self._schemes[0]}://{self.registry}{location}"
+        sep = "&" if "?" in location else "?"
+        hasher = hashlib.sha256()
+
+        def body() -> Iterator[bytes]:
+            for chunk in chunks:
+                hasher.update(chunk)
+                yield chunk
+
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        try:
+            done = self._client.request("PUT", f"{location}{sep}digest={digest}", content=body(), headers=headers)
+        except httpx.StreamConsumed:  # the registry asked to authenticate again mid-upload
+            raise RegistryError(f"registry {self.registry} asked to authenticate again during {what}", self.registry) from None
+        except httpx.TransportError as exc:
+            raise self._unavailable(what, exc) from None
+        if done.status_code not in (201, 204):
+            raise self._fail(done, what)
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise RegistryError(f"the source sent other contents than {digest} for {what}", self.registry)
+
+    def _url(self, path: str, what: str) -> str:
+        if len(self._schemes) > 1 and not getattr(self, "_scheme_settled", False):
+            self._request("GET", "/v2/", what=what)  # settles HTTP or HTTPS once
+            self._scheme_settled = True
+        return f"{self._schemes[0]}://{self.registry}{path}"
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Put ``body`` as ``repository:reference``; return the digest the registry reports
