@@ -204,13 +204,17 @@ JsonOpt = typer.Option(False, "--json", help="print one JSON object (for scripts
 UserOpt = typer.Option(None, "--username", "-u", help="registry user (or $PREFECT_FLYIMAGE_REGISTRY_USERNAME)")
 PassOpt = typer.Option(False, "--password-stdin", help="read the registry password from stdin (or $PREFECT_FLYIMAGE_REGISTRY_PASSWORD)")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no build or push progress")
+MirrorOpt = typer.Option([], "--mirror", help="another repository (host/path) to copy the pushed image to, "
+                         "registry to registry (credentials: the docker config's); repeatable",
+                         callback=_checked(_check_repository))
 PullOpt = typer.Option(False, "--pull", help="resolve each base image (FROM) in its registry: its digest enters the "
                        "content tag and the build uses exactly it (a moved base rebuilds)")
 
 
 def _ensure(push: bool, path: Path, repository: str, dockerfile: str, tag: Optional[str], build_arg: list[str],
             platform: Optional[str], target: Optional[str], network: Optional[str], backend: str, force: bool,
-            username: Optional[str], password_stdin: bool, as_json: bool, quiet: bool, pull: bool = False) -> None:
+            username: Optional[str], password_stdin: bool, as_json: bool, quiet: bool, pull: bool = False,
+            mirror: Optional[list[str]] = None) -> None:
     from .names import ImageRef
     from .pipeline import ensure
     from .progress import progress_stream
@@ -221,12 +225,12 @@ def _ensure(push: bool, path: Path, repository: str, dockerfile: str, tag: Optio
         stream, live = progress_stream(not quiet and not as_json)
         if live is not None:
             with live:
-                result = ensure(plan, push=push, force=force, credentials=creds, stream_progress_to=stream)
+                result = ensure(plan, push=push, force=force, credentials=creds, stream_progress_to=stream, mirrors=mirror)
         else:
-            result = ensure(plan, push=push, force=force, credentials=creds, stream_progress_to=stream)
+            result = ensure(plan, push=push, force=force, credentials=creds, stream_progress_to=stream, mirrors=mirror)
         return result.as_dict() if as_json else {
             "reference": result.reference, "digest": result.digest, "built": result.built,
-            "pushed": result.pushed, "cached": result.cached,
+            "pushed": result.pushed, "cached": result.cached, **({"mirrors": list(result.mirrors)} if mirror else {}),
         }
 
     _run(go, as_json)
@@ -248,9 +252,10 @@ def ensure(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = Do
            network: Optional[str] = NetworkOpt, backend: str = BackendOpt,
            force: bool = typer.Option(False, "--force", help="rebuild and re-push even if the registry has it"),
            username: Optional[str] = UserOpt, password_stdin: bool = PassOpt, as_json: bool = JsonOpt,
-           quiet: bool = QuietOpt, pull: bool = PullOpt) -> None:
+           quiet: bool = QuietOpt, pull: bool = PullOpt, mirror: list[str] = MirrorOpt) -> None:
     """Build if missing, push if the registry lacks it; print the reference and digest."""
-    _ensure(True, path, repository, dockerfile, tag, build_arg, platform, target, network, backend, force, username, password_stdin, as_json, quiet, pull)
+    _ensure(True, path, repository, dockerfile, tag, build_arg, platform, target, network, backend, force, username, password_stdin,
+            as_json, quiet, pull, mirror)
 
 
 @app.command(epilog="Example: prefect-flyimage push 127.0.0.1:5000/team/app:v1 -u flyimage --password-stdin")

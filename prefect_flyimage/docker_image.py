@@ -37,6 +37,7 @@ from prefect.docker.docker_image import DockerImage as _PrefectDockerImage
 from prefect.settings import PREFECT_DEFAULT_DOCKER_BUILD_NAMESPACE
 
 from . import _args, pipeline
+from ._mirror import check_mirrors
 from .context import check_context_dir
 from .credentials import CredentialsLike, as_credentials
 from .dockerfile import DockerfileExistsError, default_dockerfile_text
@@ -211,7 +212,9 @@ class DockerImage(_PrefectDockerImage):
             Prefect does; the backend the plan uses is ``plan.backend``.
         credentials: registry credentials for the existence check and the push.
         **build_kwargs: docker-py build arguments (see :func:`plan_for_build`);
-            ``context`` sets the build context (default: the current directory).
+            ``context`` sets the build context (default: the current directory);
+            ``mirrors`` (ours, not Prefect's): further repositories that get a copy of the
+            pushed image, registry to registry (see :func:`pipeline.ensure`).
     """
 
     def __init__(
@@ -246,6 +249,7 @@ class DockerImage(_PrefectDockerImage):
         self.build_kwargs: dict[str, Any] = build_kwargs
         self._pushed_during_build: bool = False
         self._push_in_build: bool = False
+        self._mirrors: Any = build_kwargs.get("mirrors")
         self.credentials = as_credentials(credentials, ImageRef.parse(self.name).registry)
         self._plan: Optional[BuildPlan] = None
         self._extra: dict[str, Any] = {}
@@ -260,6 +264,7 @@ class DockerImage(_PrefectDockerImage):
         context = kwargs.pop("context", None)
         # Prefect's buildx `push=True`: build() pushes too, and push() then does nothing
         self._push_in_build = bool(kwargs.pop("push", False))
+        self._mirrors = kwargs.pop("mirrors", None)  # not a build option: where the push goes too
         plan, self._extra = plan_for_build(
             self.name,
             context=context if context is not None else Path.cwd(),
@@ -332,6 +337,7 @@ class DockerImage(_PrefectDockerImage):
             stream_progress_to=self.stream_progress_to,
             build_kwargs=self._extra or None,
             accept_registry=not self._push_in_build,
+            mirrors=self._mirrors if self._push_in_build else None,
         )
         self._pushed_during_build = self._push_in_build
         logger.info("%s %s", self._result.reference, "built" if self._result.built else "already built: build skipped")
@@ -346,6 +352,9 @@ class DockerImage(_PrefectDockerImage):
         if self._result is not None and self._result.plan_hash == plan.hash and self._result.digest and not self._result.built:
             # build() just found this very image in the registry: nothing to push.
             logger.info("%s already in the registry: push skipped (%s)", self._result.reference, self._result.digest)
+            self._result = pipeline.mirrored(
+                self._result, check_mirrors(self._mirrors, self.name), self.credentials, stream=self.stream_progress_to
+            )
             return
         result = pipeline.ensure(
             plan,
@@ -353,6 +362,7 @@ class DockerImage(_PrefectDockerImage):
             credentials=self.credentials,
             stream_progress_to=self.stream_progress_to,
             build_kwargs=self._extra or None,
+            mirrors=self._mirrors,
         )
         if self._result is not None and self._result.plan_hash == result.plan_hash:
             # Keep what build() did, so .result tells the whole story of this deploy.

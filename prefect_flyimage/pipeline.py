@@ -44,7 +44,7 @@ from ._observe import (
 )
 from ._publish import _adopt, _plan_lock, _publish_plan, publish, push_local
 from ._mirror import check_mirrors, mirror
-from .credentials import CredentialsLike, as_credentials
+from .credentials import CredentialsLike, resolve_credentials
 from .engine import EngineProtocol
 from .engine._buildx import BUILDX_OPTIONS, registry_cache_options
 from .engine._process import buildx_available
@@ -159,7 +159,7 @@ def mirrored(
     started = time.monotonic()
     copies = mirror(
         result.repository, result.digest, result.tags or (result.tag or "latest",), mirrors,
-        as_credentials(credentials, ImageRef.parse(result.repository).registry),
+        resolve_credentials(credentials, ImageRef.parse(result.repository).registry),
         mirror_credentials=mirror_credentials, stream=stream,
     )
     spent = round(time.monotonic() - started, 4)

@@ -55,6 +55,7 @@ from .artifacts import create_build_artifact
 from .credentials import CredentialsLike, RegistryCredentials, as_credentials
 from .engine import Engine
 from . import _args
+from ._mirror import check_mirrors
 from .errors import (
     FlyImageError,
     InvalidArgumentError,
@@ -296,8 +297,8 @@ class ImageCachePolicy(CachePolicy):
         **kwargs: Any,
     ) -> Optional[str]:
         """The key of the image as it exists now, or ``None`` to make the task run."""
-        if inputs.get("force"):
-            return None
+        if inputs.get("force") or inputs.get("mirrors"):
+            return None  # mirrors: the run checks each one (a few HEADs), a cache hit would not
         target = self.target(inputs)
         if target is None:
             return None
@@ -464,19 +465,23 @@ def push_image_task(
     credentials: CredentialsLike = None,
     force: bool = False,
     push_timeout: Optional[float] = None,
+    mirrors: Optional[list[str]] = None,
 ) -> BuildResult:
     """Push every tag of a built image unless the registry already holds them.
 
     ``image`` is the result of :func:`build_image_task` (the image must be in the daemon).
     Returns the result with the registry ``digest`` and ``pushed``; ``built`` and the build
-    timings are carried over so the last artifact tells the whole story.
+    timings are carried over so the last artifact tells the whole story. ``mirrors``:
+    further repositories that get a copy, registry to registry (:func:`pipeline.ensure`).
     """
     if not isinstance(image, BuildResult):
         raise InvalidArgumentError("image", f"must be the BuildResult of build_image_task, not {type(image).__name__}")
     _args.timeout("push_timeout", push_timeout)
     creds = as_credentials(credentials, ImageRef.parse(image.repository).registry)
+    destinations = check_mirrors(mirrors, image.repository)
     with RunLoggerStream(secrets=_secrets(creds)) as stream:
         result = _push(image, creds, force=force, stream=stream, timeout=push_timeout)
+        result = pipeline.mirrored(result, destinations, creds, stream=stream)
     _remember(ImageTarget.of(image, push=True), result)
     return result
 
@@ -523,12 +528,14 @@ def ensure_image_task(
     credentials: CredentialsLike = None,
     build_timeout: Optional[float] = None,
     push_timeout: Optional[float] = None,
+    mirrors: Optional[list[str]] = None,
 ) -> BuildResult:
     """Make sure the image of ``plan`` exists (built locally, and pushed when ``push``).
 
     The whole pipeline in one task (:func:`prefect_flyimage.pipeline.ensure`): an
     unchanged plan whose image is in place is a cache hit; a changed plan is built and
-    pushed; an image deleted from the daemon and registry is rebuilt.
+    pushed; an image deleted from the daemon and registry is rebuilt. ``mirrors``: further
+    repositories that get a copy, registry to registry (:func:`pipeline.ensure`).
     """
     if not isinstance(plan, BuildPlan):
         raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
@@ -544,6 +551,7 @@ def ensure_image_task(
             build_timeout=build_timeout,
             push_timeout=push_timeout,
             verify=hook,
+            mirrors=mirrors,
         )
     if result.built or result.pushed:
         result = replace(result, why=found.get("why"))

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Optional, TypedDict
 
 from .. import _args, pipeline
+from .._mirror import check_mirrors
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..docker_image import plan_for_build, resolve_image_name, split_name_and_tag
 from ..dockerfile import default_dockerfile_text
@@ -76,6 +77,7 @@ class BuildDockerImageResult(TypedDict):
     built: bool
     plan_hash: str
     content_tag: str
+    mirrors: list[str]
 
 
 class PushDockerImageResult(TypedDict):
@@ -89,6 +91,7 @@ class PushDockerImageResult(TypedDict):
     cached: bool  #: True when the registry already held the image: nothing pushed
     pushed: bool
     pinned: str  #: ``image_name@digest``
+    mirrors: list[str]  #: further repositories holding it (the ``mirrors`` argument)
 
 
 class EnsureImageResult(TypedDict):
@@ -239,6 +242,7 @@ def build_docker_image(
         "built": result.built,
         "plan_hash": result.plan_hash,
         "content_tag": result.plan_hash[:TAG_LENGTH],
+        "mirrors": list(result.mirrors),
     }
 
 
@@ -266,6 +270,7 @@ def push_docker_image(
     additional_tags: Optional[list[str]] = None,
     ignore_cache: bool = False,
     build_backend: str = "docker-py",
+    mirrors: Optional[list[str]] = None,
 ) -> PushDockerImageResult:
     """Push a Docker image to its registry, unless the registry already holds it.
 
@@ -280,18 +285,24 @@ def push_docker_image(
         additional_tags: further tags to push (tagged locally if missing).
         ignore_cache: push even when the registry already holds the image.
         build_backend: accepted for compatibility; pushes always go through the daemon.
+        mirrors: further repositories (``host/path``) that get the same image under the
+            same tags, copied registry to registry after the push and confirmed by digest
+            (credentials: the docker config's for their registries).
 
     Returns:
         ``image_name``, ``tag``, ``image``, ``additional_tags``, ``digest``, ``cached``
-        (nothing was pushed), ``pushed`` and ``pinned`` (``image_name@digest``).
+        (nothing was pushed), ``pushed``, ``pinned`` (``image_name@digest``) and
+        ``mirrors`` (the mirrors holding it).
     """
     name, tag_in_name = _image_name(image_name)
     tag = _one_tag(image_name, tag_in_name, _args.optional_text("tag", tag)) or "latest"
     additional = [t for t in _args.str_list("additional_tags", additional_tags) if t and t != tag]
     _args.boolean("ignore_cache", ignore_cache)
     creds = as_credentials(credentials, ImageRef.parse(name).registry)
+    destinations = check_mirrors(mirrors, name)
     result = push_reference(name, [tag, *additional], creds, force=ignore_cache)
     assert result.digest is not None  # push_reference verified it against the registry
+    result = pipeline.mirrored(result, destinations, creds, stream=sys.stdout)
     print(f"{result.reference}: {'pushed' if result.pushed else 'already in the registry (push skipped)'} {result.digest}")
     return {
         "image_name": name,
@@ -302,6 +313,7 @@ def push_docker_image(
         "cached": not result.pushed,
         "pushed": result.pushed,
         "pinned": f"{name}@{result.digest}",
+        "mirrors": list(result.mirrors),
     }
 
 
@@ -316,12 +328,13 @@ def ensure_image(
     persist_dockerfile: bool = False,
     dockerfile_output_path: str = "Dockerfile.generated",
     build_backend: str = "docker-py",
+    mirrors: Optional[list[str]] = None,
     **build_kwargs: Any,
 ) -> EnsureImageResult:
     """Build and push in one step; each part runs only if its output is missing.
 
     Parameters as :func:`build_docker_image`, plus ``push`` (default ``True``) and
-    ``credentials`` (as :func:`push_docker_image`). Returns the union of both steps'
+    ``credentials`` and ``mirrors`` (as :func:`push_docker_image`). Returns the union of both steps'
     keys: ``image``, ``image_id``, ``digest``, ``pinned``, ``cached``, ``built``,
     ``pushed``, ...
     """
@@ -333,7 +346,7 @@ def ensure_image(
     )
     result = _ensure(
         plan, push=push, force=ignore_cache, credentials=credentials, stream_progress_to=sys.stdout,
-        build_kwargs=extra or None,
+        build_kwargs=extra or None, mirrors=mirrors,
     )
     ref = ImageRef.parse(result.reference)
     done = [w for w, f in (("built", result.built), ("pushed", result.pushed)) if f]

@@ -144,3 +144,38 @@ def test_a_multi_platform_index_is_copied_whole(services, busybox_image, registr
                               auth=(registry.username, registry.password))
             assert head.status_code == 200
     assert f"{len(copied['manifests']) + 1} manifest(s) put" in out.getvalue()
+
+
+def test_front_doors_take_mirrors(project, registry_noauth, unique_name, monkeypatch, capsys):
+    import json
+
+    from prefect_flyimage.cli import EXIT_OK, main
+    from prefect_flyimage.deployments import steps
+    from prefect_flyimage.docker_image import DockerImage
+
+    host = registry_noauth.host
+    # the CLI: --mirror, repeatable
+    code = main(["ensure", str(project), "-r", f"{host}/{unique_name}", "--mirror", f"{host}/{unique_name}-cli",
+                 "--mirror", f"{host}/{unique_name}-cli2", "--json", "-q"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == EXIT_OK and out["mirrors"] == [f"{host}/{unique_name}-cli", f"{host}/{unique_name}-cli2"]
+    tag = out["tags"][0]
+    assert _digest(host, f"{unique_name}-cli2", tag) == out["digest"]
+    assert main(["ensure", str(project), "-r", f"{host}/{unique_name}", "--mirror", f"{host}/{unique_name}:v1", "-q"]) == 2
+
+    # the push step: mirrors of a pushed image
+    monkeypatch.chdir(project)  # the step builds the working directory, as Prefect's
+    built = steps.build_docker_image(f"{host}/{unique_name}-step", dockerfile="Dockerfile", pull=False)
+    pushed = steps.push_docker_image(built["image_name"], tag=built["tag"], mirrors=[f"{host}/{unique_name}-step-m"])
+    assert pushed["mirrors"] == [f"{host}/{unique_name}-step-m"]
+    assert _digest(host, f"{unique_name}-step-m", built["tag"]) == pushed["digest"]
+
+    # DockerImage: a keyword of ours beside Prefect's build kwargs (not hashed)
+    image = DockerImage(f"{host}/{unique_name}-di", dockerfile="Dockerfile", stream_progress_to=None, context=project, pull=False,
+                        mirrors=[f"{host}/{unique_name}-di-m"])
+    plain = DockerImage(f"{host}/{unique_name}-di", dockerfile="Dockerfile", stream_progress_to=None, context=project, pull=False)
+    assert image.tag == plain.tag
+    image.build()
+    image.push()
+    assert image.result.mirrors == (f"{host}/{unique_name}-di-m",)
+    assert _digest(host, f"{unique_name}-di-m", image.tag) == image.digest
