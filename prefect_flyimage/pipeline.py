@@ -46,7 +46,7 @@ from ._publish import _adopt, _plan_lock, _publish_plan, publish, push_local
 from ._mirror import check_mirrors, mirror
 from .credentials import CredentialsLike, resolve_credentials
 from .engine import EngineProtocol
-from .engine._buildx import BUILDX_OPTIONS, registry_cache_options
+from .engine._buildx import BUILDX_OPTIONS, CACHE_AUTH, registry_cache_options, registry_cache_ref
 from .engine._process import buildx_available
 from .errors import AuthenticationError, InvalidArgumentError
 from .names import ImageRef
@@ -297,7 +297,13 @@ class _Ensure:
         if self.plan.backend == "docker-py" or not buildx_available():
             return extra
         cache = registry_cache_options(self.plan.repository)
-        return {**(extra or {}), **cache} if cache else extra
+        if not cache:
+            return extra
+        # buildx reads logins only from the docker config: hand it the push's credentials
+        # when the cache lives in the image's registry (engine._buildx.buildx_auth_env)
+        creds, ref = self.session.credentials, registry_cache_ref(self.plan.repository)
+        same = creds is not None and ref and ImageRef.parse(ref).registry == ImageRef.parse(self.plan.repository).registry
+        return {**(extra or {}), **cache, **({CACHE_AUTH: creds} if same else {})}
 
     def build_and_publish(self) -> BuildResult:
         session, target, plan = self.session, self.target, self.plan

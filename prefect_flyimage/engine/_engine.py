@@ -43,7 +43,7 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
-from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags, cache_refused
+from ._buildx import BUILDX_OPTIONS, CACHE_AUTH, buildx_auth_env, buildx_flags as _buildx_flags, cache_refused
 from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
 from ._types import LocalImage
 
@@ -462,7 +462,7 @@ class Engine:
         tags = list(tags or plan.all_tags)
         refs = [f"{plan.repository}:{t}" for t in tags]
         extra = dict(extra or {})
-        buildx_opts = {k: extra.pop(k) for k in list(extra) if k in BUILDX_OPTIONS and extra[k] is not None}
+        buildx_opts = {k: extra.pop(k) for k in list(extra) if (k in BUILDX_OPTIONS or k == CACHE_AUTH) and extra[k] is not None}
         for k in [k for k in extra if k in BUILDX_OPTIONS]:
             extra.pop(k)
         multi = bool(plan.platform and "," in plan.platform)
@@ -627,7 +627,7 @@ class Engine:
                 cmd.append("--pull")
             if plan.no_cache:
                 cmd.append("--no-cache")
-            env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+            env = {**os.environ, "DOCKER_BUILDKIT": "1", **buildx_auth_env(buildx_opts or {}, Path(tmp))}
             for secret in plan.secrets:
                 if secret.src:
                     cmd += ["--secret", f"id={secret.id},src={secret.src}"]
@@ -658,7 +658,7 @@ class Engine:
                 )
             refused = cache_refused(tail) if (buildx_opts or {}).get("cache_to") else None
             if refused:
-                note = f"registry cache not exported (the build went on without it): {refused}"
+                note = f"registry cache not {'imported' if 'importer' in refused else 'exported'} (the build went on without it): {refused}"
                 logging.getLogger("prefect_flyimage").warning("%s", note)
                 write(stream, note + "\n")
             iid = iidfile.read_text().strip()

@@ -100,17 +100,51 @@ def test_pushing_build_exports_the_registry_cache_and_a_refused_one_is_reported(
     result, _ = _ensure(BuildPlan.from_dockerfile(tmp_path, f"{registry_noauth.host}/{unique_name}"))
     assert result.pushed
     _manifest(registry_noauth.host, f"{unique_name}-buildcache", "cache")
-    # the auth registry refuses buildx (no `docker login` in this docker config): the build
-    # and the push (with the engine's credentials) go on, and the refusal is reported
-    from prefect_flyimage.credentials import RegistryCredentials
-
-    creds = RegistryCredentials(username=registry.username, password=registry.password, registry=registry.host)
+    # A cache in a registry buildx has no login for (nothing in this docker config) is
+    # refused: the build and the push go on, and the refusal is reported.
+    monkeypatch.setenv("PREFECT_FLYIMAGE_REGISTRY_CACHE", f"{registry.host}/{unique_name}-elsewhere:cache")
+    (tmp_path / "a.txt").write_text("b\n")
     with caplog.at_level("WARNING", logger="prefect_flyimage"):
-        result, out = _ensure(BuildPlan.from_dockerfile(tmp_path, f"{registry.host}/{unique_name}"), credentials=creds)
+        result, out = _ensure(BuildPlan.from_dockerfile(tmp_path, f"{registry_noauth.host}/{unique_name}"))
     assert result.pushed and result.digest
     assert "registry cache not exported" in out
-    assert any("registry cache not exported" in r.getMessage() for r in caplog.records)
+    assert any("registry cache not" in r.getMessage() for r in caplog.records)
+
+
+def test_registry_cache_of_an_auth_registry_gets_the_push_credentials(
+    modern, busybox_image, registry, unique_name, tmp_path, monkeypatch
+):
+    """buildx reads logins only from the docker config (empty here): the cache of an auth
+    registry is exported, then imported, with the push's credentials in a private config."""
+    import tempfile
+
+    from prefect_flyimage.credentials import RegistryCredentials
+    from prefect_flyimage.plan import BuildPlan
+
+    monkeypatch.delenv("PREFECT_FLYIMAGE_REGISTRY_CACHE", raising=False)
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))  # where the build's temporary folders go
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("a\n")
+    (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b\n")
+    creds = RegistryCredentials(username=registry.username, password=registry.password, registry=registry.host)
+    result, out = _ensure(BuildPlan.from_dockerfile(ctx, f"{registry.host}/{unique_name}"), credentials=creds)
+    assert result.pushed and "registry cache not" not in out
+    cache = httpx.get(
+        f"http://{registry.host}/v2/{unique_name}-buildcache/manifests/cache", auth=(registry.username, registry.password),
+        headers={"Accept": f"{INDEX}, application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert cache.status_code == 200 and cache.json()["manifests"]  # the cache's layers are listed
+    # a changed file: the cache manifest is read back from the auth registry (no 401)
+    (ctx / "a.txt").write_text("b\n")
+    again, out = _ensure(BuildPlan.from_dockerfile(ctx, f"{registry.host}/{unique_name}"), credentials=creds)
+    assert again.built and again.pushed and "registry cache not" not in out
+    assert f"importing cache manifest from {registry.host}/{unique_name}-buildcache:cache" in out
+    assert "cache importer" not in out and "401" not in out
     assert registry.password not in out
+    assert list(private.iterdir()) == []  # the private docker config went with the build's folder
 
 
 def test_existence_check_wants_every_platform_in_the_index(modern, busybox_image, registry_noauth, unique_name, tmp_path):
