@@ -108,13 +108,56 @@ def _bases(result: ResultLike) -> list[tuple[str, str]]:
     return list(bases.items()) if isinstance(bases, Mapping) else [tuple(b) for b in bases]
 
 
+def _link(text: str, url: Optional[str]) -> str:
+    label = markdown_cell(text).replace("[", "\\[").replace("]", "\\]")
+    return f"[{label}]({url})" if url and re.match(r"^https?://[^\s()]+$", url) else label
+
+
+def _details(result: ResultLike) -> list[str]:
+    """The build details of one result (its lineage): plan hash, inputs, platforms, digest,
+    mirrors, provenance and the flow run that built it. Nothing when the result has none."""
+    details = _get(result, "details") or {}
+    mirrors = list(_get(result, "mirrors") or ())
+    if not details and not mirrors:
+        return []
+    digest = _get(result, "digest")
+    lines = ["", f"#### Build of `{markdown_cell(_get(result, 'reference'))}`", ""]
+    lines.append(f"- **Plan hash**: `{markdown_cell(_get(result, 'plan_hash'))}`")
+    if details.get("inputs"):
+        lines.append(f"- **Inputs**: {markdown_cell(details['inputs'])}")
+    if "platforms" in details:
+        platforms = details["platforms"]
+        lines.append(f"- **Platforms**: {markdown_cell(', '.join(platforms)) if platforms else 'the daemon’s own'}")
+    lines.append(f"- **Digest**: `{markdown_cell(digest)}`" if digest else "- **Digest**: — (not in a registry)")
+    if mirrors:
+        lines.append("- **Mirrors**: " + ", ".join(f"`{markdown_cell(m)}`" for m in mirrors))
+    if "provenance" in details:
+        found = details["provenance"]
+        if found is None:
+            text = "unknown (the registry could not be asked)"
+        elif not found:
+            text = "none in the registry (single-platform builds carry none unless PREFECT_FLYIMAGE_PROVENANCE asks)"
+        else:
+            text = "BuildKit attestation " + ", ".join(
+                f"`{markdown_cell(a.get('digest'))}` ({markdown_cell(a.get('platform'))})" for a in found
+            )
+        lines.append(f"- **Provenance**: {text}")
+    run = details.get("built_by")
+    if run:
+        name = run.get("name") or run.get("id")
+        lines.append(f"- **Built by flow run**: {_link(str(name), run.get('url'))} (`{markdown_cell(run.get('id'))}`)")
+    return lines
+
+
 def build_result_markdown(
     results: Iterable[ResultLike],
     *,
     title: Optional[str] = "Container images",
     cache_hits: Iterable[bool] = (),
 ) -> str:
-    """A markdown table of build results: reference, digest, size, status and durations.
+    """A markdown table of build results: reference, digest, size, status and durations,
+    then each result's build details (plan hash, inputs, platforms, digest, mirrors,
+    provenance, the flow run that built it) when the tasks recorded them.
 
     ``results`` are :class:`~prefect_flyimage.plan.BuildResult` objects or their
     :meth:`~prefect_flyimage.plan.BuildResult.as_dict` form. ``cache_hits`` flags, per
@@ -149,6 +192,8 @@ def build_result_markdown(
         why = _get(result, "why")
         if why:
             lines += ["", why.rstrip("\n")]
+    for result in results:
+        lines += _details(result)
     notes = [
         f"Base `{ref}` of `{_get(result, 'reference')}` was built by tag, not resolved to a digest "
         "(PREFECT_FLYIMAGE_OFFLINE_BASES)."

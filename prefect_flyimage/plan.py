@@ -380,6 +380,10 @@ class BuildResult:
     why: Optional[str] = field(default=None, compare=False)
     #: Further repositories (mirrors) that hold the image at :attr:`digest`, confirmed after the push.
     mirrors: tuple[str, ...] = ()
+    #: What the build artifact shows beside the table (filled by the tasks): ``inputs`` (a
+    #: summary), ``platforms``, ``provenance`` (attestation manifests in the registry's
+    #: index), ``built_by`` (the flow run: ``id``, ``name``, ``url``).
+    details: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def cached(self) -> bool:
