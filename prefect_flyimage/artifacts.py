@@ -188,12 +188,12 @@ def build_result_markdown(
             )
             + " |"
         )
+    for result in results:  # lineage first, then what changed (the longest part) last
+        lines += _details(result)
     for result in results:
         why = _get(result, "why")
         if why:
             lines += ["", why.rstrip("\n")]
-    for result in results:
-        lines += _details(result)
     notes = [
         f"Base `{ref}` of `{_get(result, 'reference')}` was built by tag, not resolved to a digest "
         "(PREFECT_FLYIMAGE_OFFLINE_BASES)."
