@@ -487,7 +487,7 @@ class RegistryClient:
                 response.read()
                 raise self._fail(response, what)
             length = response.headers.get("Content-Length")
-            yield (int(length) if length and length.isdigit() else None), response.iter_bytes(_CHUNK)
+            yield (int(length) if length and length.isdigit() else None), response.iter_raw(_CHUNK)  # bytes as stored: no decoding
         finally:
             response.close()
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from prefect_flyimage import BuildPlan, RegistryCredentials, ensure
-from prefect_flyimage.engine._process import buildx_available, docker_cli
-from prefect_flyimage.errors import InvalidArgumentError, MirrorError
-from prefect_flyimage.registry import RegistryClient
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from registry_fixtures import registry_workdir, token_issuer, token_registry  # noqa: E402,F401
+
+from prefect_flyimage import BuildPlan, RegistryCredentials, ensure  # noqa: E402
+from prefect_flyimage.engine._process import buildx_available, docker_cli  # noqa: E402
+from prefect_flyimage.errors import InvalidArgumentError, MirrorError  # noqa: E402
+from prefect_flyimage.registry import RegistryClient  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +183,16 @@ def test_front_doors_take_mirrors(project, registry_noauth, unique_name, monkeyp
     image.push()
     assert image.result.mirrors == (f"{host}/{unique_name}-di-m",)
     assert _digest(host, f"{unique_name}-di-m", image.tag) == image.digest
+
+
+def test_a_token_auth_mirror_gets_streamed_blobs(project, registry_noauth, unique_name, token_registry, token_issuer):
+    """A Bearer-token registry (Docker Hub/GHCR style): the upload's POST fetches the push
+    token, and the streamed PUT (a body that cannot be sent twice) goes with it."""
+    token_creds = RegistryCredentials(token_registry.host, "ci", token_issuer.users["ci"])
+    plan = BuildPlan.from_dockerfile(project, f"{registry_noauth.host}/{unique_name}")
+    dest = f"{token_registry.host}/{unique_name}-mirror"
+    out = io.StringIO()
+    result = ensure(plan, stream_progress_to=out, mirrors=[dest], mirror_credentials={token_registry.host: token_creds})
+    assert result.mirrors == (dest,) and "blob(s) streamed" in out.getvalue()
+    assert _digest(token_registry.host, f"{unique_name}-mirror", plan.content_tag, token_creds) == result.digest
+    assert token_issuer.users["ci"] not in out.getvalue()
