@@ -42,26 +42,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "chain"))
 
 from _dask_hosts import daemons  # noqa: E402
+from _tree import longest_chain, write_tree  # noqa: E402
+
+from prefect_flyimage.names import ImageRef  # noqa: E402
 
 PARENTS = {
     "r1": [], "r2": [], "r3": [], "r4": [], "r5": [], "r6": [], "r7": [],
     "a": ["r1"], "b": ["a"], "c": ["b"], "d": ["r1"], "i": ["d"],
     "e": ["r2"], "f": ["e"], "g": ["r3"], "h": ["r4"],
 }
-
-
-def write_tree(root: Path, sleep: float) -> None:
-    for name, parents in PARENTS.items():
-        folder = root / name
-        folder.mkdir(parents=True)
-        (folder / "changelog").write_text(
-            f"{name} (1.0-1) bench; urgency=medium\n\n  * Benchmark image.\n\n"
-            " -- Bench <bench@example.org>  Mon, 03 Feb 2025 10:00:00 +0000\n"
-        )
-        base = f'{{{{ "{parents[0]}" | image_tag }}}}' if parents else "{{ seed_image }}"
-        (folder / "Dockerfile.template").write_text(f"FROM {base}\nRUN sleep {sleep} && echo {name} > /{name}\n")
-        if parents:
-            (folder / "control").write_text(f"Package: {name}\nDepends: {', '.join(parents)}\n")
 
 
 def push_seed(registry: str, user: str, password: str, namespace: str) -> str:
@@ -76,17 +65,6 @@ def push_seed(registry: str, user: str, password: str, namespace: str) -> str:
     finally:
         client.close()
     return f"{seed}:latest"
-
-
-def critical_path(durations: dict[str, float]) -> float:
-    memo: dict[str, float] = {}
-
-    def longest(name: str) -> float:
-        if name not in memo:
-            memo[name] = durations[name] + max((longest(p) for p in PARENTS[name]), default=0.0)
-        return memo[name]
-
-    return max(longest(n) for n in PARENTS)
 
 
 def main() -> int:
@@ -104,7 +82,7 @@ def main() -> int:
         os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the worker processes report here
         tmp_path = Path(tmp)
         tree = tmp_path / "tree"
-        write_tree(tree, args.sleep)
+        write_tree(tree, PARENTS, args.sleep)
         urls = [d.url for d in hosts]
         results: dict[str, tuple[float, list]] = {}
         for label, run_hosts, concurrency in (("sequential", urls[:1], 1), ("1 host", urls[:1], 8), ("3 hosts", urls, 8)):
@@ -123,8 +101,8 @@ def main() -> int:
             assert all(o["state"] == "published" for o in outcomes), outcomes
             results[label] = (elapsed, outcomes)
             print(f"{label:>10}: {elapsed:6.1f} s  on {len({o['docker_host'] for o in outcomes})} host(s)", flush=True)
-        durations = {o["image"].rsplit("/", 1)[1].split(":")[0]: float(o["duration"] or 0) for o in results["3 hosts"][1]}
-        cp = critical_path(durations)
+        durations = {ImageRef.parse(o["image"]).repository.rsplit("/", 1)[-1]: float(o["duration"] or 0) for o in results["3 hosts"][1]}
+        cp = longest_chain(PARENTS, durations)
         seq, one, three = (results[k][0] for k in ("sequential", "1 host", "3 hosts"))
         print(f"images {len(PARENTS)}, edges {sum(len(p) for p in PARENTS.values())}, RUN sleep {args.sleep:g}")
         print(f"critical path (3-host task durations): {cp:.1f} s")

@@ -37,27 +37,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration" / "chain"))
 
 import _dockerpkg_venv  # noqa: E402
+from _tree import longest_chain, write_tree  # noqa: E402
 
 from prefect_flyimage import Engine  # noqa: E402
 from prefect_flyimage.chain import DockerBuilder, read_config  # noqa: E402
-from prefect_flyimage.chain.graph import critical_path  # noqa: E402
 
 PARENTS = {"base": [], "x1": ["base"], "x2": ["base"], "x3": ["base"], "y1": ["x1"], "y2": ["x2"], "y3": ["x3"], "z": ["y1"]}
-
-
-def write_tree(root: Path, sleep: float) -> None:
-    """The eight-image tree; every build sleeps ``sleep`` seconds."""
-    for name, parents in PARENTS.items():
-        folder = root / name
-        folder.mkdir(parents=True)
-        (folder / "changelog").write_text(
-            f"{name} (1.0-1) bench; urgency=medium\n\n  * Benchmark image.\n\n"
-            " -- Bench <bench@example.org>  Mon, 03 Feb 2025 10:00:00 +0000\n"
-        )
-        base = f'{{{{ "{parents[0]}" | image_tag }}}}' if parents else "{{ seed_image }}"
-        (folder / "Dockerfile.template").write_text(f"FROM {base}\nRUN sleep {sleep} && echo {name} > /{name}\n")
-        if parents:
-            (folder / "control").write_text(f"Package: {name}\nDepends: {', '.join(parents)}\n")
 
 
 def config_file(tmp: Path, namespace: str, seed: str) -> Path:
@@ -128,12 +113,11 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=2.0, help="seconds each build waits")
     args = parser.parse_args()
     seed = os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest")
-    engine = Engine()
     _dockerpkg_venv.python()  # create the venv before timing anything
-    with tempfile.TemporaryDirectory(prefix="chain-bench-") as tmpdir:
+    with Engine() as engine, tempfile.TemporaryDirectory(prefix="chain-bench-") as tmpdir:
         tmp = Path(tmpdir)
         tree = tmp / "tree"
-        write_tree(tree, args.sleep)
+        write_tree(tree, PARENTS, args.sleep)
         run = uuid.uuid4().hex[:8]
         ns_theirs, ns_ours = f"bench-dockerpkg-{run}", f"bench-ours-{run}"
         try:
@@ -142,7 +126,7 @@ def main() -> None:
         finally:
             cleanup(engine, ns_theirs)
             cleanup(engine, ns_ours)
-    cp = max(critical_path(PARENTS, PARENTS, lambda n: durations[n]).values())
+    cp = longest_chain(PARENTS, durations)
     print(f"tree: {len(PARENTS)} images, RUN sleep {args.sleep:g}, critical path base->x1->y1->z (4 images)")
     print(f"docker-pkg 4.0.4 sequential build : {theirs:7.2f} s")
     print(f"prefect-flyimage, {args.workers} workers     : {ours:7.2f} s")

@@ -76,6 +76,7 @@ from prefect.docker import DockerImage as PrefectDockerImage  # noqa: E402
 
 from prefect_flyimage import DockerImage as FlyDockerImage  # noqa: E402
 from prefect_flyimage import Engine, RegistryCredentials  # noqa: E402
+from prefect_flyimage.names import ImageRef  # noqa: E402
 
 SCENARIOS = {
     "a": "(a) first deploy",
@@ -263,7 +264,7 @@ def cleanup(engine: Engine, registry: Registry, repos: list[str], keep_ids: set[
         except docker.errors.APIError as exc:
             print(f"cleanup: {ref}: {exc}", file=sys.stderr)
     for repo in repos:
-        registry.delete_repository(repo.split("/", 1)[1])
+        registry.delete_repository(ImageRef.parse(repo).repository)
 
 
 # ---- main --------------------------------------------------------------------------------

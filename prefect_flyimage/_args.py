@@ -14,7 +14,9 @@ from typing import Any, Iterable, Optional
 
 from .errors import InvalidArgumentError
 
-__all__ = ["boolean", "non_negative_int", "non_negative_number", "optional_text", "path", "str_list", "text", "timeout"]
+__all__ = [
+    "boolean", "env_seconds", "non_negative_int", "non_negative_number", "optional_text", "path", "str_list", "text", "timeout",
+]
 
 
 def _shown(value: Any) -> str:
@@ -47,6 +49,21 @@ def timeout(name: str, value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise InvalidArgumentError(name, f"must be a positive number of seconds or None, not {_shown(value)}")
     return value
+
+
+def env_seconds(variable: str, default: float) -> float:
+    """A positive, finite number of seconds from environment ``variable`` (``default``
+    when unset or blank): the one reader of the ``*_TIMEOUT`` settings."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidArgumentError(f"${variable}", f"must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def non_negative_int(name: str, value: Any) -> int:

@@ -33,6 +33,7 @@ import docker.errors
 from docker.auth import load_config, resolve_index_name
 from docker.utils.config import find_config_file
 
+from ._args import env_seconds
 from .errors import AuthenticationError
 
 logger = logging.getLogger("prefect_flyimage")
@@ -101,11 +102,7 @@ def _auth_config() -> Optional[Any]:
 
 
 def _helper_timeout() -> float:
-    value = os.environ.get(HELPER_TIMEOUT_ENV)
-    try:
-        return float(value) if value else DEFAULT_HELPER_TIMEOUT
-    except ValueError:
-        raise ValueError(f"${HELPER_TIMEOUT_ENV} must be a number of seconds, not {value!r}") from None
+    return env_seconds(HELPER_TIMEOUT_ENV, DEFAULT_HELPER_TIMEOUT)
 
 
 def _run_helper(name: str, exe: str, server: str, registry: str) -> Optional[Found]:

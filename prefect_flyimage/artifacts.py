@@ -14,6 +14,8 @@ import re
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 from uuid import UUID
 
+from .errors import InvalidReferenceError
+from .names import ImageRef
 from .plan import BuildResult
 
 __all__ = [
@@ -38,14 +40,15 @@ _TIMING_ORDER = ("hash", "check", "check_local", "pull", "build", "verify", "pus
 def artifact_key(repository: str) -> str:
     """A Prefect artifact key for ``repository`` (lowercase letters, digits and dashes).
 
-    ``127.0.0.1:5000/team/App_1:tag`` -> ``flyimage-127-0-0-1-5000-team-app-1``. A tag or
-    digest is dropped first so every build of one repository shares the key. Long names
-    are shortened with a hash suffix so two long repositories never share a key.
+    ``127.0.0.1:5000/team/app_1:tag`` -> ``flyimage-127-0-0-1-5000-team-app-1``. A tag or
+    digest is dropped first so every build of one repository shares the key; text that
+    is no image reference is slugged as it is. Long names are shortened with a hash
+    suffix so two long repositories never share a key.
     """
-    name = repository.split("@", 1)[0]
-    last = name.rsplit("/", 1)
-    if ":" in last[-1]:  # a tag, not a registry port (ports sit before the first '/')
-        name = name[: len(name) - len(last[-1]) + last[-1].index(":")]
+    try:
+        name = ImageRef.parse(repository).name
+    except InvalidReferenceError:
+        name = repository
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "image"
     key = f"{KEY_PREFIX}-{slug}"
     if len(key) > KEY_MAX:

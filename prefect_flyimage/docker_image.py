@@ -72,9 +72,7 @@ def resolve_image_name(name: str) -> str:
     would reject and for digests (a digest names an existing image; nothing to build).
     """
     if "@" in name:
-        raise InvalidReferenceError(
-            name, "digest", name.split("@", 1)[1], "names an existing image; to build one, drop the digest"
-        )
+        _without_digest(name)
     namespace, repository = split_repository_path(name)
     if not namespace:
         namespace = PREFECT_DEFAULT_DOCKER_BUILD_NAMESPACE.value()
@@ -90,12 +88,18 @@ def split_name_and_tag(name: str) -> tuple[str, Optional[str]]:
     ``DockerImage`` makes the invalid ``name:sha256:...``; a digest names an existing
     image, so there is nothing to build: :class:`InvalidReferenceError` says so.
     """
+    ref = _without_digest(name)
+    return ref.name, ref.tag
+
+
+def _without_digest(name: str) -> ImageRef:
+    """``name`` parsed; a digest in it is an :class:`InvalidReferenceError` (nothing to build)."""
     ref = ImageRef.parse(name)
     if ref.digest is not None:
         raise InvalidReferenceError(
             name, "digest", ref.digest, "names an existing image; to build one, drop the digest"
         )
-    return ref.name, ref.tag
+    return ref
 
 
 def plan_for_build(

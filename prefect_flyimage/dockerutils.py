@@ -18,13 +18,13 @@ import io
 import re
 from pathlib import Path
 from typing import Any, Optional, TextIO
-from urllib.parse import urlsplit
 
 import pendulum
 from slugify import slugify
 
 from . import _args
 from .context import check_context_dir
+from .credentials import registry_host
 from .engine import Engine, docker_client
 from .errors import ContextError
 from .names import ImageRef, validate_platform
@@ -135,7 +135,7 @@ def push_image(
     _args.optional_text("tag", tag)
     if not tag:
         tag = slugify(pendulum.now("UTC").isoformat())
-    registry = urlsplit(registry_url).netloc if "://" in registry_url else registry_url.split("/")[0]
+    registry = registry_host(registry_url)
     ref = ImageRef.parse(f"{registry}/{name}:{tag}")
     with Engine() as engine:
         engine.tag(image_id, ref)

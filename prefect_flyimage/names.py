@@ -354,7 +354,7 @@ def parse_image_tag(name: str) -> tuple[str, Optional[str]]:
     """
     ref = ImageRef.parse(name)
     if ref.digest is not None:
-        return name.rsplit("@", 1)[0], ref.digest
+        return str(ref.with_digest(None)), ref.digest
     return ref.name, ref.tag
 
 

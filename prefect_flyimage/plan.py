@@ -164,8 +164,8 @@ class BuildPlan:
             # "linux/amd64,linux/arm64": one image index (BuildKit through buildx only)
             for one in self.platform.split(","):
                 validate_platform(one)
-        ImageRef.parse(self.repository)  # raises InvalidReferenceError naming the bad part
-        if ":" in self.repository.rsplit("/", 1)[-1] or "@" in self.repository:
+        ref = ImageRef.parse(self.repository)  # raises InvalidReferenceError naming the bad part
+        if ref.tag is not None or ref.digest is not None:
             raise ContextError(f"repository {self.repository!r} must not carry a tag or digest; pass tag= instead")
         if self.tag is not None:
             validate_tag(self.tag)

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import httpx
 
+from ._args import env_seconds
 from ._registry_auth import RegistryAuth
 from .credentials import RegistryCredentials, registry_host, retry_refused
 from .errors import AuthenticationError, RegistryError, RegistryUnavailable, redact
@@ -100,16 +101,7 @@ def _listed_insecure(host: str) -> bool:
 
 
 def _default_timeout() -> float:
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"${TIMEOUT_ENV} must be a number of seconds, not {value!r}") from None
-    if seconds <= 0:
-        raise ValueError(f"${TIMEOUT_ENV} must be positive, not {value!r}")
-    return seconds
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT)
 
 
 class RegistryClient:

@@ -8,11 +8,14 @@ digests), never a raw ``docker inspect`` dict.
 - ``_types``: :class:`LocalImage` and :class:`EngineProtocol` (what the pipeline needs);
 - ``_docker``: the docker-py shim (client, timeouts, transport errors, stream abort);
 - ``_process``: the docker CLI and process groups (:func:`run_streaming`);
+- ``_buildkit``: BuildKit builds through the docker CLI, :func:`choose_backend`;
+- ``_buildx``: Prefect's buildx options as flags, the registry layer cache;
 - ``_engine``: :class:`Engine`.
 """
 
 from ._docker import DEFAULT_TIMEOUT, TIMEOUT_ENV, TRANSPORT_ERRORS, daemon_timeout
-from ._engine import GENERATED_DOCKERFILE, Engine, choose_backend, classify_registry_error, docker_client
+from ._buildkit import choose_backend
+from ._engine import GENERATED_DOCKERFILE, Engine, classify_registry_error, docker_client
 from ._process import TAIL_LINES, buildkit_available, docker_cli, run_streaming
 from ._types import EngineProtocol, LocalImage
 

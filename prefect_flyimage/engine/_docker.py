@@ -24,6 +24,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
+from .._args import env_seconds
 from ..errors import DockerUnavailable
 
 __all__ = [
@@ -63,16 +64,7 @@ _VERSIONS_LOCK = threading.Lock()
 
 def daemon_timeout() -> float:
     """Seconds from ``$PREFECT_FLYIMAGE_DOCKER_TIMEOUT`` (default :data:`DEFAULT_TIMEOUT`)."""
-    value = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not value:
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"${TIMEOUT_ENV} must be a number of seconds, got {value!r}") from None
-    if seconds <= 0:
-        raise ValueError(f"${TIMEOUT_ENV} must be positive, got {value!r}")
-    return seconds
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT)
 
 
 def docker_host() -> str:

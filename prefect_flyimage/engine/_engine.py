@@ -1,15 +1,13 @@
-"""The only module that talks to Docker.
+"""The :class:`Engine`: daemon, registry and classic-builder calls through docker-py.
 
-Daemon and registry calls go through docker-py; BuildKit builds (cache and secret
-mounts, heredocs) go through the ``docker`` CLI with ``DOCKER_BUILDKIT=1``, since
-docker-py only speaks to the classic builder. Every Docker failure is translated
+BuildKit builds (cache and secret mounts, heredocs, several platforms) are in
+:mod:`._buildkit`, through the ``docker`` CLI. Every Docker failure is translated
 into the :mod:`prefect_flyimage.errors` hierarchy here, with secrets redacted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import subprocess
@@ -43,8 +41,9 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
-from ._buildx import BUILDX_OPTIONS, CACHE_AUTH, buildx_auth_env, buildx_flags as _buildx_flags, cache_refused
-from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
+from ._buildkit import STEP, build_buildkit, choose_backend
+from ._buildx import BUILDX_OPTIONS, CACHE_AUTH
+from ._process import TAIL_LINES, buildx_available, docker_cli, write
 from ._types import LocalImage
 
 if TYPE_CHECKING:
@@ -69,28 +68,6 @@ _UNREACHABLE_PATTERNS = re.compile(
 )
 _MISSING_PATTERNS = re.compile(r"manifest unknown|not found|name unknown|no such manifest|404", re.IGNORECASE)
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
-_STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")
-
-
-def choose_backend(plan: "BuildPlan", docker_py_options: bool = False) -> str:
-    """The builder a single-platform build of ``plan`` uses here: ``"buildkit"`` or ``"docker-py"``.
-
-    BuildKit wherever ``docker buildx`` works (no intermediate containers, incremental
-    context transfer); the classic builder where it does not, unless the Dockerfile
-    needs BuildKit. PREFECT_FLYIMAGE_BUILD_BACKEND=buildkit also takes an old CLI's
-    built-in BuildKit; =docker-py keeps the classic builder, as do docker-py-only
-    options. The append path asks too: its config must be what this build would write.
-    """
-    if plan.backend != "auto":
-        return plan.backend
-    prefer = os.environ.get("PREFECT_FLYIMAGE_BUILD_BACKEND", "auto")
-    if plan.needs_buildkit():
-        return "buildkit"
-    if docker_py_options or prefer == "docker-py":
-        return "docker-py"
-    if prefer == "buildkit":
-        return "buildkit" if buildkit_available() else "docker-py"
-    return "buildkit" if buildx_available() else "docker-py"
 
 
 @contextlib.contextmanager
@@ -475,21 +452,15 @@ class Engine:
                 )
             if extra:
                 raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend, not with {needs}")
-            with self._context_folder(plan) as context, tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
-                dockerfile = Path(tmp) / "Dockerfile"
-                dockerfile.write_text(plan.build_dockerfile_text)
-                return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout, buildx_opts)
+            with self._context_folder(plan) as context:
+                return build_buildkit(self, plan, context, refs, stream, timeout, buildx_opts)
         backend = choose_backend(plan, bool(extra))
         if backend == "buildkit" and extra:
             raise ValueError(f"build options {sorted(extra)} are only supported by the docker-py backend")
         with self._context_folder(plan) as context:
             if backend == "docker-py":
                 return self._build_classic(plan, context, refs, stream, timeout, extra or {})
-            # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
-            with tempfile.TemporaryDirectory(prefix="flyimage-df-") as tmp:
-                dockerfile = Path(tmp) / "Dockerfile"
-                dockerfile.write_text(plan.build_dockerfile_text)
-                return self._build_buildkit(plan, context, refs, dockerfile, stream, timeout)
+            return build_buildkit(self, plan, context, refs, stream, timeout)
 
     @staticmethod
     @contextlib.contextmanager
@@ -574,7 +545,7 @@ class Engine:
                         text = event["stream"]
                         write(stream, text)
                         for line in text.splitlines():
-                            if _STEP.match(line.strip()):
+                            if STEP.match(line.strip()):
                                 step = line.strip()
                             if line.strip():
                                 tail.append(line.rstrip())
@@ -591,83 +562,3 @@ class Engine:
         if not image_id:
             raise BuildError(f"build of {what} finished without an image id", step=step, output="\n".join(tail))
         return image_id
-
-    def _build_buildkit(
-        self, plan: "BuildPlan", context: Path, refs: list[str], dockerfile: Path, stream: Optional[TextIO],
-        timeout: Optional[float], buildx_opts: Optional[dict[str, Any]] = None,
-    ) -> str:
-        with tempfile.TemporaryDirectory(prefix="flyimage-bk-") as tmp:
-            iidfile = Path(tmp) / "iid"
-            cli = docker_cli()
-            # buildx when the CLI has it (Docker 23+ needs it; its docker driver loads the
-            # result into the daemon); an old CLI's built-in BuildKit otherwise
-            # No provenance attestation for one platform by default: with the containerd
-            # image store it turns each image into an index whose attestation a pull by
-            # digest does not fetch, so pushing further tags of a pulled image fails
-            # ("missing content"), and its timestamp makes each build a new image. Several
-            # platforms keep buildx's default: Docker 26 pushes such an index whole only then.
-            multi = bool(plan.platform and "," in plan.platform)
-            provenance = [] if multi and not os.environ.get("PREFECT_FLYIMAGE_PROVENANCE") else [f"--provenance={_provenance()}"]
-            build = ["buildx", "build", "--load", *provenance] if buildx_available() else ["build"]
-            cmd = [cli, *build, "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
-            for ref in refs:
-                cmd += ["-t", ref]
-            for key, value in plan.build_args:
-                cmd += ["--build-arg", f"{key}={value}"]
-            for key, value in plan.image_labels.items():
-                cmd += ["--label", f"{key}={value}"]
-            if plan.target:
-                cmd += ["--target", plan.target]
-            if plan.platform:
-                cmd += ["--platform", plan.platform]
-            network = plan.network or self.default_build_network()
-            if network:
-                cmd += ["--network", network]
-            if plan.pull:
-                cmd.append("--pull")
-            if plan.no_cache:
-                cmd.append("--no-cache")
-            env = {**os.environ, "DOCKER_BUILDKIT": "1", **buildx_auth_env(buildx_opts or {}, Path(tmp))}
-            for secret in plan.secrets:
-                if secret.src:
-                    cmd += ["--secret", f"id={secret.id},src={secret.src}"]
-                else:
-                    # Copy the value to a private file: the 20.10 CLI has no env= source.
-                    path = Path(tmp) / f"secret-{len(cmd)}"
-                    path.touch(mode=0o600)
-                    path.write_text(os.environ.get(secret.env or "", ""))
-                    cmd += ["--secret", f"id={secret.id},src={path}"]
-            cmd += _buildx_flags(buildx_opts or {})
-            cmd.append(str(context))
-            code, tail, step, timed_out = run_streaming(cmd, env=env, stream=stream, timeout=timeout, step_pattern=_STEP)
-            if timed_out:
-                raise BuildTimeout(
-                    f"build of {refs[0]} timed out after {timeout}s and was killed", step=step,
-                    output="\n".join(tail), returncode=code,
-                )
-            if code != 0:
-                message = next((l for l in reversed(tail) if "ERROR" in l or "error" in l), tail[-1] if tail else "")
-                if "buildx component is missing" in "\n".join(tail):
-                    raise DockerUnavailable(
-                        f"{cmd[0]} cannot run BuildKit builds without buildx; install Debian's docker.io "
-                        "or set PREFECT_FLYIMAGE_DOCKER_CLI"
-                    )
-                raise BuildError(
-                    f"build of {refs[0]} failed at {step or 'an unknown step'}: {message}", step=step,
-                    output="\n".join(tail), returncode=code,
-                )
-            refused = cache_refused(tail) if (buildx_opts or {}).get("cache_to") else None
-            if refused:
-                note = f"registry cache not {'imported' if 'importer' in refused else 'exported'} (the build went on without it): {refused}"
-                logging.getLogger("prefect_flyimage").warning("%s", note)
-                write(stream, note + "\n")
-            iid = iidfile.read_text().strip()
-            # buildx's iidfile names the config, while the containerd image store's id is
-            # the manifest's (or index's): ask the daemon what the tag names
-            local = self.local_image(refs[0]) if buildx_available() else None
-            return local.id if local is not None else iid
-
-
-def _provenance() -> str:
-    """``PREFECT_FLYIMAGE_PROVENANCE``: buildx's ``--provenance`` value (``false`` unless set)."""
-    return os.environ.get("PREFECT_FLYIMAGE_PROVENANCE", "").strip() or "false"

@@ -120,7 +120,7 @@ def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[D
 
 
 class ArgvSampler:
-    """Samples every process's argv (what ``ps -eo args`` shows) in a tight loop (as test_fly_registry's)."""
+    """Samples every process's argv (what ``ps -eo args`` shows) in a tight loop."""
 
     def __init__(self) -> None:
         self.seen: set[str] = set()

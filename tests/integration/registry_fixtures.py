@@ -34,11 +34,13 @@ __all__ = [
     "PushedImage",
     "RegistryProcess",
     "TokenIssuer",
+    "ephemeral_registry",
     "hanging_server",
     "htpasswd_registry",
     "push_image_to",
-    "token_issuer",
+    "registry_workdir",
     "tls_registry",
+    "token_issuer",
     "token_registry",
 ]
 
@@ -121,7 +123,16 @@ def _v2_status(url: str) -> Optional[int]:
 
 
 class RegistryProcess:
-    """Debian's ``docker-registry`` on a free loopback port with temp storage and an ``auth:`` block."""
+    """Debian's ``docker-registry`` on a free loopback port with its own storage, and an
+    optional ``auth:`` block or TLS certificate.
+
+    Without auth it is shaped like ``conftest.Registry`` (``host``, ``url``,
+    ``username``/``password`` None, ``auth_config()``). ``stop()`` (idempotent) and
+    ``start()`` again (same port, same storage) simulate a registry going away and back.
+    """
+
+    username = None
+    password = None
 
     def __init__(self, workdir: Path, auth_yaml: str = "", tls: Optional[tuple[Path, Path]] = None) -> None:
         binary = shutil.which("docker-registry")
@@ -135,6 +146,9 @@ class RegistryProcess:
         self.log_path = workdir / "registry.log"
         self._process: Optional[subprocess.Popen[bytes]] = None
 
+    def auth_config(self) -> None:
+        return None
+
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
@@ -143,11 +157,19 @@ class RegistryProcess:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def start(self, timeout: float = 20.0) -> None:
+        """Start (again, on the same port and storage); no-op when running."""
+        if self.running:
+            return
         config = self.workdir / "config.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: info\n  formatter: text\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.workdir / 'data'}\n  delete:\n    enabled: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"http:\n  addr: {self.host}\n  secret: {secrets.token_hex(16)}\n"
             + (f"  tls:\n    certificate: {self.tls[0]}\n    key: {self.tls[1]}\n" if self.tls else "")
             + self.auth_yaml
@@ -177,6 +199,7 @@ class RegistryProcess:
             return False
 
     def stop(self) -> None:
+        """Stop it (idempotent); the port then refuses connections."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
@@ -185,6 +208,9 @@ class RegistryProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+    def __repr__(self) -> str:
+        return f"RegistryProcess(host={self.host!r}, running={self.running})"
 
 
 @pytest.fixture
@@ -282,6 +308,16 @@ def tls_registry(services, registry_workdir: Path) -> Iterator[RegistryProcess]:
     """A no-auth registry on loopback that speaks HTTPS only (self-signed certificate)."""
     tls = self_signed(registry_workdir)
     reg = _start(lambda: RegistryProcess(registry_workdir, tls=tls))
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def ephemeral_registry(services, registry_workdir: Path) -> Iterator[RegistryProcess]:
+    """A fresh no-auth registry for one test; ``.stop()`` simulates it going away."""
+    reg = _start(lambda: RegistryProcess(registry_workdir))
     try:
         yield reg
     finally:

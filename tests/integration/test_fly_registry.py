@@ -7,12 +7,11 @@ Fly token. ``FLY_REGISTRY_HOST`` points the module at it.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import os
 import subprocess
-import tarfile
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +23,9 @@ import pytest
 from prefect_flyimage import errors, fly
 from prefect_flyimage.credentials import RegistryCredentials
 from prefect_flyimage.engine import Engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from credential_fixtures import ArgvSampler, image_blobs  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -75,37 +77,6 @@ def cleanup_repo(docker_client) -> Iterator[list[str]]:
 
 def local_tags(docker_client, repo: str) -> list[str]:
     return sorted(t for image in docker_client.images.list(name=repo) for t in image.tags if t.startswith(repo + ":"))
-
-
-class ArgvSampler:
-    """Samples every process's argv (what ``ps -eo args`` shows) in a tight loop."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    try:
-                        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                            args = fh.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-                    except OSError:
-                        continue
-                    if args:
-                        self.seen.add(args)
-
-    def __enter__(self) -> "ArgvSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        self.seen.update(ps.splitlines())
 
 
 # ---- the content-addressed ensure_image --------------------------------------------------------------
@@ -235,19 +206,8 @@ def test_token_is_in_no_log_exception_argv_or_layer(
         ref = asyncio.run(fly.ensure_image(app_name, docker_context=ctx, network="none"))
     assert token not in caplog.text
     assert not [args for args in sampler.seen if token in args]
-    history = subprocess.run(
-        ["docker", "history", "--no-trunc", ref], capture_output=True, text=True, check=True
-    ).stdout
+    history, blobs = image_blobs(ref)
     assert "env > /env.txt" in history and token not in history
-    saved = subprocess.run(["docker", "save", ref], capture_output=True, check=True).stdout
-    blobs = [saved]
-    with tarfile.open(fileobj=io.BytesIO(saved)) as outer:
-        for member in outer.getmembers():
-            if member.isfile() and member.name.endswith(".tar"):
-                with tarfile.open(fileobj=outer.extractfile(member)) as layer:
-                    for entry in layer.getmembers():
-                        if entry.isfile():
-                            blobs.append(layer.extractfile(entry).read())
     assert any(b"PATH=" in blob for blob in blobs)  # we really looked inside the layers
     assert not [blob for blob in blobs if token.encode() in blob]
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from prefect_flyimage import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from registry_fixtures import ephemeral_registry, registry_workdir  # noqa: E402,F401
+
+from prefect_flyimage import (  # noqa: E402
     AuthenticationError,
     BuildError,
     BuildPlan,

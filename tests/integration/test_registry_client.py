@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registry_fixtures import (  # noqa: E402,F401
     PushedImage,
+    ephemeral_registry,
     hanging_server,
     push_image_to,
     registry_workdir,

@@ -89,3 +89,29 @@ def test_cache_refused_reads_buildx_output():
     assert cache_refused(imported_missing) is None
     refused = ["#10 exporting cache to registry", "#10 ERROR: error writing layer blob: 401 Unauthorized"]
     assert cache_refused(refused) == refused[1]
+
+
+def test_buildkit_command_keeps_secret_values_out_of_argv(project, tmp_path, monkeypatch):
+    """The BuildKit command: tags, labels, network; an env secret is copied to a private
+    file (the 20.10 CLI has no env= source), so its value never reaches argv."""
+    from prefect_flyimage.engine._buildkit import buildkit_command
+    from prefect_flyimage.plan import BuildSecret
+
+    monkeypatch.setenv("PREFECT_FLYIMAGE_DOCKER_CLI", "/bin/false")  # `buildx version` fails: the old CLI's `build`
+    monkeypatch.setenv("FLYIMAGE_TEST_TOKEN", "s3cr3t-value")
+    plan = BuildPlan.from_dockerfile(
+        project, "127.0.0.1:5999/p", secrets=[BuildSecret(id="tok", env="FLYIMAGE_TEST_TOKEN")], build_args={"A": "1"},
+    )
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    cmd = buildkit_command(plan, project, ["r:a", "r:b"], tmp_path / "Df", tmp_path / "iid", secrets_dir, "host")
+    assert cmd[:2] == ["/bin/false", "build"]
+    assert cmd[-1] == str(project)
+    assert [cmd[i + 1] for i, v in enumerate(cmd) if v == "-t"] == ["r:a", "r:b"]
+    assert cmd[cmd.index("--network") + 1] == "host"
+    assert cmd[cmd.index("--build-arg") + 1] == "A=1"
+    assert "s3cr3t-value" not in " ".join(cmd)
+    (secret_file,) = secrets_dir.iterdir()
+    assert secret_file.read_text() == "s3cr3t-value"
+    assert secret_file.stat().st_mode & 0o077 == 0
+    assert cmd[cmd.index("--secret") + 1] == f"id=tok,src={secret_file}"
