@@ -224,7 +224,7 @@ def _run_tree_jobs(
             job = distributed_job(img, builder.base_images, True, True, recheck=not checks[name].force, keep=keep)
             task = build_tree_image.with_options(task_run_name=f"image-{name}")
             return cluster.submit(task, {"job": pickle.dumps(job), "config_path": str(entry.tree_config), "publish": True})
-        job = ImageJob(img.spec, img.plan, img.state, img.image_id, True, True, keep)
+        job = ImageJob(img.spec, img.plan, img.state, img.image_id, True, True, keep, replace=img.replace)
         return build_tree_image.with_options(task_run_name=f"image-{name}").submit(
             job, str(entry.tree_config), True, wait_for=parent_futures
         )

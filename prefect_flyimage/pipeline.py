@@ -282,7 +282,7 @@ class _Ensure:
         if not self.push:
             image = local or session.engine.local_image(image_id)
             return self.result(image_id=image_id, size=image.size if image else None, built=built)
-        image_id, digest = _publish_plan(session, target, image_id, self.stream, self.push_timeout)
+        image_id, digest = _publish_plan(session, target, image_id, self.stream, self.push_timeout, replace=self.force)
         self.lap("push")
         logger.info("pushed %s (%s)", plan.ref, digest)
         image = session.engine.local_image(image_id)

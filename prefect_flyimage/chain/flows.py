@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import pickle
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -51,6 +51,7 @@ class ImageJob:
     parent_pins: tuple[tuple[str, str, Optional[str]], ...] = ()
     base_pulls: tuple[str, ...] = ()  #: base images to pull when the build host lacks them
     recheck: bool = False  #: find the state again first (a retry: the registry may have it already)
+    replace: Union[bool, str] = False  #: a forced rebuild: the registry digest it replaces (``ImageFSM.replace``)
 
 
 def _build_image(job: ImageJob | bytes, config_path: str, publish: bool = True) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def _build_image(job: ImageJob | bytes, config_path: str, publish: bool = True) 
         job = pickle.loads(job)  # noqa: S301 - our own flow pickled it
     config = read_config(config_path)
     fsm = ImageFSM(job.spec.folder, None, config, job.nocache, job.pull, inspect=False, spec=job.spec, plan=job.plan)
-    fsm.state, fsm.image_id = job.state, job.image_id
+    fsm.state, fsm.image_id, fsm.replace = job.state, job.image_id, job.replace
     creds = credentials(config)
     try:
         try:
@@ -121,7 +122,9 @@ def distributed_job(
     # A fresh plan: the cached build context (with its lock) stays here; the worker hashes again.
     plan = dataclasses.replace(img.plan)
     state = ImageFSM.STATE_TO_BUILD
-    return ImageJob(img.spec, plan, state, None, nocache, pull, tuple(k for k in keep if k not in pinned), pins, bases, recheck)
+    return ImageJob(
+        img.spec, plan, state, None, nocache, pull, tuple(k for k in keep if k not in pinned), pins, bases, recheck, img.replace,
+    )
 
 
 def _job(builder: DockerBuilder, img: ImageFSM, distributed: bool = False) -> ImageJob:
@@ -129,7 +132,7 @@ def _job(builder: DockerBuilder, img: ImageFSM, distributed: bool = False) -> Im
         # Another host may build the child: it gets each parent from the registry by digest.
         return distributed_job(img, builder.base_images, builder.nocache, builder.pull)
     published = [p.label for p in img.parents if p.state == ImageFSM.STATE_PUBLISHED] if builder.pull else []
-    return ImageJob(img.spec, img.plan, img.state, img.image_id, builder.nocache, builder.pull, tuple(published))
+    return ImageJob(img.spec, img.plan, img.state, img.image_id, builder.nocache, builder.pull, tuple(published), replace=img.replace)
 
 
 def _apply(img: ImageFSM, outcome: dict[str, Any]) -> None:
