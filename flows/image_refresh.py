@@ -41,12 +41,20 @@ from prefect_flyimage.chain.flows import ImageJob, ImageTaskFailed, distributed_
 from prefect_flyimage.chain.flows import build_image as build_tree_image
 from prefect_flyimage.chain.fsm import ImageFSM
 from prefect_flyimage.chain.scheduler import run_dag
-from prefect_flyimage.distributed import BuildCluster
+from prefect_flyimage.distributed import BuildCluster, future_result
 from prefect_flyimage.engine import Engine
 from prefect_flyimage.errors import ConfigError, RefreshFailed, redact
 from prefect_flyimage.pipeline import ensure
 from prefect_flyimage.plan import BuildPlan, BuildResult
 from prefect_flyimage.tasks import DEFAULT_RETRIES, retry_delays, retry_on_transient
+
+# Dask workers unpickle each task run's context, which holds this flow. Loaded from its
+# file (a deployment's entrypoint, ``load_flow_from_entrypoint``), this module cannot be
+# imported there: ship it by value.
+if __name__ != "__main__" and __name__ in sys.modules:
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 #: Key of the run summary artifact.
 ARTIFACT_KEY = "image-refresh"
@@ -230,8 +238,7 @@ def _run_tree_jobs(
         )
 
     def succeeded(name: str, future: Any) -> bool:
-        future.wait()
-        result = future.state.result(raise_on_failure=False)
+        result = future_result(future)
         if isinstance(result, ImageTaskFailed):
             outcomes[name] = result.outcome
         elif isinstance(result, dict):

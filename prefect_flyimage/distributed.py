@@ -13,7 +13,7 @@ per host. With one, the workers are found on the cluster and asked for their
 
 from __future__ import annotations
 
-__all__ = ["BUILD_RESOURCE", "BuildCluster", "host_alive", "parse_docker_hosts", "worker_docker_host"]
+__all__ = ["BUILD_RESOURCE", "BuildCluster", "future_result", "host_alive", "parse_docker_hosts", "worker_docker_host"]
 
 import logging
 import os
@@ -50,6 +50,24 @@ def worker_docker_host() -> str:
 def _identity(dask_worker: Any) -> tuple[str, float]:
     """A worker's Docker host and its ``docker-build`` slots (run on the worker)."""
     return worker_docker_host(), float(dask_worker.state.total_resources.get(BUILD_RESOURCE, 0))
+
+
+def future_result(future: Any) -> Any:
+    """Wait for a Prefect future; its task's return value, or what ended it (never raises).
+
+    A task that never ran on a worker (its submission or unpickling failed there) leaves
+    no final state with Prefect: Dask's exception is returned instead of Prefect's
+    ``UnfinishedRun`` for a state still pending.
+    """
+    future.wait()
+    try:
+        return future.state.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - UnfinishedRun: the worker never reported a state
+        wrapped = getattr(future, "wrapped_future", None)
+        try:
+            return (wrapped.exception(timeout=0) if wrapped is not None else None) or exc
+        except Exception:  # noqa: BLE001 - not a Dask future, or no exception of its own
+            return exc
 
 
 def host_alive(host: str, timeout: float = 5.0) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from .distributed import BuildCluster, host_alive, parse_docker_hosts, worker_docker_host
+from .distributed import BuildCluster, future_result, host_alive, parse_docker_hosts, worker_docker_host
 from .errors import FlyImageError
 from .plan import BuildPlan
 
@@ -79,8 +79,7 @@ def _ensure_all(
             futures = [submit(i) for i in range(len(jobs))]
             for i, fut in enumerate(futures):
                 for _ in range(len(cluster.hosts) + 1):
-                    fut.wait()
-                    out = fut.state.result(raise_on_failure=False)
+                    out = future_result(fut)
                     if isinstance(out, dict) and not (out["error"] and not host_alive(out["docker_host"])):
                         break
                     if isinstance(out, dict):

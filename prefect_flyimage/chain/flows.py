@@ -21,7 +21,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from ..distributed import BuildCluster, host_alive, parse_docker_hosts, worker_docker_host
+from ..distributed import BuildCluster, future_result, host_alive, parse_docker_hosts, worker_docker_host
 from ..errors import FlyImageError, ImageTaskFailed, InvalidArgumentError
 from ..plan import BuildPlan
 from .builder import GOOD_STATES, DockerBuilder
@@ -77,6 +77,8 @@ def _build_image(job: ImageJob | bytes, config_path: str, publish: bool = True) 
         if job.recheck and fsm.state != ImageFSM.STATE_ERROR:
             fsm.refresh_state()  # adopt what an earlier attempt published, by digest
         if fsm.state == ImageFSM.STATE_TO_BUILD:
+            if job.replace:  # a forced rebuild: not this host's image of the plan from an earlier run either
+                fsm.engine.remove(fsm.plan.content_ref)
             fsm.build()
         if fsm.state == ImageFSM.STATE_BUILT:
             fsm.verify()
@@ -210,8 +212,7 @@ def build_tree_flow(
 
         def settle(name: str, fut: PrefectFuture[Any]) -> Optional[str]:
             """Apply the outcome; the docker host to blame when the host (not the image) failed."""
-            fut.wait()
-            result = fut.state.result(raise_on_failure=False)
+            result = future_result(fut)
             outcome = result.outcome if isinstance(result, ImageTaskFailed) else result
             if isinstance(outcome, dict):
                 _apply(jobs[name], outcome)
