@@ -40,6 +40,7 @@ from prefect_flyimage.chain.builder import DockerBuilder
 from prefect_flyimage.chain.flows import ImageJob, ImageTaskFailed, distributed_job
 from prefect_flyimage.chain.flows import build_image as build_tree_image
 from prefect_flyimage.chain.fsm import ImageFSM
+from prefect_flyimage.chain.graph import critical_path
 from prefect_flyimage.chain.scheduler import run_dag
 from prefect_flyimage.distributed import BuildCluster, future_result
 from prefect_flyimage.engine import Engine
@@ -222,6 +223,7 @@ def _run_tree_jobs(
         if checks[name].force:
             images[name].force_rebuild()  # its plan's image exists: build it anew
     parents = {n: [p.short_name for p in images[n].parents if p.short_name in names] for n in names}
+    priority = critical_path(names, parents)
     outcomes: dict[str, dict[str, Any]] = {}
 
     def submit(name: str, parent_futures: list[Any]) -> Any:
@@ -231,7 +233,8 @@ def _run_tree_jobs(
         if cluster is not None:  # on a build host of the cluster: parents by digest, state found there
             job = distributed_job(img, builder.base_images, True, True, recheck=not checks[name].force, keep=keep)
             task = build_tree_image.with_options(task_run_name=f"image-{name}")
-            return cluster.submit(task, {"job": pickle.dumps(job), "config_path": str(entry.tree_config), "publish": True})
+            params = {"job": pickle.dumps(job), "config_path": str(entry.tree_config), "publish": True}
+            return cluster.submit(task, params, priority=int(priority[name]))
         job = ImageJob(img.spec, img.plan, img.state, img.image_id, True, True, keep, replace=img.replace)
         return build_tree_image.with_options(task_run_name=f"image-{name}").submit(
             job, str(entry.tree_config), True, wait_for=parent_futures

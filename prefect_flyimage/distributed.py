@@ -111,6 +111,7 @@ class BuildCluster:
         self.builds_per_host = builds_per_host
         self.hosts: dict[str, str] = {}  #: worker address -> its Docker host
         self.dead_hosts: set[str] = set()
+        self._hosts_stale = False  #: a host died since the workers were last asked for their hosts
         self._cluster: Any = None
         self.runner: Any = None
 
@@ -190,19 +191,28 @@ class BuildCluster:
     def mark_dead(self, host: str) -> None:
         """Stop sending images to ``host`` (its daemon stopped answering)."""
         self.dead_hosts.add(host)
+        self._hosts_stale = True
         log.warning("docker host %s is not answering; its images go to the other hosts", host)
 
     # ---- submitting -----------------------------------------------------------------
-    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Iterable[Any] = ()) -> Any:
-        """Submit a Prefect task to a build worker (one of a live host when some host died)."""
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Iterable[Any] = (), priority: int = 0) -> Any:
+        """Submit a Prefect task to a build worker (one of a live host when some host died).
+
+        ``priority``: Dask runs queued tasks with a higher one first (a tree gives each
+        image the length of its longest chain of descendants, so the critical path leads).
+        """
         import dask
 
         annotations: dict[str, Any] = {"resources": {BUILD_RESOURCE: 1}}
+        if priority:
+            annotations["priority"] = priority
         if self.dead_hosts or self.docker_hosts:
-            try:
-                self.refresh_hosts()
-            except Exception:  # noqa: BLE001 - e.g. a worker dying right now
-                pass  # keep the last known workers; the submission fails on its own if none is left
+            if self._hosts_stale:  # asked again only after a host died, not per image (a round trip to every worker)
+                try:
+                    self.refresh_hosts()
+                    self._hosts_stale = False
+                except Exception:  # noqa: BLE001 - e.g. a worker dying right now
+                    pass  # keep the last known workers; the submission fails on its own if none is left
             workers = [a for a, h in self.hosts.items() if h not in self.dead_hosts]
             if not workers:
                 raise InvalidArgumentError("docker_hosts", f"every docker host is down: {', '.join(sorted(self.dead_hosts))}")

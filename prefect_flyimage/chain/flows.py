@@ -29,6 +29,7 @@ from .changelog import ImageSpec
 from .config import credentials, read_config, setting
 from .errors import ChainBuildError
 from .fsm import ImageFSM
+from .graph import critical_path
 from .report import ImageOutcome, report_run
 from .scheduler import run_dag
 
@@ -200,6 +201,7 @@ def build_tree_flow(
                     if builder._matches_glob(img):
                         jobs.setdefault(img.short_name, img)
         parents = {n: [p.short_name for p in img.parents] for n, img in jobs.items()}
+        priority = critical_path(list(jobs), parents)
         where = f" on {len(cluster.live_hosts())} docker host(s)" if cluster is not None else ""
         print(f"image tree {builder.root}: {len(jobs)} image(s) to handle, up to {max_concurrency} at once{where}")
 
@@ -207,7 +209,8 @@ def build_tree_flow(
             img = jobs[name]
             task = build_image.with_options(task_run_name=f"image-{name}")
             if cluster is not None:  # children are submitted once their parents are done
-                return cluster.submit(task, {"job": pickle.dumps(_job(builder, img, True)), "config_path": str(config_path), "publish": publish})
+                params = {"job": pickle.dumps(_job(builder, img, True)), "config_path": str(config_path), "publish": publish}
+                return cluster.submit(task, params, priority=int(priority[name]))
             return task.submit(_job(builder, img), str(config_path), publish, wait_for=parent_futures)
 
         def settle(name: str, fut: PrefectFuture[Any]) -> Optional[str]:
