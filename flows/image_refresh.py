@@ -135,7 +135,8 @@ def pin_bases(bases: list[rf.BaseDigest], book: rf.CredentialBook) -> list[str]:
 
 @task(name="rebuild-image", task_run_name="rebuild {name}", **_TASK_OPTIONS)
 def rebuild_image(
-    name: str, plan: BuildPlan, book: rf.CredentialBook, command: list[str], timeout: float = 300.0, force: bool = False
+    name: str, plan: BuildPlan, book: rf.CredentialBook, command: list[str], timeout: float = 300.0, force: bool = False,
+    replaces: Optional[str] = None,
 ) -> BuildResult:
     """Build, verify (labels; ``command`` in the image, no network) and publish ``plan``'s image.
 
@@ -148,7 +149,9 @@ def rebuild_image(
             checked = rf.verify_image(engine, image_id, plan, command, timeout=timeout, secrets=book.secrets)
             logger.info("%s verified (%s)", plan.ref, checked)
 
-        return ensure(plan, push=True, force=force, credentials=book.for_ref(plan.repository), engine=engine, verify=verify)
+        # replaces: a retry finds its earlier attempt's content tag and adopts it, not a third image.
+        return ensure(plan, push=True, force=force, credentials=book.for_ref(plan.repository), engine=engine, verify=verify,
+                      replace=replaces)
 
 
 @task(name="update-deployments", **_TASK_OPTIONS)
@@ -203,7 +206,8 @@ def _refresh_image(entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.Refr
         pin_bases(list(check.bases), book)
         # Too old (or forced): same plan, so rebuild over the content tag without the layer cache.
         plan = check.plan.with_(no_cache=True) if check.force else check.plan
-        pushed = rebuild_image(entry.name, plan, book, list(entry.verify), entry.verify_timeout, check.force)
+        pushed = rebuild_image(entry.name, plan, book, list(entry.verify), entry.verify_timeout, check.force,
+                               check.published if check.force else None)
         state.record(entry.name, reference=check.reference, content_tag=plan.content_tag, digest=pushed.digest,
                      bases=check.bases, built_at=pendulum.now("UTC").isoformat())
         updated = update_deployments(list(entry.deployments), check.reference) if entry.deployments else []

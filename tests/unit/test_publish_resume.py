@@ -119,3 +119,24 @@ def test_ensure_force_still_replaces_the_registry_image(plan, fake):
     _, old = _half_published(plan, fake)
     result = pipeline.ensure(plan.with_(tag="v1"), force=True, engine=fake, registry=fake.registry)
     assert result.built and result.digest != old and fake.registry.tags[f"{REPO}:v1"] == result.digest
+
+
+def test_ensure_force_with_replace_pushes_over_only_the_digest_it_replaces(plan, fake):
+    plan = plan.with_(tag="v1")
+    _, old = _half_published(plan, fake, "v1")
+    result = pipeline.ensure(plan, force=True, replace=old, engine=fake, registry=fake.registry)
+    assert result.built and result.digest != old
+    assert fake.registry.tags[content(plan)] == fake.registry.tags[f"{REPO}:v1"] == result.digest
+
+
+def test_a_retried_forced_ensure_adopts_its_earlier_attempt(plan, fake):
+    """The refresh's forced rebuild pushed the content tag, then failed; its task retry must not publish a third image."""
+    plan = plan.with_(tag="v1")
+    old = fake.registry.put(content(plan), LocalImage(id=_sha("old image"), labels={PLAN_LABEL: plan.hash}))
+    fake.registry.tags[f"{REPO}:v1"] = old
+    first, attempt = _half_published(plan, fake)  # the first attempt's content tag
+    result = pipeline.ensure(plan, force=True, replace=old, engine=fake, registry=fake.registry)
+    assert result.built  # a forced rebuild builds; its publish then finds the earlier attempt
+    assert result.digest == attempt and result.image_id == first.id
+    assert fake.did("push") == [f"push {REPO}:v1"]
+    assert fake.registry.tags[content(plan)] == fake.registry.tags[f"{REPO}:v1"] == attempt
