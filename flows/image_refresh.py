@@ -40,13 +40,22 @@ from prefect_flyimage.chain.builder import DockerBuilder
 from prefect_flyimage.chain.flows import ImageJob, ImageTaskFailed, distributed_job
 from prefect_flyimage.chain.flows import build_image as build_tree_image
 from prefect_flyimage.chain.fsm import ImageFSM
+from prefect_flyimage.chain.graph import critical_path
 from prefect_flyimage.chain.scheduler import run_dag
-from prefect_flyimage.distributed import BuildCluster
+from prefect_flyimage.distributed import BuildCluster, future_result
 from prefect_flyimage.engine import Engine
 from prefect_flyimage.errors import ConfigError, RefreshFailed, redact
 from prefect_flyimage.pipeline import ensure
 from prefect_flyimage.plan import BuildPlan, BuildResult
 from prefect_flyimage.tasks import DEFAULT_RETRIES, retry_delays, retry_on_transient
+
+# Dask workers unpickle each task run's context, which holds this flow. Loaded from its
+# file (a deployment's entrypoint, ``load_flow_from_entrypoint``), this module cannot be
+# imported there: ship it by value.
+if __name__ != "__main__" and __name__ in sys.modules:
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 #: Key of the run summary artifact.
 ARTIFACT_KEY = "image-refresh"
@@ -126,7 +135,8 @@ def pin_bases(bases: list[rf.BaseDigest], book: rf.CredentialBook) -> list[str]:
 
 @task(name="rebuild-image", task_run_name="rebuild {name}", **_TASK_OPTIONS)
 def rebuild_image(
-    name: str, plan: BuildPlan, book: rf.CredentialBook, command: list[str], timeout: float = 300.0, force: bool = False
+    name: str, plan: BuildPlan, book: rf.CredentialBook, command: list[str], timeout: float = 300.0, force: bool = False,
+    replaces: Optional[str] = None,
 ) -> BuildResult:
     """Build, verify (labels; ``command`` in the image, no network) and publish ``plan``'s image.
 
@@ -139,7 +149,9 @@ def rebuild_image(
             checked = rf.verify_image(engine, image_id, plan, command, timeout=timeout, secrets=book.secrets)
             logger.info("%s verified (%s)", plan.ref, checked)
 
-        return ensure(plan, push=True, force=force, credentials=book.for_ref(plan.repository), engine=engine, verify=verify)
+        # replaces: a retry finds its earlier attempt's content tag and adopts it, not a third image.
+        return ensure(plan, push=True, force=force, credentials=book.for_ref(plan.repository), engine=engine, verify=verify,
+                      replace=replaces)
 
 
 @task(name="update-deployments", **_TASK_OPTIONS)
@@ -194,7 +206,8 @@ def _refresh_image(entry: rf.ImageEntry, book: rf.CredentialBook, state: rf.Refr
         pin_bases(list(check.bases), book)
         # Too old (or forced): same plan, so rebuild over the content tag without the layer cache.
         plan = check.plan.with_(no_cache=True) if check.force else check.plan
-        pushed = rebuild_image(entry.name, plan, book, list(entry.verify), entry.verify_timeout, check.force)
+        pushed = rebuild_image(entry.name, plan, book, list(entry.verify), entry.verify_timeout, check.force,
+                               check.published if check.force else None)
         state.record(entry.name, reference=check.reference, content_tag=plan.content_tag, digest=pushed.digest,
                      bases=check.bases, built_at=pendulum.now("UTC").isoformat())
         updated = update_deployments(list(entry.deployments), check.reference) if entry.deployments else []
@@ -214,6 +227,7 @@ def _run_tree_jobs(
         if checks[name].force:
             images[name].force_rebuild()  # its plan's image exists: build it anew
     parents = {n: [p.short_name for p in images[n].parents if p.short_name in names] for n in names}
+    priority = critical_path(names, parents)
     outcomes: dict[str, dict[str, Any]] = {}
 
     def submit(name: str, parent_futures: list[Any]) -> Any:
@@ -223,15 +237,15 @@ def _run_tree_jobs(
         if cluster is not None:  # on a build host of the cluster: parents by digest, state found there
             job = distributed_job(img, builder.base_images, True, True, recheck=not checks[name].force, keep=keep)
             task = build_tree_image.with_options(task_run_name=f"image-{name}")
-            return cluster.submit(task, {"job": pickle.dumps(job), "config_path": str(entry.tree_config), "publish": True})
-        job = ImageJob(img.spec, img.plan, img.state, img.image_id, True, True, keep)
+            params = {"job": pickle.dumps(job), "config_path": str(entry.tree_config), "publish": True}
+            return cluster.submit(task, params, priority=int(priority[name]))
+        job = ImageJob(img.spec, img.plan, img.state, img.image_id, True, True, keep, replace=img.replace)
         return build_tree_image.with_options(task_run_name=f"image-{name}").submit(
             job, str(entry.tree_config), True, wait_for=parent_futures
         )
 
     def succeeded(name: str, future: Any) -> bool:
-        future.wait()
-        result = future.state.result(raise_on_failure=False)
+        result = future_result(future)
         if isinstance(result, ImageTaskFailed):
             outcomes[name] = result.outcome
         elif isinstance(result, dict):

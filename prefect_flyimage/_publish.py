@@ -8,7 +8,7 @@ import hashlib
 import logging
 import os
 import time
-from typing import Iterator, Optional, Sequence, TextIO
+from typing import Iterator, Optional, Sequence, TextIO, Union
 
 from . import _args
 from .credentials import RegistryCredentials
@@ -110,21 +110,50 @@ def _adopt(session: _Session, target: Target, digest: str) -> str:
 _ADOPT_ATTEMPTS = 3
 
 
+def _replaces(replace: Union[bool, str], held: str) -> bool:
+    return replace is True or (isinstance(replace, str) and replace == held)
+
+
+def _missing_tags(session: _Session, target: Target, digest: str, tags: Sequence[str]) -> list[str]:
+    """The ``tags`` the registry does not hold at ``digest`` (what a half-finished publish left out)."""
+    return [t for t in tags if session.registry.manifest_digest(str(target.ref(t))) != digest]
+
+
 def _publish_plan(
     session: _Session, target: Target, image_id: str, stream: Optional[TextIO], timeout: Optional[float],
-    *, digest: Optional[str] = None, tags: Optional[Sequence[str]] = None,
+    *, digest: Optional[str] = None, tags: Optional[Sequence[str]] = None, replace: Union[bool, str] = False,
 ) -> tuple[str, str]:
     """Publish the plan's image; return (image id, digest) as the registry holds them.
 
     The content tag goes first (unless ``digest`` says the registry already holds it).
-    When the registry then holds another digest under it, another build of the same
-    plan won the tag: that image is adopted. ``tags`` (default: all other tags) are
-    pushed only then, so they always point at the content tag's image.
+    Before it is pushed the registry is asked for it: a content tag already there is
+    this plan's image, published by another build or by an earlier attempt that died
+    before pushing the other tags (a half-finished publish). That image is adopted
+    (plan label checked) and only the tags the registry lacks are pushed, so a plan is
+    never published under two digests. When the registry holds another digest right
+    after our push, another build won the tag: that image is adopted too. ``tags``
+    (default: all other tags) are pushed only then, so they always point at the
+    content tag's image.
+
+    ``replace`` is for a forced rebuild, whose new image must replace the registry's:
+    ``True`` pushes over whatever the content tag holds; a digest pushes over that
+    digest only (the image the rebuild replaces) and adopts any other one (an earlier
+    attempt of the same rebuild).
     """
     content, ref = target.content_tag, target.ref()
+    wanted = [t for t in (target.other_tags if tags is None else tags) if t != content]
+    pending = wanted
     if digest is None:
-        digest = _push_tags(session, image_id, target.repository, [content], stream, timeout)[content]
-    pending = [t for t in (target.other_tags if tags is None else tags) if t != content]
+        held = session.registry.manifest_digest(str(ref))
+        if held is not None and not _replaces(replace, held):
+            local = session.engine.local_image(image_id)
+            if local is None or not local.has_digest(target.repository, held):
+                logger.info("%s is already in the registry as %s (another build, or an unfinished publish): adopting it", ref, held)
+                image_id = _adopt(session, target, held)
+            digest = held
+            pending = _missing_tags(session, target, digest, wanted)
+        else:
+            digest = _push_tags(session, image_id, target.repository, [content], stream, timeout)[content]
     for _ in range(_ADOPT_ATTEMPTS):
         held = session.registry.manifest_digest(str(ref))
         if held is None:
@@ -132,7 +161,7 @@ def _publish_plan(
         if held != digest:
             logger.info("%s was published meanwhile as %s by another build of the same plan: adopting it", ref, held)
             image_id, digest = _adopt(session, target, held), held
-            pending = list(target.other_tags)
+            pending = _missing_tags(session, target, digest, target.other_tags)
         if not pending:
             return image_id, digest
         pushed = _push_tags(session, image_id, target.repository, pending, stream, timeout)
@@ -154,6 +183,7 @@ def push_local(
     registry: Optional[RegistryLike] = None,
     stream_progress_to: Optional[TextIO] = None,
     timeout: Optional[float] = None,
+    replace: Union[bool, str] = False,
 ) -> BuildResult:
     """Publish an image that is already in the daemon, unless the registry holds it.
 
@@ -162,6 +192,10 @@ def push_local(
     content tag and every tag at its digest: then the daemon is not asked at all.
     Without, the image is ``repository:tags[0]`` and "held" means the registry's digest
     of every tag is one recorded for this very image (its ``RepoDigests``).
+
+    With ``plan_hash``, a content tag the registry already holds is adopted and only the
+    missing tags are pushed (see :func:`_publish_plan`), unless ``replace`` says this is
+    a forced rebuild replacing that image (``True``, or the digest it replaces).
     """
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -183,7 +217,7 @@ def push_local(
                 )
             mark = time.monotonic()
             with _plan_lock(target):
-                image_id, digest = _publish_plan(session, target, local.id, stream_progress_to, timeout)
+                image_id, digest = _publish_plan(session, target, local.id, stream_progress_to, timeout, replace=replace)
         else:
             main = ImageRef.parse(f"{repository}:{tags[0]}")
             local = session.engine.local_image(main)

@@ -400,6 +400,56 @@ def chain(ctx: typer.Context) -> None:
     raise typer.Exit(chain_main(list(ctx.args)))
 
 
+def _check_docker_hosts(value: str) -> None:
+    from .distributed import parse_docker_hosts
+
+    if not parse_docker_hosts(value):
+        raise ValueError("must name at least one Docker host URL")
+
+
+@app.command("ensure-all", epilog="Example: prefect-flyimage ensure-all prefect.yaml "
+             "--docker-hosts unix:///var/run/docker.sock,ssh://build2 --dask-address tcp://scheduler:8786")
+def ensure_all(
+    prefect_yaml: Path = typer.Argument(..., help="the prefect.yaml", exists=True, file_okay=True, dir_okay=False),
+    deployment: list[str] = typer.Option([], "--deployment", "-d", help="only this deployment (repeatable)",
+                                         callback=_checked(_check_nonempty)),
+    docker_hosts: Optional[str] = typer.Option(None, "--docker-hosts", metavar="H1,H2,...",
+                                               help="build on these Docker hosts, one Dask worker each",
+                                               callback=_checked(_check_docker_hosts)),
+    dask_address: Optional[str] = typer.Option(None, "--dask-address", metavar="ADDR",
+                                               help="Dask scheduler of the build workers (default with --docker-hosts: a local cluster)",
+                                               callback=_checked(_check_nonempty)),
+    workers: int = typer.Option(4, "--workers", min=1, help="images at once without a cluster"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ensure the image of every deployment of a prefect.yaml (build if missing, push if its push step pushes)."""
+    from ._deployments_yaml import deployment_images
+    from .distributed import parse_docker_hosts
+    from .ensure_many import ensure_prefect_yaml_flow
+
+    failed: list[str] = []
+
+    def go() -> Any:
+        deployment_images(prefect_yaml, deployment or None)  # bad input fails here, before a flow run starts
+        outcomes = ensure_prefect_yaml_flow(
+            str(prefect_yaml), deployment or None, parse_docker_hosts(docker_hosts) or None, dask_address, workers,
+            raise_on_failure=False,
+        )
+        failed.extend(o["deployment"] for o in outcomes if o.get("error"))
+        if as_json:
+            return outcomes
+        return "\n".join(
+            f"{o['deployment']}: {o['reference']} " + (f"FAILED: {o['error']}" if o.get("error") else
+            f"{'built' if o['built'] else 'not built'}, {'pushed' if o['pushed'] else 'not pushed'} {o.get('digest') or o.get('image_id') or ''}".rstrip())
+            for o in outcomes
+        ) or "no deployment builds an image"
+
+    _run(go, as_json)
+    if failed:
+        typer.secho(f"error: {len(failed)} image(s) failed: {', '.join(failed)}", err=True, fg="red")
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _check_fly_app(value: str) -> None:
     from .fly import validate_app_name
 

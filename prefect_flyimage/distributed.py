@@ -13,7 +13,7 @@ per host. With one, the workers are found on the cluster and asked for their
 
 from __future__ import annotations
 
-__all__ = ["BUILD_RESOURCE", "BuildCluster", "host_alive", "parse_docker_hosts", "worker_docker_host"]
+__all__ = ["BUILD_RESOURCE", "BuildCluster", "future_result", "host_alive", "parse_docker_hosts", "worker_docker_host"]
 
 import logging
 import os
@@ -50,6 +50,24 @@ def worker_docker_host() -> str:
 def _identity(dask_worker: Any) -> tuple[str, float]:
     """A worker's Docker host and its ``docker-build`` slots (run on the worker)."""
     return worker_docker_host(), float(dask_worker.state.total_resources.get(BUILD_RESOURCE, 0))
+
+
+def future_result(future: Any) -> Any:
+    """Wait for a Prefect future; its task's return value, or what ended it (never raises).
+
+    A task that never ran on a worker (its submission or unpickling failed there) leaves
+    no final state with Prefect: Dask's exception is returned instead of Prefect's
+    ``UnfinishedRun`` for a state still pending.
+    """
+    future.wait()
+    try:
+        return future.state.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - UnfinishedRun: the worker never reported a state
+        wrapped = getattr(future, "wrapped_future", None)
+        try:
+            return (wrapped.exception(timeout=0) if wrapped is not None else None) or exc
+        except Exception:  # noqa: BLE001 - not a Dask future, or no exception of its own
+            return exc
 
 
 def host_alive(host: str, timeout: float = 5.0) -> bool:
@@ -93,6 +111,7 @@ class BuildCluster:
         self.builds_per_host = builds_per_host
         self.hosts: dict[str, str] = {}  #: worker address -> its Docker host
         self.dead_hosts: set[str] = set()
+        self._hosts_stale = False  #: a host died since the workers were last asked for their hosts
         self._cluster: Any = None
         self.runner: Any = None
 
@@ -172,19 +191,28 @@ class BuildCluster:
     def mark_dead(self, host: str) -> None:
         """Stop sending images to ``host`` (its daemon stopped answering)."""
         self.dead_hosts.add(host)
+        self._hosts_stale = True
         log.warning("docker host %s is not answering; its images go to the other hosts", host)
 
     # ---- submitting -----------------------------------------------------------------
-    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Iterable[Any] = ()) -> Any:
-        """Submit a Prefect task to a build worker (one of a live host when some host died)."""
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Iterable[Any] = (), priority: int = 0) -> Any:
+        """Submit a Prefect task to a build worker (one of a live host when some host died).
+
+        ``priority``: Dask runs queued tasks with a higher one first (a tree gives each
+        image the length of its longest chain of descendants, so the critical path leads).
+        """
         import dask
 
         annotations: dict[str, Any] = {"resources": {BUILD_RESOURCE: 1}}
+        if priority:
+            annotations["priority"] = priority
         if self.dead_hosts or self.docker_hosts:
-            try:
-                self.refresh_hosts()
-            except Exception:  # noqa: BLE001 - e.g. a worker dying right now
-                pass  # keep the last known workers; the submission fails on its own if none is left
+            if self._hosts_stale:  # asked again only after a host died, not per image (a round trip to every worker)
+                try:
+                    self.refresh_hosts()
+                    self._hosts_stale = False
+                except Exception:  # noqa: BLE001 - e.g. a worker dying right now
+                    pass  # keep the last known workers; the submission fails on its own if none is left
             workers = [a for a, h in self.hosts.items() if h not in self.dead_hosts]
             if not workers:
                 raise InvalidArgumentError("docker_hosts", f"every docker host is down: {', '.join(sorted(self.dead_hosts))}")

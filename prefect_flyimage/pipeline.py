@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import replace as _with
 from typing import Any, Callable, Mapping, Optional, Sequence, TextIO
 
 from . import _args
@@ -103,6 +103,7 @@ def ensure(
     accept_registry: bool = False,
     mirrors: Optional[Sequence[str]] = None,
     mirror_credentials: Optional[Mapping[str, CredentialsLike]] = None,
+    replace: Optional[str] = None,
 ) -> BuildResult:
     """Make sure the image of ``plan`` exists locally and (with ``push``) in its registry.
 
@@ -115,7 +116,11 @@ def ensure(
     - Registry holds the content tag only: the other tags are pushed from the local
       image (pulled first if the daemon lacks it).
     - Daemon holds an image with the content tag built from this plan: no build.
-    - ``force=True`` rebuilds and re-pushes regardless.
+    - ``force=True`` rebuilds and re-pushes regardless; with ``replace`` (the registry
+      digest the rebuild replaces) the content tag is pushed over only while it holds that
+      digest: another one there is an earlier attempt of this rebuild, adopted.
+    - A content tag the registry gained since the check (another build, or a publish that
+      died before the other tags) is adopted before pushing: only missing tags are pushed.
     - The registry check fails closed: when the registry cannot be reached, build (the
       push then reports the outage). A refused login raises at once.
     - ``verify(image_id)`` runs after a build (or on the daemon's image) and before
@@ -142,6 +147,7 @@ def ensure(
         plan = resolve_plan(plan, creds, lambda: session.engine)  # bases are inputs too (issue 16)
         run = _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs)
         run.accept_registry = accept_registry and not push and verify is None
+        run.replace = _args.optional_text("replace", replace)
         result = run.run()
     return mirrored(result, destinations, session.credentials, mirror_credentials, stream_progress_to)
 
@@ -165,7 +171,7 @@ def mirrored(
     spent = round(time.monotonic() - started, 4)
     timings = {**result.timings, "mirror": spent}
     timings["total"] = round(float(result.timings.get("total", 0.0)) + spent, 4)
-    return replace(result, mirrors=tuple(c.destination for c in copies), timings=timings)
+    return _with(result, mirrors=tuple(c.destination for c in copies), timings=timings)
 
 
 class _Ensure:
@@ -181,6 +187,7 @@ class _Ensure:
         self.timings: dict[str, float] = {}
         self.started = self.mark = time.monotonic()
         self.accept_registry = False
+        self.replace: Optional[str] = None
 
     def lap(self, name: str) -> None:
         now = time.monotonic()
@@ -325,7 +332,7 @@ class _Ensure:
         if not self.push:
             image = local or session.engine.local_image(image_id)
             return self.result(image_id=image_id, size=image.size if image else None, built=built)
-        image_id, digest = _publish_plan(session, target, image_id, self.stream, self.push_timeout)
+        image_id, digest = _publish_plan(session, target, image_id, self.stream, self.push_timeout, replace=(self.replace or True) if self.force else False)
         self.lap("push")
         logger.info("pushed %s (%s)", plan.ref, digest)
         image = session.engine.local_image(image_id)

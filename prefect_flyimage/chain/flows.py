@@ -15,13 +15,13 @@ import dataclasses
 import logging
 import pickle
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from ..distributed import BuildCluster, host_alive, parse_docker_hosts, worker_docker_host
+from ..distributed import BuildCluster, future_result, host_alive, parse_docker_hosts, worker_docker_host
 from ..errors import FlyImageError, ImageTaskFailed, InvalidArgumentError
 from ..plan import BuildPlan
 from .builder import GOOD_STATES, DockerBuilder
@@ -29,6 +29,7 @@ from .changelog import ImageSpec
 from .config import credentials, read_config, setting
 from .errors import ChainBuildError
 from .fsm import ImageFSM
+from .graph import critical_path
 from .report import ImageOutcome, report_run
 from .scheduler import run_dag
 
@@ -51,6 +52,7 @@ class ImageJob:
     parent_pins: tuple[tuple[str, str, Optional[str]], ...] = ()
     base_pulls: tuple[str, ...] = ()  #: base images to pull when the build host lacks them
     recheck: bool = False  #: find the state again first (a retry: the registry may have it already)
+    replace: Union[bool, str] = False  #: a forced rebuild: the registry digest it replaces (``ImageFSM.replace``)
 
 
 def _build_image(job: ImageJob | bytes, config_path: str, publish: bool = True) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def _build_image(job: ImageJob | bytes, config_path: str, publish: bool = True) 
         job = pickle.loads(job)  # noqa: S301 - our own flow pickled it
     config = read_config(config_path)
     fsm = ImageFSM(job.spec.folder, None, config, job.nocache, job.pull, inspect=False, spec=job.spec, plan=job.plan)
-    fsm.state, fsm.image_id = job.state, job.image_id
+    fsm.state, fsm.image_id, fsm.replace = job.state, job.image_id, job.replace
     creds = credentials(config)
     try:
         try:
@@ -76,6 +78,8 @@ def _build_image(job: ImageJob | bytes, config_path: str, publish: bool = True) 
         if job.recheck and fsm.state != ImageFSM.STATE_ERROR:
             fsm.refresh_state()  # adopt what an earlier attempt published, by digest
         if fsm.state == ImageFSM.STATE_TO_BUILD:
+            if job.replace:  # a forced rebuild: not this host's image of the plan from an earlier run either
+                fsm.engine.remove(fsm.plan.content_ref)
             fsm.build()
         if fsm.state == ImageFSM.STATE_BUILT:
             fsm.verify()
@@ -121,7 +125,9 @@ def distributed_job(
     # A fresh plan: the cached build context (with its lock) stays here; the worker hashes again.
     plan = dataclasses.replace(img.plan)
     state = ImageFSM.STATE_TO_BUILD
-    return ImageJob(img.spec, plan, state, None, nocache, pull, tuple(k for k in keep if k not in pinned), pins, bases, recheck)
+    return ImageJob(
+        img.spec, plan, state, None, nocache, pull, tuple(k for k in keep if k not in pinned), pins, bases, recheck, img.replace,
+    )
 
 
 def _job(builder: DockerBuilder, img: ImageFSM, distributed: bool = False) -> ImageJob:
@@ -129,7 +135,7 @@ def _job(builder: DockerBuilder, img: ImageFSM, distributed: bool = False) -> Im
         # Another host may build the child: it gets each parent from the registry by digest.
         return distributed_job(img, builder.base_images, builder.nocache, builder.pull)
     published = [p.label for p in img.parents if p.state == ImageFSM.STATE_PUBLISHED] if builder.pull else []
-    return ImageJob(img.spec, img.plan, img.state, img.image_id, builder.nocache, builder.pull, tuple(published))
+    return ImageJob(img.spec, img.plan, img.state, img.image_id, builder.nocache, builder.pull, tuple(published), replace=img.replace)
 
 
 def _apply(img: ImageFSM, outcome: dict[str, Any]) -> None:
@@ -195,6 +201,7 @@ def build_tree_flow(
                     if builder._matches_glob(img):
                         jobs.setdefault(img.short_name, img)
         parents = {n: [p.short_name for p in img.parents] for n, img in jobs.items()}
+        priority = critical_path(list(jobs), parents)
         where = f" on {len(cluster.live_hosts())} docker host(s)" if cluster is not None else ""
         print(f"image tree {builder.root}: {len(jobs)} image(s) to handle, up to {max_concurrency} at once{where}")
 
@@ -202,13 +209,13 @@ def build_tree_flow(
             img = jobs[name]
             task = build_image.with_options(task_run_name=f"image-{name}")
             if cluster is not None:  # children are submitted once their parents are done
-                return cluster.submit(task, {"job": pickle.dumps(_job(builder, img, True)), "config_path": str(config_path), "publish": publish})
+                params = {"job": pickle.dumps(_job(builder, img, True)), "config_path": str(config_path), "publish": publish}
+                return cluster.submit(task, params, priority=int(priority[name]))
             return task.submit(_job(builder, img), str(config_path), publish, wait_for=parent_futures)
 
         def settle(name: str, fut: PrefectFuture[Any]) -> Optional[str]:
             """Apply the outcome; the docker host to blame when the host (not the image) failed."""
-            fut.wait()
-            result = fut.state.result(raise_on_failure=False)
+            result = future_result(fut)
             outcome = result.outcome if isinstance(result, ImageTaskFailed) else result
             if isinstance(outcome, dict):
                 _apply(jobs[name], outcome)

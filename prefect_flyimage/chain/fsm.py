@@ -15,7 +15,7 @@ import threading
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from ..errors import FlyImageError, VerificationError, redact
 from ..pipeline import Target, ensure, local_match, observe, push_local
@@ -123,6 +123,8 @@ class ImageFSM:
         self._lock = threading.RLock()
         self.image_id: Optional[str] = None
         self.digest: Optional[str] = None  #: registry digest, once published or found published
+        #: a forced rebuild's publish replaces the registry's image: the digest it replaces (True: any)
+        self.replace: Union[bool, str] = False
         self.error: Optional[str] = None  #: why the image is in error
         self.blocked_by: Optional[str] = None  #: failed parent that kept this image from building
         self.durations: dict[str, float] = {}
@@ -355,7 +357,7 @@ class ImageFSM:
                 # also when a forced rebuild made a new image of an unchanged plan.
                 result = push_local(
                     self.name, [self.plan.content_tag, "latest", self.tag], creds, plan_hash=self.plan.hash,
-                    force=True, engine=self.engine, stream_progress_to=stream,
+                    force=True, engine=self.engine, stream_progress_to=stream, replace=self.replace,
                 )
                 digest = result.digest
             except Exception as exc:  # noqa: BLE001
@@ -380,6 +382,9 @@ class ImageFSM:
         of the plan is dropped so the pipeline does not reuse the image."""
         with self._lock:
             self.set_plan(self.plan.with_(no_cache=True))
+            # Replace the image the registry holds now, and only that one: another digest found
+            # there at publish time is an earlier attempt of this rebuild, adopted.
+            self.replace = self.digest or True
             self.engine.remove(self.plan.content_ref)
             self.image_id = None
             self.state = self.STATE_TO_BUILD

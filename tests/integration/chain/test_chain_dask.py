@@ -223,3 +223,76 @@ def test_ensure_images_flow_spreads_plans_over_the_hosts(cluster, build_hosts, r
     # Again: every content tag is in the registry, nothing is built or pushed anywhere.
     again = ensure_images_flow(plans, docker_hosts=hosts, dask_address=cluster.address)
     assert [(o["built"], o["pushed"], o["digest"]) for o in again] == [(False, False, o["digest"]) for o in outcomes]
+
+
+def test_image_refresh_runs_the_tree_on_the_cluster(cluster, build_hosts, chain_tree, dask_config, write_config, registry, tmp_path):
+    """The refresh flow's tree on the build hosts: the first run builds everything; ``force=True``
+    rebuilds each image once, and every tag of it then names the new digest (none the old)."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    image_refresh = load_flow_from_entrypoint(str(Path(__file__).resolve().parents[3] / "flows" / "image_refresh.py:image_refresh"))
+    tree_config = write_config(dask_config)
+    config = tmp_path / "refresh.yaml"
+    config.write_text(f"state_file: {tmp_path / 'refresh-state.json'}\nimages:\n"
+                      f"- name: tree\n  tree: {chain_tree}\n  tree_config: {tree_config}\n")
+    hosts = [d.url for d in build_hosts]
+
+    def refresh(**kw: Any) -> dict[str, dict[str, Any]]:
+        reports = image_refresh(str(config), docker_hosts=hosts, dask_address=cluster.address, **kw)
+        return {r["name"]: r for r in reports}
+
+    first = refresh()
+    assert len(first) == 7 and {r["status"] for r in first.values()} == {"rebuilt"}, first
+    forced = refresh(force=True)
+    assert {r["status"] for r in forced.values()} == {"rebuilt"}, forced
+    for name, r in forced.items():
+        assert r["digest_before"] == first[name]["digest_after"] != r["digest_after"], r
+        assert _registry_digest(registry, r["reference"])[0] == r["digest_after"], r
+        latest = r["reference"].rsplit(":", 1)[0] + ":latest"
+        assert _registry_digest(registry, latest)[0] == r["digest_after"], r
+
+
+DEPLOYMENT = """\
+- name: appN
+  entrypoint: flows/hello.py:hello
+  build:
+  - prefect_flyimage.deployments.steps.build_docker_image:
+      id: build-image
+      image_name: '{{ $FLYIMAGE_REGISTRY_NOAUTH }}/NS/appN'
+      tag: v1
+      path: appN
+      network_mode: none
+  push:
+  - prefect_flyimage.deployments.steps.push_docker_image:
+      image_name: '{{ build-image.image_name }}'
+      tag: '{{ build-image.tag }}'
+"""
+
+
+def test_ensure_all_spreads_a_prefect_yaml_over_the_hosts(cluster, build_hosts, registry_noauth, unique_name, tmp_path):
+    from prefect_flyimage.ensure_many import ensure_prefect_yaml_flow
+
+    seed = f"{registry_noauth.host}/{unique_name}/seed"
+    client = docker.from_env()
+    try:
+        client.api.tag(os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest"), seed, "latest")
+        for event in client.api.push(seed, "latest", stream=True, decode=True):
+            assert "error" not in event, event
+        client.api.remove_image(f"{seed}:latest")
+    finally:
+        client.close()
+    for i in range(3):
+        (tmp_path / f"app{i}").mkdir()
+        (tmp_path / f"app{i}" / "Dockerfile").write_text(f"FROM {seed}:latest\nCOPY marker /marker\nRUN sleep 2\n")
+        (tmp_path / f"app{i}" / "marker").write_text(f"app {i}\n")
+    path = tmp_path / "prefect.yaml"
+    path.write_text("deployments:\n" + "".join(DEPLOYMENT.replace("NS", unique_name).replace("appN", f"app{i}") for i in range(3)))
+    hosts = [d.url for d in build_hosts]
+    outcomes = ensure_prefect_yaml_flow(str(path), docker_hosts=hosts, dask_address=cluster.address)
+    assert [o["deployment"] for o in outcomes] == ["app0", "app1", "app2"]
+    for o in outcomes:
+        assert o["error"] is None and o["built"] and o["pushed"] and o["reference"].endswith(":v1"), o
+        name = o["reference"].split("/", 1)[1].rsplit(":", 1)[0]
+        resp = httpx.get(f"http://{registry_noauth.host}/v2/{name}/manifests/v1", headers={"Accept": MANIFEST_TYPES}, timeout=30)
+        assert resp.headers["Docker-Content-Digest"] == o["digest"] and resp.json()["config"]["digest"] == o["image_id"]
+    assert len({o["docker_host"] for o in outcomes}) >= 2
