@@ -17,7 +17,7 @@ broken manifest: a refused upload stops before any manifest is put.
 
 from __future__ import annotations
 
-__all__ = ["AppendOutcome", "append_image", "dependency_ref"]
+__all__ = ["AppendOutcome", "append_image", "dependency_ref", "tag_in_registry"]
 
 import hashlib
 import json
@@ -129,3 +129,24 @@ def append_image(client: RegistryClient, split: Split, tags: tuple[str, ...], la
         client.put_manifest(repo, tag, final_body, final_type)
     logger.info("appended the code layer %s to %s: %s", next(iter(layers.values())).digest[:19], dep, digest)
     return AppendOutcome(digest, next(iter(layers.values())), tags)
+
+
+def tag_in_registry(client: RegistryClient, name: str, digest: str, tags: tuple[str, ...]) -> list[str]:
+    """Make every one of ``tags`` of ``name`` point at ``digest`` by putting its manifest
+    again (no daemon, no layer moves); returns the tags that were moved. Raises
+    :class:`PushError` when the registry lacks ``digest`` or reports another digest."""
+    ref = ImageRef.parse(name)
+    moved = []
+    body: Optional[tuple[bytes, str, str]] = None
+    for tag in tags:
+        if client.manifest_digest(f"{name}:{tag}") == digest:
+            continue
+        if body is None:
+            body = client.get_manifest(f"{name}@{digest}")
+            if body is None:
+                raise PushError(f"the registry lacks {name}@{digest}, so it cannot be tagged {tag}", ref.registry)
+        put = client.put_manifest(ref.repository, tag, body[0], body[1])
+        if put != digest:
+            raise PushError(f"tagged {name}:{tag} as {digest} but the registry reports {put}", ref.registry)
+        moved.append(tag)
+    return moved
