@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ._layer import Layer, apply_config, layer_entries, write_layer
-from ._split import Split
+from ._split import Split, context_folder
 from .engine import choose_backend
 from .errors import PushError, RegistryError
 from .names import ImageRef
@@ -76,7 +76,8 @@ def _one_image(
     workdir = (config.get("config") or {}).get("WorkingDir") or "/"
     if workdir not in layers:  # one layer per starting WORKDIR (the same for every platform, as a rule)
         entries = split.plan.build_context.entries()
-        layers[workdir] = write_layer(split.plan.context, layer_entries(split, entries, workdir))
+        with context_folder(split.plan) as root:
+            layers[workdir] = write_layer(root, layer_entries(split, entries, workdir, root))
     layer = layers[workdir]
     client.upload_blob(repo, layer.blob, layer.digest)
     # Several platforms always build with BuildKit; one follows this machine's builder.

@@ -89,10 +89,11 @@ def _expand(entries: Sequence[ContextEntry], source: str) -> list[ContextEntry]:
     return found
 
 
-def layer_entries(split: Split, entries: Sequence[ContextEntry], workdir: str = "/") -> list[LayerEntry]:
-    """The layer's members for the split's ``COPY`` steps (see the module docstring)."""
+def layer_entries(split: Split, entries: Sequence[ContextEntry], workdir: str = "/", root: Optional[Path] = None) -> list[LayerEntry]:
+    """The layer's members for the split's ``COPY`` steps (see the module docstring);
+    ``root``: where the context's files are (default: the plan's folder)."""
     out: dict[str, LayerEntry] = {}
-    root = split.plan.context
+    root = Path(root if root is not None else split.plan.context)
     for step in split.steps:
         if step.keyword == "WORKDIR":
             workdir = _workdir(workdir, step.value)

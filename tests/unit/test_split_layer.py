@@ -184,3 +184,67 @@ def test_absolute_workdir_as_each_builder_writes_it(tmp_path: Path, classic: boo
     layer = write_layer(plan.context, layer_entries(split, plan.build_context.entries(), "/"))
     new = apply_config({"config": {}, "rootfs": {"type": "layers", "diff_ids": []}}, split, layer, {}, classic=classic)
     assert new["config"]["WorkingDir"] == expected
+
+
+def test_buildkit_plans_split_and_bind_mounted_files_are_dependency_inputs(tmp_path: Path) -> None:
+    plan = _project(
+        tmp_path,
+        "FROM a\nRUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=req.txt,target=/tmp/r.txt "
+        "pip install -r /tmp/r.txt\nCOPY app.py /app/\n",
+        {"req.txt": "httpx\n", "app.py": "x = 1\n"},
+    )
+    split = split_plan(plan)
+    assert split.reason is None and split.dependency is not None
+    assert [e.path for e in split.dependency.build_context.entries()] == ["req.txt"]
+    dep_hash = split.dependency.hash
+    (tmp_path / "req.txt").write_text("httpx\nrich\n")  # a new requirement: a new dependency image
+    again = BuildPlan.from_dockerfile(tmp_path, REPO, stat_cache=False)
+    assert split_plan(again).dependency.hash != dep_hash  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "reason"),
+    [
+        ("FROM a\nRUN --mount=type=bind,target=/src make\nCOPY app.py /app/\n", "whole context"),
+        ("FROM a\nRUN <<EOF\nmake\nEOF\nCOPY app.py /app/\n", "heredocs"),
+    ],
+)
+def test_buildkit_plans_that_do_not_split(tmp_path: Path, dockerfile: str, reason: str) -> None:
+    split = split_plan(_project(tmp_path, dockerfile, {"app.py": "x"}))
+    assert split.dependency is None and reason in (split.reason or "")
+
+
+def test_image_spec_code_layers_split(tmp_path: Path) -> None:
+    from prefect_flyimage._split import context_folder
+    from prefect_flyimage.spec import Image
+
+    (tmp_path / "requirements.txt").write_text("httpx\n")
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "mod.py").write_text("x = 1\n")
+    (tmp_path / "flow.py").write_text("print(1)\n")
+
+    def image() -> Image:
+        return (Image.from_base("127.0.0.1:5001/busybox:1").clone(registry="127.0.0.1:5001", name="split-spec")
+                .with_requirements(tmp_path / "requirements.txt").with_workdir("/app")
+                .with_source_folder(tmp_path / "src", "/app/src").with_source_file(tmp_path / "flow.py", "/app/")
+                .with_env_vars({"MODE": "prod"}))
+
+    plan = image().plan()
+    path, split = path_of(plan)
+    assert path == "append" and split.dependency is not None
+    assert [s.keyword for s in split.steps] == ["WORKDIR", "COPY", "COPY", "ENV"]
+    # the dependency context is what the install step reads (bind-mounted), nothing else
+    assert [e.path for e in split.dependency.build_context.entries()] == ["layers/00-requirements/requirements.txt"]
+    with context_folder(plan) as root:
+        members = layer_entries(split, plan.build_context.entries(), "/", root)
+        got = {m.path: m.entry.kind for m in members}
+        assert got == {"/app/src": "dir", "/app/src/pkg": "dir", "/app/src/pkg/mod.py": "file", "/app/flow.py": "file"}
+        layer = write_layer(root, members)
+    names = [n for n, *_ in _tar_names(layer.blob)]
+    assert names == ["app/flow.py", "app/src", "app/src/pkg", "app/src/pkg/mod.py"]
+    # a code-only change keeps the dependency image, a new requirement makes a new one
+    dep_hash = split.dependency.hash
+    (tmp_path / "flow.py").write_text("print(2)\n")
+    assert path_of(image().plan())[1].dependency.hash == dep_hash  # type: ignore[union-attr]
+    (tmp_path / "requirements.txt").write_text("httpx\nrich\n")
+    assert path_of(image().plan())[1].dependency.hash != dep_hash  # type: ignore[union-attr]
