@@ -17,7 +17,7 @@ broken manifest: a refused upload stops before any manifest is put.
 
 from __future__ import annotations
 
-__all__ = ["AppendOutcome", "append_image", "dependency_ref", "tag_in_registry"]
+__all__ = ["AppendOutcome", "ImageDirs", "append_image", "dependency_ref", "tag_in_registry"]
 
 import hashlib
 import json
@@ -50,6 +50,67 @@ class AppendOutcome:
     tags: tuple[str, ...]
 
 
+class ImageDirs:
+    """Whether an image (its layers, bottom first) has a folder: each layer is read only
+    when a question needs it, newest first, stopping at the first layer that decides
+    (an entry at or under the path, a whiteout of it or of a folder above, an opaque
+    folder above). Asked only where ``COPY --chown``/``WORKDIR`` owners depend on it."""
+
+    def __init__(self, client: RegistryClient, repo: str, layer_digests: list[str]) -> None:
+        self.client, self.repo, self.digests = client, repo, list(reversed(layer_digests))
+        self._listings: dict[str, tuple[set[str], set[str], set[str]]] = {}
+        self._answers: dict[str, bool] = {}
+
+    def _listing(self, digest: str) -> tuple[set[str], set[str], set[str]]:
+        """(folders, every path and its parents, files) of one layer."""
+        if digest not in self._listings:
+            import gzip
+            import io
+            import tarfile
+
+            blob = self.client.get_blob(self.repo, digest)
+            if blob is None:
+                raise RegistryError(f"registry {self.client.registry} lacks layer {digest} of {self.repo}", self.client.registry)
+            data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+            folders, seen, files = set(), set(), set()
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for member in tar:
+                    name = member.name.strip("/").removeprefix("./").strip("/")
+                    if not name:
+                        continue
+                    (folders if member.isdir() else files).add(name)
+                    parts = name.split("/")
+                    seen.update("/".join(parts[:k]) for k in range(1, len(parts)))
+                    seen.add(name)
+            self._listings[digest] = (folders, seen, files)
+        return self._listings[digest]
+
+    def __call__(self, path: str) -> bool:
+        rel = path.strip("/")
+        if not rel:
+            return True
+        if rel not in self._answers:
+            self._answers[rel] = self._find(rel)
+        return self._answers[rel]
+
+    def _find(self, rel: str) -> bool:
+        parts = rel.split("/")
+        above = ["/".join(parts[:k]) for k in range(1, len(parts))]
+        for digest in self.digests:
+            folders, seen, files = self._listing(digest)
+            if rel in folders or (rel in seen and rel not in files):
+                return True
+            if rel in files:
+                return False  # a file by that name: no folder
+            for a in [*above, rel]:
+                parent, _, base = a.rpartition("/")
+                if (f"{parent}/.wh.{base}" if parent else f".wh.{base}") in files:
+                    return False  # deleted here
+            if any(f"{a}/.wh..wh..opq" in files for a in above):
+                return False  # a folder above was replaced here: lower layers do not count
+        return False
+
+
 def dependency_ref(split: Split) -> ImageRef:
     """Where the dependency image lives: the dependency plan's content tag."""
     assert split.dependency is not None
@@ -63,7 +124,7 @@ def _json(body: bytes) -> bytes:
 
 def _one_image(
     client: RegistryClient, repo: str, manifest: dict[str, Any], media_type: str, split: Split,
-    labels: dict[str, str], layers: dict[str, Layer],
+    labels: dict[str, str], layers: dict[Any, Layer],
 ) -> tuple[bytes, str]:
     """Append to one platform's image; returns the new manifest (bytes, media type)."""
     if media_type not in _LAYER_TYPES:
@@ -74,14 +135,18 @@ def _one_image(
         raise RegistryError(f"registry {client.registry} lacks the config {config_desc.get('digest')} of {repo}", client.registry)
     config = json.loads(raw)
     workdir = (config.get("config") or {}).get("WorkingDir") or "/"
-    if workdir not in layers:  # one layer per starting WORKDIR (the same for every platform, as a rule)
-        entries = split.plan.build_context.entries()
-        with context_folder(split.plan) as root:
-            layers[workdir] = write_layer(root, layer_entries(split, entries, workdir, root))
-    layer = layers[workdir]
-    client.upload_blob(repo, layer.blob, layer.digest)
+    user = (config.get("config") or {}).get("User") or ""
     # Several platforms always build with BuildKit; one follows this machine's builder.
     classic = "," not in (split.plan.platform or "") and choose_backend(split.plan) == "docker-py"
+    dirs = ImageDirs(client, repo, [d["digest"] for d in manifest.get("layers", [])])
+    entries = split.plan.build_context.entries()
+    with context_folder(split.plan) as root:
+        members = layer_entries(split, entries, workdir, root, dir_exists=dirs, classic=classic, user=user)
+        key = tuple((m.path, m.entry.kind, m.entry.digest, m.entry.mode, m.uid, m.gid) for m in members)
+        if key not in layers:  # the same members give the same layer (across platforms, as a rule)
+            layers[key] = write_layer(root, members)
+    layer = layers[key]
+    client.upload_blob(repo, layer.blob, layer.digest)
     new_config = _json(apply_config(config, split, layer, labels, classic=classic))  # type: ignore[arg-type]
     config_digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
     client.upload_blob(repo, new_config, config_digest)
@@ -103,7 +168,7 @@ def append_image(client: RegistryClient, split: Split, tags: tuple[str, ...], la
         return None
     body, media_type, _ = found
     manifest = json.loads(body)
-    layers: dict[str, Layer] = {}
+    layers: dict[Any, Layer] = {}
     if media_type in INDEX_MEDIA_TYPES or "manifests" in manifest:
         children = []
         for child in manifest.get("manifests", []):

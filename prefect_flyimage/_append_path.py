@@ -21,6 +21,7 @@ __all__ = ["applies", "dependency_published", "path_of", "seed_dependency", "try
 import logging
 from typing import Any, Optional
 
+from ._layer import NeedsBuild
 from ._split import Split, append_enabled, split_plan
 from .credentials import CredentialsLike
 from .errors import FlyImageError, RegistryUnavailable
@@ -74,6 +75,9 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
             outcome = append_image(registry, split, tags, plan.image_labels)
         except RegistryUnavailable:
             return None  # the build path reports the outage
+        except NeedsBuild as exc:
+            logger.info("%s builds: %s", plan.ref, exc)
+            return None
         if outcome is None:
             from .pipeline import ensure
 
@@ -83,7 +87,11 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
                 stream_progress_to=run.stream, build_timeout=run.build_timeout, push_timeout=run.push_timeout,
             )
             built = True
-            outcome = append_image(registry, split, tags, plan.image_labels)
+            try:
+                outcome = append_image(registry, split, tags, plan.image_labels)
+            except NeedsBuild as exc:
+                logger.info("%s builds: %s", plan.ref, exc)
+                return None
     if outcome is None:
         return None
     logger.info("%s: code appended in the registry to %s (%s)", plan.ref, dep.content_ref, outcome.digest)

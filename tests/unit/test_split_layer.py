@@ -93,7 +93,7 @@ def test_copy_path_semantics_and_dockerignore(tmp_path: Path) -> None:
     )
     os.chmod(tmp_path / "main.py", 0o755)
     split = split_plan(plan)
-    members = layer_entries(split, plan.build_context.entries(), "/")
+    members = layer_entries(split, plan.build_context.entries(), "/", dir_exists=lambda p: p in ("/etc",))
     got = {m.path: (m.entry.kind, m.uid, m.gid) for m in members}
     assert got == {
         "/srv/lib": ("dir", 1000, 1001),
@@ -238,13 +238,74 @@ def test_image_spec_code_layers_split(tmp_path: Path) -> None:
     with context_folder(plan) as root:
         members = layer_entries(split, plan.build_context.entries(), "/", root)
         got = {m.path: m.entry.kind for m in members}
-        assert got == {"/app/src": "dir", "/app/src/pkg": "dir", "/app/src/pkg/mod.py": "file", "/app/flow.py": "file"}
+        # /app/src (a new folder, root's) is made by the extraction, as COPY makes it
+        assert got == {"/app/src/pkg": "dir", "/app/src/pkg/mod.py": "file", "/app/flow.py": "file"}
         layer = write_layer(root, members)
     names = [n for n, *_ in _tar_names(layer.blob)]
-    assert names == ["app/flow.py", "app/src", "app/src/pkg", "app/src/pkg/mod.py"]
+    assert names == ["app/flow.py", "app/src/pkg", "app/src/pkg/mod.py"]
     # a code-only change keeps the dependency image, a new requirement makes a new one
     dep_hash = split.dependency.hash
     (tmp_path / "flow.py").write_text("print(2)\n")
     assert path_of(image().plan())[1].dependency.hash == dep_hash  # type: ignore[union-attr]
     (tmp_path / "requirements.txt").write_text("httpx\nrich\n")
     assert path_of(image().plan())[1].dependency.hash != dep_hash  # type: ignore[union-attr]
+
+
+def _members(tmp_path: Path, tail: str, image_dirs: set[str], classic: bool, user: str = "") -> dict[str, tuple[int, int, int]]:
+    (tmp_path / "dir" / "sub").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "dir" / "b.txt").write_text("b")
+    (tmp_path / "dir" / "sub" / "c.txt").write_text("c")
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    os.chmod(tmp_path / "dir", 0o750)
+    plan = _project(tmp_path, "FROM a\nRUN x\n" + tail, {"a.txt": "a"})
+    split = split_plan(plan)
+    assert split.reason is None, split.reason
+    asked: list[str] = []
+
+    def exists(path: str) -> bool:
+        asked.append(path)
+        return path in image_dirs
+
+    members = layer_entries(split, plan.build_context.entries(), "/", dir_exists=exists, classic=classic, user=user)
+    return {m.path: (m.entry.mode & 0o7777, m.uid, m.gid) for m in members if m.entry.kind == "dir"}
+
+
+@pytest.mark.parametrize("classic", [True, False])
+def test_chown_creates_missing_parents_as_docker_does(tmp_path: Path, classic: bool) -> None:
+    # Measured on Docker 20.10 (classic builder) and Docker 26 (BuildKit), see
+    # tests/integration/test_append_integration.py::test_chown_onto_missing_parents.
+    dirs = _members(tmp_path, "COPY --chown=1000:1001 a.txt /x/y/z/a.txt\nCOPY --chown=1000:1001 a.txt /etc/new/\n"
+                    "COPY --chown=1000:1001 dir/ /p/q/\nCOPY --chown=1000:1001 dir/ /existing/\n",
+                    {"/etc", "/existing"}, classic)
+    assert dirs["/x"] == dirs["/x/y"] == dirs["/x/y/z"] == dirs["/etc/new"] == (0o755, 1000, 1001)  # a file's parents: the owner
+    assert "/etc" not in dirs and "/existing" not in dirs  # folders the image has keep mode and owner
+    assert dirs["/p/q"] == (0o755, 1000, 1001)  # a new destination folder: 0755, not the source's 0750
+    assert dirs["/p/q/sub"][1:] == (1000, 1001)
+    # above a folder copy's destination: BuildKit owns the new parents too, classic makes them root
+    assert ("/p" not in dirs) if classic else (dirs["/p"] == (0o755, 1000, 1001))
+
+
+@pytest.mark.parametrize("classic", [True, False])
+def test_root_copies_ask_nothing_and_leave_parents_to_the_extraction(tmp_path: Path, classic: bool) -> None:
+    dirs = _members(tmp_path, "COPY dir/ /tmp/\nCOPY a.txt /new/deep/\nCOPY empty/ /made/\n", {"/tmp"}, classic)
+    assert "/tmp" not in dirs and "/new" not in dirs and "/new/deep" not in dirs  # /tmp keeps its 1777
+    assert dirs["/made"] == (0o755, 0, 0)  # an empty folder copy still makes its destination
+
+
+def test_workdir_folders_owned_as_each_builder_makes_them(tmp_path: Path) -> None:
+    tail = "USER 1000:1002\nWORKDIR /wk\nCOPY a.txt /other/\n"
+    assert _members(tmp_path, tail, set(), classic=True)["/wk"] == (0o755, 0, 0)
+    assert _members(tmp_path, tail, set(), classic=False)["/wk"] == (0o755, 1000, 1002)
+    assert "/wk" not in _members(tmp_path, tail, {"/wk"}, classic=False)  # it exists: untouched
+    from prefect_flyimage._layer import NeedsBuild
+
+    with pytest.raises(NeedsBuild, match="USER 'app'"):
+        _members(tmp_path, "WORKDIR /wk\nCOPY a.txt /other/\n", set(), classic=False, user="app")
+
+
+def test_file_onto_an_existing_folder_name_goes_into_it(tmp_path: Path) -> None:
+    plan = _project(tmp_path, "FROM a\nRUN x\nCOPY a.txt /srv\n", {"a.txt": "a"})
+    members = layer_entries(split_plan(plan), plan.build_context.entries(), "/", dir_exists=lambda p: p == "/srv")
+    assert [m.path for m in members] == ["/srv/a.txt"]
+    members = layer_entries(split_plan(plan), plan.build_context.entries(), "/", dir_exists=lambda p: False)
+    assert [m.path for m in members] == ["/srv"]
