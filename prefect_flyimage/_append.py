@@ -22,6 +22,7 @@ __all__ = ["AppendOutcome", "ImageDirs", "append_image", "dependency_ref", "tag_
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -51,41 +52,68 @@ class AppendOutcome:
 
 
 class ImageDirs:
-    """Whether an image (its layers, bottom first) has a folder: each layer is read only
-    when a question needs it, newest first, stopping at the first layer that decides
-    (an entry at or under the path, a whiteout of it or of a folder above, an opaque
-    folder above). Asked only where ``COPY --chown``/``WORKDIR`` owners depend on it."""
+    """The folders of an image (its layers, bottom first): ``image_dirs(path)`` is
+    ``(mode, uid, gid)`` of the folder, or ``None`` when the image has none there.
+
+    A layer is read only when a question needs it, newest first, stopping at the first
+    layer that decides (the folder's entry, a file by that name, a whiteout of it or of a
+    folder above, an opaque folder above). Each layer's listing is kept on disk by its
+    digest (``cache_dir()/layer-dirs``), so an image is read once per machine."""
 
     def __init__(self, client: RegistryClient, repo: str, layer_digests: list[str]) -> None:
         self.client, self.repo, self.digests = client, repo, list(reversed(layer_digests))
-        self._listings: dict[str, tuple[set[str], set[str], set[str]]] = {}
-        self._answers: dict[str, bool] = {}
+        self._listings: dict[str, dict[str, Any]] = {}
+        self._answers: dict[str, Optional[tuple[int, int, int]]] = {}
 
-    def _listing(self, digest: str) -> tuple[set[str], set[str], set[str]]:
-        """(folders, every path and its parents, files) of one layer."""
-        if digest not in self._listings:
-            import gzip
-            import io
-            import tarfile
+    def _listing(self, digest: str) -> dict[str, Any]:
+        """``dirs`` (name -> [mode, uid, gid]), ``files`` and ``implied`` (parents of entries)."""
+        if digest in self._listings:
+            return self._listings[digest]
+        from .context import cache_dir
 
-            blob = self.client.get_blob(self.repo, digest)
-            if blob is None:
-                raise RegistryError(f"registry {self.client.registry} lacks layer {digest} of {self.repo}", self.client.registry)
-            data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
-            folders, seen, files = set(), set(), set()
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                for member in tar:
-                    name = member.name.strip("/").removeprefix("./").strip("/")
-                    if not name:
-                        continue
-                    (folders if member.isdir() else files).add(name)
-                    parts = name.split("/")
-                    seen.update("/".join(parts[:k]) for k in range(1, len(parts)))
-                    seen.add(name)
-            self._listings[digest] = (folders, seen, files)
-        return self._listings[digest]
+        cached = cache_dir() / "layer-dirs" / f"{digest.replace(':', '-')}.json"
+        try:
+            listing = json.loads(cached.read_text())
+        except (OSError, ValueError):
+            listing = self._read(digest)
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(listing))
+                os.replace(tmp, cached)
+            except OSError:
+                pass  # a cache only
+        listing["files"] = set(listing["files"])
+        listing["implied"] = set(listing["implied"])
+        self._listings[digest] = listing
+        return listing
 
-    def __call__(self, path: str) -> bool:
+    def _read(self, digest: str) -> dict[str, Any]:
+        import gzip
+        import io
+        import tarfile
+
+        blob = self.client.get_blob(self.repo, digest)
+        if blob is None:
+            raise RegistryError(f"registry {self.client.registry} lacks layer {digest} of {self.repo}", self.client.registry)
+        data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+        dirs: dict[str, list[int]] = {}
+        files: set[str] = set()
+        implied: set[str] = set()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar:
+                name = member.name.strip("/").removeprefix("./").strip("/")
+                if not name or name == ".":
+                    continue
+                if member.isdir():
+                    dirs[name] = [member.mode & 0o7777, member.uid, member.gid]
+                else:
+                    files.add(name)
+                parts = name.split("/")
+                implied.update("/".join(parts[:k]) for k in range(1, len(parts)))
+        return {"dirs": dirs, "files": sorted(files), "implied": sorted(implied)}
+
+    def __call__(self, path: str) -> Any:
         rel = path.strip("/")
         if not rel:
             return True
@@ -93,22 +121,27 @@ class ImageDirs:
             self._answers[rel] = self._find(rel)
         return self._answers[rel]
 
-    def _find(self, rel: str) -> bool:
+    def _find(self, rel: str) -> Any:
         parts = rel.split("/")
         above = ["/".join(parts[:k]) for k in range(1, len(parts))]
+        implied = False
         for digest in self.digests:
-            folders, seen, files = self._listing(digest)
-            if rel in folders or (rel in seen and rel not in files):
-                return True
+            listing = self._listing(digest)
+            if rel in listing["dirs"]:
+                return tuple(listing["dirs"][rel])
+            files = listing["files"]
             if rel in files:
-                return False  # a file by that name: no folder
+                return True if implied else None  # a file by that name: no folder
+            if rel in listing["implied"]:
+                implied = True  # there, but this layer does not say how: look further down
+                continue
             for a in [*above, rel]:
                 parent, _, base = a.rpartition("/")
                 if (f"{parent}/.wh.{base}" if parent else f".wh.{base}") in files:
-                    return False  # deleted here
+                    return True if implied else None  # deleted here
             if any(f"{a}/.wh..wh..opq" in files for a in above):
-                return False  # a folder above was replaced here: lower layers do not count
-        return False
+                return True if implied else None  # a folder above was replaced here: lower layers do not count
+        return True if implied else None
 
 
 def dependency_ref(split: Split) -> ImageRef:

@@ -9,11 +9,11 @@ kept. Folders a copy creates, as measured on Docker 20.10's classic builder and 
 BuildKit (Docker 26): a folder the image has keeps its mode and owner (a folder copy's
 destination too: ``COPY`` copies the contents); a new one is ``0755``, owned by the
 copy's owner -- for a file, all its missing parents; for a folder, its destination, and
-with BuildKit its missing parents too (classic makes those root's). Root-owned new
-folders are left out of the tar: the extraction makes them ``0755``, root, so nothing
-needs to know what the image holds; with ``--chown`` the image's folders are looked up
-(:class:`._append.ImageDirs`). ``WORKDIR`` makes missing folders as root (classic) or as
-the current ``USER`` (BuildKit; numeric ``uid:gid``, else :class:`NeedsBuild`).
+with BuildKit its missing parents too (classic makes those root's). Every folder above an
+entry is in the tar, as in a build's layer, with the image's mode and owner (looked up in
+its layers: :class:`._append.ImageDirs`) -- left out, the extraction would make it 0755
+root in the new layer and hide e.g. ``/tmp``'s 1777. ``WORKDIR`` makes missing folders as
+root (classic) or as the current ``USER`` (BuildKit; numeric ``uid:gid``, else :class:`NeedsBuild`).
 
 :func:`write_layer` writes the tar with entries sorted by path, mtime 0, no user or
 group names, and gzips it with mtime 0 and no file name: the same files always give
@@ -121,9 +121,9 @@ def layer_entries(
     """The layer's members for the split's ``COPY`` steps (see the module docstring).
 
     ``root``: where the context's files are (default: the plan's folder). ``dir_exists``:
-    whether the dependency image has a folder (asked only where the answer changes the
-    layer: owners of folders a ``COPY --chown`` or a ``WORKDIR`` creates, an empty folder
-    copy, a file copied onto an existing folder's name); ``None`` answers "yes".
+    whether the dependency image has a folder -- ``(mode, uid, gid)`` (the layer then
+    carries it as the image has it), ``True`` (there, mode unknown: left out) or falsy;
+    ``None`` answers ``True``.
     ``classic``/``user``: the builder and the image's ``USER`` (see the module docstring).
     """
     out: dict[str, LayerEntry] = {}
@@ -200,15 +200,25 @@ def layer_entries(
                 path = posixpath.join(dest, posixpath.basename(src.path)) if folder else dest
                 parents(path, c.uid, c.gid)
                 out[path] = LayerEntry(path, src, c.uid, c.gid)
-    # WORKDIR folders nothing was copied into: made (as their owner) where the image lacks them.
+    # WORKDIR folders the image lacks: made as their owner.
     for d, owner in sorted(made.items()):
-        if known_below(out, d) and owner == (0, 0):
-            continue  # the extraction makes the missing ones as root, 0755
         if d in out or exists(d):
             continue
         if owner is None:
             raise NeedsBuild(f"WORKDIR {d} is created as USER {user!r}, a name only the image's /etc/passwd resolves")
         out[d] = _dir_entry(d, *owner)
+    # Every folder above an entry is in the layer, as a build's layer has it: with the
+    # image's mode and owner where the image has it (an extraction would otherwise make
+    # it 0755 root in the new layer, hiding e.g. /tmp's 1777), 0755 root where not.
+    for path in list(out):
+        d = posixpath.dirname(path)
+        while d != "/" and d not in out:
+            meta = exists(d)
+            if isinstance(meta, tuple):
+                out[d] = LayerEntry(d, ContextEntry(d.lstrip("/"), "dir", meta[0], "", 0), meta[1], meta[2])
+            elif not meta:
+                out[d] = _dir_entry(d, 0, 0)
+            d = posixpath.dirname(d)
     return [out[p] for p in sorted(out)]
 
 

@@ -70,6 +70,37 @@ def test_prefect_default_dockerfile(tmp_path: Path, prefect_image: str, registry
     _compare(plan, unique_name, registry_noauth.host, "/opt/prefect")
 
 
+def test_chown_onto_missing_parents(tmp_path: Path, busybox_image: str, registry_noauth, unique_name: str) -> None:
+    """Folders that COPY --chown and WORKDIR create (or find) get the owners and modes this
+    daemon's builder gives them: run on both stacks (classic 20.10 and BuildKit)."""
+    project = tmp_path / "chown"
+    (project / "dir" / "sub").mkdir(parents=True)
+    (project / "empty").mkdir()
+    (project / "a.txt").write_text("a\n")
+    (project / "dir" / "b.txt").write_text("b\n")
+    (project / "dir" / "sub" / "c.txt").write_text("c\n")
+    os.chmod(project / "dir" / "sub", 0o700)
+    os.chmod(project / "dir", 0o750)
+    (project / "Dockerfile").write_text(
+        f"FROM {busybox_image}\n"
+        "RUN mkdir -p /existing/sub /srv && chmod 711 /existing && chmod 701 /srv\n"
+        "COPY --chown=1000:1001 a.txt /x/y/z/a.txt\n"  # a file's missing parents: the owner's
+        "COPY --chown=1000:1001 dir/ /p/q/\n"  # a folder's: its destination (and with BuildKit, above)
+        "COPY --chown=1000:1001 dir/ /existing/\n"  # an existing destination keeps mode and owner
+        "COPY --chown=1000:1001 a.txt /existing/sub/new/a.txt\n"
+        "COPY --chown=1000:1001 a.txt /etc/newdir/\n"
+        "COPY dir/ /tmp/\n"  # /tmp keeps its 1777
+        "COPY empty/ /made/\n"
+        "COPY a.txt /srv\n"  # onto an existing folder's name: into it
+        "WORKDIR /w/v\n"
+        "COPY --chown=1000:1001 a.txt rel/deep/\n"
+        "USER 1000:1002\n"
+        "WORKDIR /wk/here\n"  # classic: root's; BuildKit: the USER's
+    )
+    plan = BuildPlan.from_dockerfile(project, f"{registry_noauth.host}/{unique_name}")
+    _compare(plan, unique_name, registry_noauth.host, "/x /p /existing /etc/newdir /tmp /made /srv /w /wk")
+
+
 def test_user_dockerfile_with_metadata_and_dockerignore(tmp_path: Path, busybox_image: str, registry, creds, unique_name: str,
                                                         monkeypatch: pytest.MonkeyPatch, registry_noauth, docker_client) -> None:
     daemon = os.environ["DOCKER_HOST"]

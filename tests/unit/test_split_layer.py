@@ -96,6 +96,8 @@ def test_copy_path_semantics_and_dockerignore(tmp_path: Path) -> None:
     members = layer_entries(split, plan.build_context.entries(), "/", dir_exists=lambda p: p in ("/etc",))
     got = {m.path: (m.entry.kind, m.uid, m.gid) for m in members}
     assert got == {
+        "/srv": ("dir", 0, 0),  # made by WORKDIR (the image has no /srv)
+        "/data": ("dir", 0, 0),  # made by COPY, root's
         "/srv/lib": ("dir", 1000, 1001),
         "/srv/lib/pkg": ("dir", 1000, 1001),
         "/srv/lib/pkg/m.py": ("file", 1000, 1001),
@@ -282,14 +284,20 @@ def test_chown_creates_missing_parents_as_docker_does(tmp_path: Path, classic: b
     assert dirs["/p/q"] == (0o755, 1000, 1001)  # a new destination folder: 0755, not the source's 0750
     assert dirs["/p/q/sub"][1:] == (1000, 1001)
     # above a folder copy's destination: BuildKit owns the new parents too, classic makes them root
-    assert ("/p" not in dirs) if classic else (dirs["/p"] == (0o755, 1000, 1001))
+    assert dirs["/p"] == ((0o755, 0, 0) if classic else (0o755, 1000, 1001))
 
 
 @pytest.mark.parametrize("classic", [True, False])
-def test_root_copies_ask_nothing_and_leave_parents_to_the_extraction(tmp_path: Path, classic: bool) -> None:
-    dirs = _members(tmp_path, "COPY dir/ /tmp/\nCOPY a.txt /new/deep/\nCOPY empty/ /made/\n", {"/tmp"}, classic)
-    assert "/tmp" not in dirs and "/new" not in dirs and "/new/deep" not in dirs  # /tmp keeps its 1777
-    assert dirs["/made"] == (0o755, 0, 0)  # an empty folder copy still makes its destination
+def test_folders_above_entries_are_in_the_layer_as_the_image_has_them(tmp_path: Path, classic: bool) -> None:
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "b.txt").write_text("b")
+    (tmp_path / "empty").mkdir()
+    plan = _project(tmp_path, "FROM a\nRUN x\nCOPY dir/ /tmp/\nCOPY a.txt /new/deep/\nCOPY empty/ /made/\n", {"a.txt": "a"})
+    image = {"/tmp": (0o1777, 0, 0)}
+    members = layer_entries(split_plan(plan), plan.build_context.entries(), "/", dir_exists=image.get, classic=classic)
+    dirs = {m.path: (m.entry.mode & 0o7777, m.uid, m.gid) for m in members if m.entry.kind == "dir"}
+    assert dirs["/tmp"] == (0o1777, 0, 0)  # kept as the image has it (not the extraction's 0755)
+    assert dirs["/new"] == dirs["/new/deep"] == dirs["/made"] == (0o755, 0, 0)  # new ones, root's
 
 
 def test_workdir_folders_owned_as_each_builder_makes_them(tmp_path: Path) -> None:
