@@ -405,3 +405,49 @@ def test_bearer_token_registry_grants_push_for_the_append(  # noqa: F811 (fixtur
     with RegistryClient(token_registry.host, creds) as client:
         assert client.manifest_digest(str(changed.content_ref)) == second.digest
     assert token_issuer.users["ci"] not in repr(second)
+
+
+def test_image_dirs_reads_layers_newest_first(registry_noauth, unique_name: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folders an append keeps as the image has them: found in the newest layer that
+    says (an entry, a whiteout, an opaque folder), from blobs in a real registry."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    from prefect_flyimage._append import ImageDirs
+
+    def layer(*members: tuple[str, str, int, int]) -> bytes:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as tar:
+            for name, kind, mode, owner in members:
+                info = tarfile.TarInfo(name)
+                info.type = tarfile.DIRTYPE if kind == "dir" else tarfile.REGTYPE
+                info.mode, info.uid, info.gid = mode, owner, owner
+                tar.addfile(info, io.BytesIO(b""))
+        return gzip.compress(raw.getvalue())
+
+    bottom = layer(("a", "dir", 0o755, 0), ("a/b", "dir", 0o700, 5), ("a/b/old", "dir", 0o755, 0),
+                   ("tmp", "dir", 0o1777, 0), ("gone", "dir", 0o755, 0), ("f", "file", 0o644, 0))
+    middle = layer(("a/b", "dir", 0o750, 7), ("a/b/.wh..wh..opq", "file", 0o644, 0), ("./.wh.gone", "file", 0o644, 0))
+    top = layer(("a/b/c", "file", 0o644, 0))
+    digests = []
+    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path / "cache"))
+    with RegistryClient(registry_noauth.host) as client:
+        for blob in (bottom, middle, top):
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            client.upload_blob(unique_name, blob, digest)
+            digests.append(digest)
+        dirs = ImageDirs(client, unique_name, digests)
+        assert dirs("/a") == (0o755, 0, 0)
+        assert dirs("/a/b") == (0o750, 7, 7)  # the middle layer's entry, not the bottom's
+        assert dirs("/a/b/old") is None  # hidden by the middle layer's opaque a/b
+        assert dirs("/gone") is None  # whited out
+        assert dirs("/tmp") == (0o1777, 0, 0)
+        assert dirs("/f") is None and dirs("/nowhere") is None
+        assert dirs("/") is True
+    assert len(list((tmp_path / "cache" / "layer-dirs").iterdir())) == 3  # each layer's listing, kept
+    # a second reader takes the listings from the cache: the same answers
+    with RegistryClient(registry_noauth.host) as client:
+        assert ImageDirs(client, unique_name, digests)("/a/b") == (0o750, 7, 7)
