@@ -21,10 +21,9 @@ __all__ = ["applies", "dependency_published", "path_of", "seed_dependency", "try
 import logging
 from typing import Any, Optional
 
-from ._layer import NeedsBuild
 from ._split import Split, append_enabled, split_plan
 from .credentials import CredentialsLike
-from .errors import FlyImageError, RegistryUnavailable
+from .errors import AppendNotApplicable, FlyImageError, RegistryUnavailable
 from .plan import BuildPlan
 
 logger = logging.getLogger("prefect_flyimage")
@@ -75,7 +74,7 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
             outcome = append_image(registry, split, tags, plan.image_labels)
         except RegistryUnavailable:
             return None  # the build path reports the outage
-        except NeedsBuild as exc:
+        except AppendNotApplicable as exc:
             logger.info("%s builds: %s", plan.ref, exc)
             return None
         if outcome is None:
@@ -89,7 +88,7 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
             built = True
             try:
                 outcome = append_image(registry, split, tags, plan.image_labels)
-            except NeedsBuild as exc:
+            except AppendNotApplicable as exc:
                 logger.info("%s builds: %s", plan.ref, exc)
                 return None
     if outcome is None:

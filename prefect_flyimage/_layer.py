@@ -13,7 +13,7 @@ with BuildKit its missing parents too (classic makes those root's). Every folder
 entry is in the tar, as in a build's layer, with the image's mode and owner (looked up in
 its layers: :class:`._append.ImageDirs`) -- left out, the extraction would make it 0755
 root in the new layer and hide e.g. ``/tmp``'s 1777. ``WORKDIR`` makes missing folders as
-root (classic) or as the current ``USER`` (BuildKit; numeric ``uid:gid``, else :class:`NeedsBuild`).
+root (classic) or as the current ``USER`` (BuildKit; numeric ``uid:gid``, else :class:`~prefect_flyimage.errors.AppendNotApplicable`).
 
 :func:`write_layer` writes the tar with entries sorted by path, mtime 0, no user or
 group names, and gzips it with mtime 0 and no file name: the same files always give
@@ -26,7 +26,7 @@ the digest the plan hashed: a file that changed since (or while being read) is r
 
 from __future__ import annotations
 
-__all__ = ["LayerEntry", "Layer", "NeedsBuild", "layer_entries", "write_layer", "apply_config"]
+__all__ = ["LayerEntry", "Layer", "layer_entries", "write_layer", "apply_config"]
 
 import copy as _copy
 import gzip
@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ._split import Split, _matches, _normal_source
 from .context import ContextEntry
-from .errors import ContextError
+from .errors import AppendNotApplicable, ContextError
 
 #: gzip level of the appended layer (fixed: the compressed digest depends on it).
 GZIP_LEVEL = 6
@@ -94,11 +94,6 @@ def _expand(entries: Sequence[ContextEntry], source: str) -> list[ContextEntry]:
     if not found:
         raise ContextError(f"COPY source {source!r} is not in the build context (or is excluded by .dockerignore)", source)
     return found
-
-
-class NeedsBuild(Exception):
-    """The tail cannot be written as a layer for this dependency image (the plan builds):
-    only a build knows the answer (e.g. a user name to look up in the image)."""
 
 
 def _owner_of(user: str) -> Optional[tuple[int, int]]:
@@ -205,7 +200,7 @@ def layer_entries(
         if d in out or exists(d):
             continue
         if owner is None:
-            raise NeedsBuild(f"WORKDIR {d} is created as USER {user!r}, a name only the image's /etc/passwd resolves")
+            raise AppendNotApplicable(f"WORKDIR {d} is created as USER {user!r}, a name only the image's /etc/passwd resolves")
         out[d] = _dir_entry(d, *owner)
     # Every folder above an entry is in the layer, as a build's layer has it: with the
     # image's mode and owner where the image has it (an extraction would otherwise make

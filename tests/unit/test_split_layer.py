@@ -305,9 +305,9 @@ def test_workdir_folders_owned_as_each_builder_makes_them(tmp_path: Path) -> Non
     assert _members(tmp_path, tail, set(), classic=True)["/wk"] == (0o755, 0, 0)
     assert _members(tmp_path, tail, set(), classic=False)["/wk"] == (0o755, 1000, 1002)
     assert "/wk" not in _members(tmp_path, tail, {"/wk"}, classic=False)  # it exists: untouched
-    from prefect_flyimage._layer import NeedsBuild
+    from prefect_flyimage.errors import AppendNotApplicable
 
-    with pytest.raises(NeedsBuild, match="USER 'app'"):
+    with pytest.raises(AppendNotApplicable, match="USER 'app'"):
         _members(tmp_path, "WORKDIR /wk\nCOPY a.txt /other/\n", set(), classic=False, user="app")
 
 
