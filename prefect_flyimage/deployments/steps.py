@@ -219,6 +219,7 @@ def build_docker_image(
     dockerfile_output_path: str = "Dockerfile.generated",
     build_backend: str = "docker-py",
     append: bool = True,
+    credentials: CredentialsLike = None,
     **build_kwargs: Any,
 ) -> BuildDockerImageResult:
     """Build a Docker image for a Prefect deployment, unless the daemon already has it.
@@ -240,6 +241,10 @@ def build_docker_image(
             ``"buildkit"`` too.
         append: ``False`` always builds in the daemon (no code layer appended in the
             registry; see the module docstring).
+        credentials: for the registry when the build appends or pushes there (as
+            :func:`push_docker_image`'s); default: the docker config (``docker login``).
+            Without either, a registry that needs a login is not asked and the build
+            goes to the daemon.
         **build_kwargs: docker-py build arguments; ``path`` is the context (default:
             the current directory), ``pull`` defaults to ``True`` as in prefect-docker;
             ``push: true`` (prefect-docker's buildx option) pushes in this step.
@@ -261,10 +266,13 @@ def build_docker_image(
     )
     if not append:
         plan = plan.with_(append=False)
-    plan = pipeline.resolve_bases(plan)  # the dependency image's tag depends on the pinned bases
-    if not push and not ignore_cache and dependency_published(plan, None, extra):
+    creds = as_credentials(credentials, ImageRef.parse(plan.repository).registry)
+    plan = pipeline.resolve_bases(plan, creds)  # the dependency image's tag depends on the pinned bases
+    if not push and not ignore_cache and dependency_published(plan, creds, extra):
         push = True  # this project publishes to that registry: append the code there now
-    result = _ensure(plan, push=push, force=ignore_cache, stream_progress_to=sys.stdout, build_kwargs=extra or None)
+    result = _ensure(
+        plan, push=push, force=ignore_cache, credentials=creds, stream_progress_to=sys.stdout, build_kwargs=extra or None,
+    )
     ref = ImageRef.parse(result.reference)
     if result.built:
         what = "built" + (" and pushed" if result.pushed else "")
