@@ -158,7 +158,7 @@ def layer_entries(
             # Classic makes WORKDIR folders as root; BuildKit as the current USER.
             owner = (0, 0) if classic else _owner_of(user)
             d = workdir
-            while d != "/" and d not in made and not (d in out or known_below(out, d)):
+            while d != "/" and d not in made and not (d in out or _known_below(out, d)):
                 made[d] = owner
                 d = posixpath.dirname(d)
             continue
@@ -217,7 +217,7 @@ def layer_entries(
     return [out[p] for p in sorted(out)]
 
 
-def known_below(out: dict[str, LayerEntry], path: str) -> bool:
+def _known_below(out: dict[str, LayerEntry], path: str) -> bool:
     prefix = path.rstrip("/") + "/"
     return any(p.startswith(prefix) for p in out)
 
