@@ -5,17 +5,25 @@ It applies when the plan splits (:func:`._split.split_plan`), ``plan.append`` an
 image in the daemon (no ``verify``, no docker-py-only build options) and the registry is
 asked directly. The dependency image is found by its own content tag; when the registry
 lacks it, it is built and pushed first (the one step that needs the daemon).
+
+Front doors that build and push in two calls (the ``prefect.yaml`` steps, the task pair)
+cannot know whether a push follows a build. They use :func:`dependency_published`: a
+registry that holds the plan's dependency image is where this project publishes (a push
+put it there), so the build appends there at once and the push confirms it; a registry
+without it gets a build in the daemon as before, and the push then seeds the dependency
+image (:func:`seed_dependency`) so the next code-only change appends.
 """
 
 from __future__ import annotations
 
-__all__ = ["applies", "path_of", "try_append"]
+__all__ = ["applies", "dependency_published", "path_of", "seed_dependency", "try_append"]
 
 import logging
 from typing import Any, Optional
 
 from ._split import Split, append_enabled, split_plan
-from .errors import RegistryUnavailable
+from .credentials import CredentialsLike
+from .errors import AppendNotApplicable, FlyImageError, RegistryUnavailable
 from .plan import BuildPlan
 
 logger = logging.getLogger("prefect_flyimage")
@@ -66,6 +74,9 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
             outcome = append_image(registry, split, tags, plan.image_labels)
         except RegistryUnavailable:
             return None  # the build path reports the outage
+        except AppendNotApplicable as exc:
+            logger.info("%s builds: %s", plan.ref, exc)
+            return None
         if outcome is None:
             from .pipeline import ensure
 
@@ -75,8 +86,53 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
                 stream_progress_to=run.stream, build_timeout=run.build_timeout, push_timeout=run.push_timeout,
             )
             built = True
-            outcome = append_image(registry, split, tags, plan.image_labels)
+            try:
+                outcome = append_image(registry, split, tags, plan.image_labels)
+            except AppendNotApplicable as exc:
+                logger.info("%s builds: %s", plan.ref, exc)
+                return None
     if outcome is None:
         return None
     logger.info("%s: code appended in the registry to %s (%s)", plan.ref, dep.content_ref, outcome.digest)
     return outcome.digest, built
+
+
+def dependency_published(plan: BuildPlan, credentials: CredentialsLike = None, build_kwargs: Any = None) -> bool:
+    """True when the code-only path applies to ``plan`` (its bases resolved, as
+    :func:`~prefect_flyimage.pipeline.resolve_bases` gives it) and its registry holds the
+    dependency image already. A registry that cannot be asked says ``False`` (build)."""
+    from ._observe import plan_credentials
+    from .registry import shared_client
+
+    path, split = path_of(plan)
+    if path != "append" or build_kwargs:
+        return False
+    assert split.dependency is not None
+    dep = split.dependency.content_ref
+    try:
+        return shared_client(dep.registry, plan_credentials(plan, credentials)).manifest_digest(str(dep)) is not None
+    except FlyImageError as exc:
+        logger.info("cannot check the dependency image %s (%s): building", dep, exc)
+        return False
+
+
+def seed_dependency(plan: BuildPlan, credentials: CredentialsLike = None, stream: Any = None) -> Optional[str]:
+    """Make the registry hold ``plan``'s dependency image (after a push of a plan built in
+    the daemon), so the next code-only change appends. Cheap then: its steps are the
+    ones just built (the layer cache has them) and its layers are in the repository.
+    Returns its digest, ``None`` when the plan does not split; a failure only warns (the
+    pushed image is fine, the next redeploy just builds)."""
+    from .pipeline import ensure
+
+    path, split = path_of(plan)
+    if path != "append" or split.dependency is None:
+        return None
+    try:
+        done = ensure(split.dependency, push=True, credentials=credentials, stream_progress_to=stream)
+    except FlyImageError as exc:
+        logger.warning("could not publish the dependency image %s (%s); the next code-only redeploy builds",
+                       split.dependency.content_ref, exc)
+        return None
+    if done.pushed:
+        logger.info("published the dependency image %s: the next code-only redeploy appends", split.dependency.content_ref)
+    return done.digest

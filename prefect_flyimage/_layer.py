@@ -5,8 +5,15 @@
 destination ending in ``/`` (or ``.``), or several sources, is a folder; a folder source
 copies its contents (the destination folder takes the source folder's mode); later copies
 replace earlier ones. Owners are ``0:0`` or ``COPY --chown``'s numeric ids; modes are
-kept. Parent folders that a copy needs and that are not in the layer are created by the
-layer's extraction as ``COPY`` creates them (``0755``, root).
+kept. Folders a copy creates, as measured on Docker 20.10's classic builder and on
+BuildKit (Docker 26): a folder the image has keeps its mode and owner (a folder copy's
+destination too: ``COPY`` copies the contents); a new one is ``0755``, owned by the
+copy's owner -- for a file, all its missing parents; for a folder, its destination, and
+with BuildKit its missing parents too (classic makes those root's). Every folder above an
+entry is in the tar, as in a build's layer, with the image's mode and owner (looked up in
+its layers: :class:`._append.ImageDirs`) -- left out, the extraction would make it 0755
+root in the new layer and hide e.g. ``/tmp``'s 1777. ``WORKDIR`` makes missing folders as
+root (classic) or as the current ``USER`` (BuildKit; numeric ``uid:gid``, else :class:`~prefect_flyimage.errors.AppendNotApplicable`).
 
 :func:`write_layer` writes the tar with entries sorted by path, mtime 0, no user or
 group names, and gzips it with mtime 0 and no file name: the same files always give
@@ -31,11 +38,11 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ._split import Split, _matches, _normal_source
 from .context import ContextEntry
-from .errors import ContextError
+from .errors import AppendNotApplicable, ContextError
 
 #: gzip level of the appended layer (fixed: the compressed digest depends on it).
 GZIP_LEVEL = 6
@@ -89,21 +96,81 @@ def _expand(entries: Sequence[ContextEntry], source: str) -> list[ContextEntry]:
     return found
 
 
-def layer_entries(split: Split, entries: Sequence[ContextEntry], workdir: str = "/") -> list[LayerEntry]:
-    """The layer's members for the split's ``COPY`` steps (see the module docstring)."""
+def _owner_of(user: str) -> Optional[tuple[int, int]]:
+    """``USER``'s numeric ``uid:gid`` (root for ``""``/``root``); ``None`` when a name or
+    a lone uid needs the image's ``/etc/passwd``."""
+    if user in ("", "root", "0", "0:0", "root:root"):
+        return (0, 0)
+    uid, colon, gid = user.partition(":")
+    return (int(uid), int(gid)) if colon and uid.isdigit() and gid.isdigit() else None
+
+
+def _dir_entry(path: str, uid: int, gid: int) -> LayerEntry:
+    return LayerEntry(path, ContextEntry(path.lstrip("/"), "dir", 0o755, "", 0), uid, gid)
+
+
+def layer_entries(
+    split: Split, entries: Sequence[ContextEntry], workdir: str = "/", root: Optional[Path] = None,
+    dir_exists: Optional[Callable[[str], bool]] = None, classic: bool = False, user: str = "",
+) -> list[LayerEntry]:
+    """The layer's members for the split's ``COPY`` steps (see the module docstring).
+
+    ``root``: where the context's files are (default: the plan's folder). ``dir_exists``:
+    whether the dependency image has a folder -- ``(mode, uid, gid)`` (the layer then
+    carries it as the image has it), ``True`` (there, mode unknown: left out) or falsy;
+    ``None`` answers ``True``.
+    ``classic``/``user``: the builder and the image's ``USER`` (see the module docstring).
+    """
     out: dict[str, LayerEntry] = {}
-    root = split.plan.context
+    root = Path(root if root is not None else split.plan.context)
+    exists = dir_exists or (lambda path: True)
+    made: dict[str, Optional[tuple[int, int]]] = {}  # WORKDIR folders: owner if created, None if it existed
+
+    def known(path: str) -> bool:
+        """In the layer or made by the tail already (no question to the image)."""
+        if path == "/" or path in made or (path in out and out[path].entry.kind == "dir"):
+            return True
+        prefix = path + "/"
+        return any(p.startswith(prefix) for p in out)
+
+    def present(path: str) -> bool:
+        return known(path) or exists(path)
+
+    def parents(path: str, uid: int, gid: int) -> None:
+        """Folders ``COPY`` creates above ``path`` (missing ones): owned as the copy, 0755.
+        Root-owned ones are left to the extraction (it makes them so)."""
+        if not (uid or gid):
+            return
+        missing = []
+        d = posixpath.dirname(path)
+        while d != "/" and not present(d):
+            missing.append(d)
+            d = posixpath.dirname(d)
+        for d in missing:
+            out[d] = _dir_entry(d, uid, gid)
+
     for step in split.steps:
+        if step.keyword == "USER":
+            user = step.value
+            continue
         if step.keyword == "WORKDIR":
             workdir = _workdir(workdir, step.value)
+            # Classic makes WORKDIR folders as root; BuildKit as the current USER.
+            owner = (0, 0) if classic else _owner_of(user)
+            d = workdir
+            while d != "/" and d not in made and not (d in out or _known_below(out, d)):
+                made[d] = owner
+                d = posixpath.dirname(d)
             continue
         if step.copy is None:
             continue
         c = step.copy
         dest, folder = _dest_path(c.dest, workdir)
         matched = [m for s in c.sources for m in _expand(entries, s)]
-        if len(matched) > 1 or dest == posixpath.normpath(workdir or "/") or (dest in out and out[dest].entry.kind == "dir"):
+        if len(matched) > 1 or dest == posixpath.normpath(workdir or "/") or known(dest):
             folder = True  # several sources, or a folder known to exist: COPY puts files into it
+        elif not folder and len(matched) == 1 and matched[0].kind != "dir" and dir_exists is not None and dir_exists(dest):
+            folder = True  # a file copied onto the name of a folder the image has: into it
         for src in matched:
             if src.kind == "symlink":
                 raise ContextError(
@@ -112,17 +179,47 @@ def layer_entries(split: Split, entries: Sequence[ContextEntry], workdir: str = 
                 )
             if src.kind == "dir":
                 prefix = "" if src.path == "" else src.path + "/"
-                mode = src.mode if src.mode >= 0 else stat.S_IMODE(os.stat(root).st_mode)
-                out[dest] = LayerEntry(dest, ContextEntry(src.path, "dir", mode, "", 0), c.uid, c.gid)
-                for e in entries:
-                    if e.path.startswith(prefix) and e.path != src.path:
-                        _check_link(root, e)
-                        path = posixpath.join(dest, e.path[len(prefix):])
-                        out[path] = LayerEntry(path, e, c.uid, c.gid)
+                children = [e for e in entries if e.path.startswith(prefix) and e.path != src.path]
+                # COPY copies the folder's contents: a destination that exists keeps its
+                # mode and owner; a new one is 0755 and the copy's owner (root: the
+                # extraction makes it so, unless nothing is inside to make it).
+                if (c.uid or c.gid or not children) and not present(dest):
+                    if not classic:
+                        parents(dest, c.uid, c.gid)  # BuildKit owns the new parents too; classic: root
+                    out[dest] = _dir_entry(dest, c.uid, c.gid)
+                for e in children:
+                    _check_link(root, e)
+                    path = posixpath.join(dest, e.path[len(prefix):])
+                    out[path] = LayerEntry(path, e, c.uid, c.gid)
             else:
                 path = posixpath.join(dest, posixpath.basename(src.path)) if folder else dest
+                parents(path, c.uid, c.gid)
                 out[path] = LayerEntry(path, src, c.uid, c.gid)
+    # WORKDIR folders the image lacks: made as their owner.
+    for d, owner in sorted(made.items()):
+        if d in out or exists(d):
+            continue
+        if owner is None:
+            raise AppendNotApplicable(f"WORKDIR {d} is created as USER {user!r}, a name only the image's /etc/passwd resolves")
+        out[d] = _dir_entry(d, *owner)
+    # Every folder above an entry is in the layer, as a build's layer has it: with the
+    # image's mode and owner where the image has it (an extraction would otherwise make
+    # it 0755 root in the new layer, hiding e.g. /tmp's 1777), 0755 root where not.
+    for path in list(out):
+        d = posixpath.dirname(path)
+        while d != "/" and d not in out:
+            meta = exists(d)
+            if isinstance(meta, tuple):
+                out[d] = LayerEntry(d, ContextEntry(d.lstrip("/"), "dir", meta[0], "", 0), meta[1], meta[2])
+            elif not meta:
+                out[d] = _dir_entry(d, 0, 0)
+            d = posixpath.dirname(d)
     return [out[p] for p in sorted(out)]
+
+
+def _known_below(out: dict[str, LayerEntry], path: str) -> bool:
+    prefix = path.rstrip("/") + "/"
+    return any(p.startswith(prefix) for p in out)
 
 
 def _check_link(root: Path, e: ContextEntry) -> None:

@@ -12,22 +12,27 @@ else after the last ``RUN`` keeps the plan whole (it builds as before), with the
 in :attr:`Split.reason`: ``ADD`` (URLs, archive extraction), ``COPY --from``/``--link``/
 ``--chmod``, ``--chown`` by name (needs the image's ``/etc/passwd``), variables (``$``),
 ``FROM`` (a later stage), ``ARG``, ``SHELL``, ``ONBUILD``, ``VOLUME``, ``HEALTHCHECK``,
-``STOPSIGNAL``; a build target, BuildKit-only plans; dependency steps that copy the whole
-context (nothing to gain).
+``STOPSIGNAL``; a build target, heredocs; dependency steps that copy (or bind-mount)
+the whole context (nothing to gain). BuildKit plans (secrets, ``RUN --mount``) split: the
+dependency part keeps them (its context includes the files ``RUN`` bind-mounts), and an
+``Image`` spec's code layers after its last install or command split the same way.
 """
 
 from __future__ import annotations
 
-__all__ = ["Copy", "Split", "Step", "split_plan", "APPEND_ENV"]
+__all__ = ["Copy", "Split", "Step", "context_folder", "split_plan", "APPEND_ENV"]
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import os
 import re
 import shlex
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 from .context import ContextEntry
 from .dockerfile import instructions
@@ -229,10 +234,16 @@ class SubsetContext:
         return sum(e.size for e in self.entries())
 
     def stage(self, folder: Any) -> None:
-        import shutil
-        from pathlib import Path
+        if not hasattr(self.base, "calls"):  # a plain folder: copy from it
+            self._copy_from(Path(self.root_path), folder)
+            return
+        with tempfile.TemporaryDirectory(prefix="flyimage-dep-") as tmp:  # an Image spec's: stage it first
+            self.base.stage(Path(tmp))
+            self._copy_from(Path(tmp), folder)
 
-        root = Path(self.root_path)
+    def _copy_from(self, root: Path, folder: Any) -> None:
+        import shutil
+
         for e in self.entries():
             target = Path(folder) / e.path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -245,15 +256,48 @@ class SubsetContext:
                 shutil.copy2(root / e.path, target)
 
 
+def _bind_sources(rest: str) -> list[str]:
+    """The context paths a ``RUN``'s ``--mount=type=bind`` flags read (``""``: all of it)."""
+    flags: list[str] = []
+    while rest.startswith("--"):
+        word, _, rest = rest.partition(" ")
+        flags.append(word)
+        rest = rest.lstrip()
+    out = []
+    for word in flags:
+        name, _, value = word[2:].partition("=")
+        if name.lower() != "mount":
+            continue
+        fields = dict(f.partition("=")[::2] for f in value.split(","))
+        if fields.get("type", "bind") == "bind" and "from" not in fields:
+            out.append(fields.get("source", fields.get("src", "")))
+    return out
+
+
+@contextlib.contextmanager
+def context_folder(plan: BuildPlan) -> Iterator[Path]:
+    """A folder holding the files of ``plan``'s context at their context paths: the
+    plan's folder, or its generated context (an ``Image`` spec's) staged for the call."""
+    generated = plan.generated_context
+    if generated is None:
+        yield Path(plan.context)
+        return
+    staged = getattr(generated, "staged_at", None)
+    if staged is not None and Path(staged).is_dir():
+        yield Path(staged)
+        return
+    with tempfile.TemporaryDirectory(prefix="flyimage-append-") as tmp:
+        generated.stage(Path(tmp))
+        yield Path(tmp)
+
+
 def split_plan(plan: BuildPlan) -> Split:
     """Split ``plan`` after its last ``RUN`` (see the module docstring); never raises for
     a Dockerfile it cannot split: the reason is returned instead."""
     if plan.target is not None:
         return Split(plan, reason=f"the build stops at target {plan.target!r}")
-    if plan.needs_buildkit():
-        return Split(plan, reason="the Dockerfile needs BuildKit (secrets, RUN --mount or heredocs)")
-    if plan.generated_context is not None:
-        return Split(plan, reason="the context is generated (an Image spec); not split yet")
+    if "<<" in plan.dockerfile_text:
+        return Split(plan, reason="the Dockerfile uses heredocs (<<)")
     lines = list(instructions(plan.dockerfile_text))
     if not lines or lines[0][0] not in ("FROM", "ARG"):
         return Split(plan, reason="the Dockerfile does not start with FROM")
@@ -273,7 +317,8 @@ def split_plan(plan: BuildPlan) -> Split:
         steps.append(step)
     if not any(s.copy for s in steps):
         return Split(plan, reason="the steps after the last RUN copy no files")
-    # The files the dependency steps read: their COPY/ADD sources (local ones).
+    # The files the dependency steps read: their COPY/ADD sources (local ones) and the
+    # context paths their RUN steps bind-mount (BuildKit; an Image spec's installs).
     sources: list[str] = []
     for keyword, rest in head:
         if keyword in ("COPY", "ADD"):
@@ -282,6 +327,8 @@ def split_plan(plan: BuildPlan) -> Split:
                 continue
             words = _json_or_words(body) or body.split()
             sources += words[:-1]
+        elif keyword == "RUN":
+            sources += _bind_sources(rest)
     if any(_normal_source(s) == "" for s in sources):
         return Split(plan, reason="the dependency steps copy the whole context (nothing to gain)")
     head_sets_cmd = any(k == "CMD" for k, _ in lines[stage_start: last_run + 1])

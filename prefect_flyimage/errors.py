@@ -27,6 +27,7 @@ The tree (second bases only where a compatibility promise needs them)::
     │   └── BaseImageUnresolved        (`base`, `registry`: its digest cannot be looked up)
     ├── VerificationError
     ├── RefreshFailed
+    ├── AppendNotApplicable            (the registry append cannot tell; the plan builds: never escapes ensure)
     └── ImageBuildError                (flaude's name: returncode, stderr)
         ├── DockerUnavailable          (RuntimeError, as Prefect's docker_client)
         ├── BuildError                 (Prefect's dockerutils.BuildError)
@@ -57,6 +58,7 @@ from typing import Any, Iterable, Optional, Sequence
 from packaging.version import InvalidVersion
 
 __all__ = [
+    "AppendNotApplicable",
     "AuthenticationError",
     "BaseImageMissing",
     "BaseImageUnresolved",
@@ -421,6 +423,11 @@ class BaseImageUnresolved(BaseImageMissing):
             f"base image {base} (registry {registry}) cannot be resolved to a digest: {why}; "
             "set PREFECT_FLYIMAGE_OFFLINE_BASES=1 to build it by tag"
         )
+
+
+class AppendNotApplicable(FlyImageError):
+    """Only a build can make this image as a build would (e.g. a ``WORKDIR`` created as a
+    named ``USER``): the pipeline builds instead of appending in the registry."""
 
 
 class VerificationError(FlyImageError):

@@ -64,6 +64,7 @@ from .errors import (
 )
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildPlan, BuildResult
+from ._append_path import dependency_published, path_of, seed_dependency
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -537,14 +538,35 @@ def login_task(credentials: CredentialsLike, write_config: bool = False) -> str:
     on_completion=[publish_artifact],
     **_RETRY_OPTIONS,
 )
-def build_image_task(plan: BuildPlan, force: bool = False, build_timeout: Optional[float] = None) -> BuildResult:
+def build_image_task(
+    plan: BuildPlan, force: bool = False, build_timeout: Optional[float] = None, append: bool = True,
+) -> BuildResult:
     """Build ``plan`` into the local daemon unless its image is already there.
 
     Tags the image with every tag of the plan. ``force`` rebuilds regardless.
+
+    Code-only changes: when the plan splits (its steps after the last ``RUN`` only copy
+    files and set metadata) and its registry already holds the dependency image -- this
+    project publishes there, a :func:`push_image_task` follows -- the code layer is
+    appended in the registry instead (no daemon: the result has a ``digest``,
+    ``pushed=True`` and no ``image_id``), and :func:`push_image_task` only confirms it. A
+    build whose image is wanted in the daemon (no push after it) passes ``append=False``
+    (or set ``$PREFECT_FLYIMAGE_APPEND=0``); while the registry lacks the dependency image
+    (a first deploy, or a project never pushed) the image is built in the daemon anyway.
     """
     if not isinstance(plan, BuildPlan):
         raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
+    _args.boolean("append", append)
     creds = pipeline.plan_credentials(plan, None)
+    if not append:
+        plan = plan.with_(append=False)
+    resolved = pipeline.resolve_bases(plan, creds)
+    if not force and dependency_published(resolved, creds):
+        why = _why_now(resolved, creds)
+        with RunLoggerStream(secrets=_secrets(creds)) as stream:
+            result = pipeline.ensure(resolved, push=True, credentials=creds, stream_progress_to=stream, build_timeout=build_timeout)
+        result = replace(result, why=why) if result.pushed else result
+        return _with_details(result, resolved, creds)
     found, hook = _explainer(plan, creds)
     with RunLoggerStream() as stream:
         result = pipeline.ensure(
@@ -554,7 +576,23 @@ def build_image_task(plan: BuildPlan, force: bool = False, build_timeout: Option
     result = replace(result, why=found.get("why")) if result.built else result
     result = _with_details(result, plan, creds)
     _remember(ImageTarget.of(plan, push=False), result)
+    _BUILT_PLANS[result.plan_hash] = resolved  # push_image_task publishes its dependency image too
     return result
+
+
+#: ``plan hash -> plan`` of the plans :func:`build_image_task` built in the daemon in this
+#: process: :func:`push_image_task` (given only the result) then also publishes the plan's
+#: dependency image, so the next code-only change appends. Tasks run in other processes
+#: miss it (and the next redeploy builds once more).
+_BUILT_PLANS: dict[str, BuildPlan] = {}
+
+
+def _why_now(plan: BuildPlan, creds: Optional[RegistryCredentials]) -> Optional[str]:
+    """The rebuild explanation, asked before an append (after it, the registry holds the
+    new image and there is nothing left to compare with)."""
+    found, hook = _explainer(plan, creds)
+    hook("")
+    return found.get("why")
 
 
 @task(
@@ -586,6 +624,9 @@ def push_image_task(
     with RunLoggerStream(secrets=_secrets(creds)) as stream:
         result = _push(image, creds, force=force, stream=stream, timeout=push_timeout)
         result = pipeline.mirrored(result, destinations, creds, stream=stream)
+        plan = _BUILT_PLANS.pop(image.plan_hash, None) if image.plan_hash else None
+        if plan is not None:
+            seed_dependency(plan, creds, stream)
     result = _with_details(result, None, creds or pipeline.plan_credentials(result, None))  # type: ignore[arg-type]
     _remember(ImageTarget.of(image, push=True), result)
     return result
@@ -646,6 +687,17 @@ def ensure_image_task(
         raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
     creds = pipeline.plan_credentials(plan, credentials)
     found, hook = _explainer(plan, creds)
+    appends = push and not force and path_of(plan)[0] == "append"
+    if appends:
+        # The code-only path needs no image in the daemon: no verify hook (it would make the
+        # pipeline build). The explanation is asked first, unless nothing is to be done.
+        resolved = pipeline.resolve_bases(plan, creds)
+        try:
+            held = pipeline.observe(resolved, creds, local=False).published
+        except FlyImageError:
+            held = False  # ensure reports it
+        if not held:
+            found["why"] = _why_now(resolved, creds) or ""
     with RunLoggerStream(secrets=_secrets(creds)) as stream:
         result = pipeline.ensure(
             plan,
@@ -655,11 +707,11 @@ def ensure_image_task(
             stream_progress_to=stream,
             build_timeout=build_timeout,
             push_timeout=push_timeout,
-            verify=hook,
+            verify=None if appends else hook,
             mirrors=mirrors,
         )
     if result.built or result.pushed:
-        result = replace(result, why=found.get("why"))
+        result = replace(result, why=found.get("why") or None)
     result = _with_details(result, plan, creds)
     _remember(ImageTarget.of(plan, push=push), result)
     return result

@@ -301,7 +301,7 @@ arm64_busybox() {  # -> path of an aarch64 busybox binary
 ensure_dockerd() {
     local pidfile="$STATE/dockerd.pid" logf="$STATE/dockerd.log" pid i
     if docker_ok; then
-        log "dockerd: answering at $DOCKER_HOST (reused)"
+        log "dockerd: answering at $DOCKER_HOST (reused; server $(docker version --format '{{.Server.Version}}' 2>/dev/null))"
         return 0
     fi
     local dockerd_bin=dockerd
@@ -309,7 +309,13 @@ ensure_dockerd() {
         dockerd_bin="$DOCKER26_PREFIX/usr/sbin/dockerd"
         [[ -x "$dockerd_bin" ]] || die "dockerd: $dockerd_bin missing (ensure_docker26)"
     else
-        command -v dockerd >/dev/null 2>&1 || die "dockerd: not installed"
+        # An absolute path now: the PATH below puts the modern prefix first, and a bare
+        # `dockerd` would then start Docker 26 as the "classic" daemon.
+        dockerd_bin="$(command -v dockerd)" || die "dockerd: not installed"
+    fi
+    local run_path="$PATH"
+    if [[ "$FLYIMAGE_DOCKER" == modern ]]; then
+        run_path="$DOCKER26_PREFIX/usr/bin:$DOCKER26_PREFIX/usr/sbin:$PATH"
     fi
     # No default bridge: a bridge would put containers on a private address range (and
     # with --iptables=false it has no NAT anyway). Containers here use --network host or
@@ -338,9 +344,8 @@ ensure_dockerd() {
         log "dockerd: starting (dockerd ${args[*]}), log $logf"
         echo "=== $(date -Is) dockerd ${args[*]}" >>"$logf"
         # the modern daemon finds its containerd, shims and docker-init in its prefix
-        # first; runc is the host's (trixie's needs glibc 2.38)
-        PATH="$DOCKER26_PREFIX/usr/bin:$DOCKER26_PREFIX/usr/sbin:$PATH" \
-            setsid nohup "$dockerd_bin" "${args[@]}" >>"$logf" 2>&1 </dev/null &
+        # first; runc is the host's (trixie's needs glibc 2.38); the classic one, the system's
+        PATH="$run_path" setsid nohup "$dockerd_bin" "${args[@]}" >>"$logf" 2>&1 </dev/null &
         pid=$!
     fi
     for ((i = 0; i < DOCKERD_TIMEOUT * 2; i++)); do

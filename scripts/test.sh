@@ -44,7 +44,7 @@ if [[ $# -eq 0 || "${FLYIMAGE_MODERN:-0}" == 1 ]]; then
         set -a; source "$modern_state/env"; set +a
         python3 -m pytest -p no:cacheprovider tests/integration/test_buildx_modern.py \
             tests/integration/test_pipeline.py tests/integration/test_docker_image_integration.py \
-            tests/integration/test_append_integration.py
+            tests/integration/test_append_integration.py tests/integration/test_append_front_doors.py
     ) || modern_status=$?
     [[ $status -ne 0 ]] || status=$modern_status
 fi

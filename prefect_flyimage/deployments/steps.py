@@ -12,7 +12,16 @@ Differences:
   written unless ``persist_dockerfile``), and an existing ``Dockerfile`` is a typed error;
 - ``ignore_cache: true`` forces a rebuild / re-push (prefect-docker: skip its in-process
   memo);
-- errors are typed (:mod:`prefect_flyimage.errors`) and never contain the password.
+- errors are typed (:mod:`prefect_flyimage.errors`) and never contain the password;
+- **code-only redeploys need no build**: when the Dockerfile splits (its steps after the
+  last ``RUN`` only copy files and set metadata) and the registry already holds the
+  dependency image, ``build_docker_image`` appends the code layer straight in the registry
+  (no daemon: ``image_id`` is ``""``, ``digest`` is set) and ``push_docker_image`` then only
+  confirms it (and puts any further tags) -- as ``push: true`` does (prefect-docker's
+  buildx option: the build step pushes). The first deploy builds in the daemon, and its
+  push step also publishes the dependency image, so the next code-only change appends.
+  ``append: false`` on the build step opts out (the image is built in the daemon, e.g.
+  for a local worker with no push step; ``$PREFECT_FLYIMAGE_APPEND=0`` everywhere).
 
 Example::
 
@@ -40,11 +49,13 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TypedDict
 
 from .. import _args, pipeline
 from .._mirror import check_mirrors
+from .._append_path import dependency_published, seed_dependency
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..docker_image import plan_for_build, resolve_image_name, split_name_and_tag
 from ..dockerfile import default_dockerfile_text
@@ -132,6 +143,20 @@ def _ensure(plan: Any, **kwargs: Any) -> BuildResult:
         raise
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What a build step of this process made of ``name:tag``, for the push step after it."""
+
+    plan: Any  #: the plan, its bases resolved
+    result: BuildResult
+
+
+#: ``(name, tag) -> _Built``: ``prefect deploy`` runs the build and push steps in one
+#: process, so the push step knows an image the build step appended in the registry (the
+#: daemon never saw it) and a plan whose dependency image it should publish too.
+_BUILT: dict[tuple[str, str], _Built] = {}
+
+
 def _image_name(image_name: str) -> tuple[str, Optional[str]]:
     _args.text("image_name", image_name)
     if any(ch.isspace() for ch in image_name):
@@ -196,6 +221,8 @@ def build_docker_image(
     persist_dockerfile: bool = False,
     dockerfile_output_path: str = "Dockerfile.generated",
     build_backend: str = "docker-py",
+    append: bool = True,
+    credentials: CredentialsLike = None,
     **build_kwargs: Any,
 ) -> BuildDockerImageResult:
     """Build a Docker image for a Prefect deployment, unless the daemon already has it.
@@ -215,22 +242,50 @@ def build_docker_image(
         build_backend: prefect-docker's ``"docker-py"`` (default; BuildKit only for
             Dockerfiles that need it) or ``"buildx"`` (BuildKit); ``"auto"`` and
             ``"buildkit"`` too.
+        append: ``False`` always builds in the daemon (no code layer appended in the
+            registry; see the module docstring).
+        credentials: for the registry when the build appends or pushes there (as
+            :func:`push_docker_image`'s); default: the docker config (``docker login``).
+            Without either, a registry that needs a login is not asked and the build
+            goes to the daemon.
         **build_kwargs: docker-py build arguments; ``path`` is the context (default:
-            the current directory), ``pull`` defaults to ``True`` as in prefect-docker.
+            the current directory), ``pull`` defaults to ``True`` as in prefect-docker;
+            ``push: true`` (prefect-docker's buildx option) pushes in this step.
 
     Returns:
         ``image_name``, ``tag``, ``image`` (``name:tag``, for ``job_variables``),
-        ``image_id``, ``additional_tags``, ``digest`` (``None`` until pushed), ``cached``
-        (the build was skipped), ``built``, ``plan_hash`` and ``content_tag``.
+        ``image_id`` (``""`` when the image was made in the registry, not the daemon),
+        ``additional_tags``, ``digest`` (``None`` until pushed; set when pushed or
+        appended), ``cached`` (the build was skipped), ``built``, ``plan_hash`` and
+        ``content_tag``.
     """
     _args.boolean("ignore_cache", ignore_cache)
+    _args.boolean("append", append)
+    kwargs = dict(build_kwargs)
+    push = kwargs.pop("push", False)  # prefect-docker's buildx option: the build pushes too
+    _args.boolean("push", push)
     plan, extra, additional = _prepare(
-        image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
-        dict(build_kwargs),
+        image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend, kwargs,
     )
-    result = _ensure(plan, push=False, force=ignore_cache, stream_progress_to=sys.stdout, build_kwargs=extra or None)
+    if not append:
+        plan = plan.with_(append=False)
+    creds = as_credentials(credentials, ImageRef.parse(plan.repository).registry)
+    plan = pipeline.resolve_bases(plan, creds)  # the dependency image's tag depends on the pinned bases
+    if not push and not ignore_cache and dependency_published(plan, creds, extra):
+        push = True  # this project publishes to that registry: append the code there now
+    result = _ensure(
+        plan, push=push, force=ignore_cache, credentials=creds, stream_progress_to=sys.stdout, build_kwargs=extra or None,
+    )
     ref = ImageRef.parse(result.reference)
-    print(f"{result.reference}: {'built' if result.built else 'already built (build skipped)'}")
+    if result.built:
+        what = "built" + (" and pushed" if result.pushed else "")
+    elif result.pushed:
+        what = f"code appended in the registry (no build) {result.digest}"
+    else:
+        what = "already built (build skipped)" if result.image_id else f"already in the registry (build skipped) {result.digest}"
+    print(f"{result.reference}: {what}")
+    for t in dict.fromkeys((ref.tag or result.plan_hash[:TAG_LENGTH], *result.tags)):
+        _BUILT[(plan.repository, t)] = _Built(plan, result)
     return {
         "image_name": plan.repository,
         "tag": ref.tag or result.plan_hash[:TAG_LENGTH],
@@ -261,6 +316,19 @@ def push_reference(
     that digest is one recorded for the local image (its ``RepoDigests``).
     """
     return pipeline.push_local(name, tags, credentials, force=force, engine=engine, stream_progress_to=sys.stdout)
+
+
+def _confirm(name: str, tags: list[str], built: _Built, creds: Optional[RegistryCredentials]) -> BuildResult:
+    """The registry holds the build step's image under every tag (moved there if not)."""
+    from .._append import tag_in_registry
+    from .._observe import plan_credentials
+    from ..registry import shared_client
+
+    digest = built.result.digest
+    assert digest is not None
+    client = shared_client(ImageRef.parse(name).registry, plan_credentials(built.plan, creds))
+    moved = tag_in_registry(client, name, digest, tuple(tags))
+    return BuildResult(f"{name}:{tags[0]}", built.result.plan_hash, digest=digest, pushed=bool(moved), tags=tuple(tags))
 
 
 def push_docker_image(
@@ -300,7 +368,14 @@ def push_docker_image(
     _args.boolean("ignore_cache", ignore_cache)
     creds = as_credentials(credentials, ImageRef.parse(name).registry)
     destinations = check_mirrors(mirrors, name)
-    result = push_reference(name, [tag, *additional], creds, force=ignore_cache)
+    built = _BUILT.get((name, tag))
+    if built is not None and built.result.digest and not ignore_cache:
+        # The build step put it in the registry (appended, or pushed): confirm, no daemon.
+        result = _confirm(name, [tag, *additional], built, creds)
+    else:
+        result = push_reference(name, [tag, *additional], creds, force=ignore_cache)
+        if built is not None and built.result.plan_hash == result.plan_hash:
+            seed_dependency(built.plan, creds, sys.stdout)  # so the next code-only change appends
     assert result.digest is not None  # push_reference verified it against the registry
     result = pipeline.mirrored(result, destinations, creds, stream=sys.stdout)
     print(f"{result.reference}: {'pushed' if result.pushed else 'already in the registry (push skipped)'} {result.digest}")
@@ -329,12 +404,15 @@ def ensure_image(
     dockerfile_output_path: str = "Dockerfile.generated",
     build_backend: str = "docker-py",
     mirrors: Optional[list[str]] = None,
+    append: bool = True,
     **build_kwargs: Any,
 ) -> EnsureImageResult:
     """Build and push in one step; each part runs only if its output is missing.
 
     Parameters as :func:`build_docker_image`, plus ``push`` (default ``True``) and
-    ``credentials`` and ``mirrors`` (as :func:`push_docker_image`). Returns the union of both steps'
+    ``credentials`` and ``mirrors`` (as :func:`push_docker_image`). With ``push``, a code-only change is
+    appended in the registry (no daemon) whenever the Dockerfile splits (the dependency
+    image is built and pushed first if the registry lacks it); ``append=False`` opts out. Returns the union of both steps'
     keys: ``image``, ``image_id``, ``digest``, ``pinned``, ``cached``, ``built``,
     ``pushed``, ...
     """
@@ -344,6 +422,9 @@ def ensure_image(
         image_name, dockerfile, tag, additional_tags, persist_dockerfile, dockerfile_output_path, build_backend,
         dict(build_kwargs),
     )
+    _args.boolean("append", append)
+    if not append:
+        plan = plan.with_(append=False)
     result = _ensure(
         plan, push=push, force=ignore_cache, credentials=credentials, stream_progress_to=sys.stdout,
         build_kwargs=extra or None, mirrors=mirrors,

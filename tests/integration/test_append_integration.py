@@ -70,6 +70,37 @@ def test_prefect_default_dockerfile(tmp_path: Path, prefect_image: str, registry
     _compare(plan, unique_name, registry_noauth.host, "/opt/prefect")
 
 
+def test_chown_onto_missing_parents(tmp_path: Path, busybox_image: str, registry_noauth, unique_name: str) -> None:
+    """Folders that COPY --chown and WORKDIR create (or find) get the owners and modes this
+    daemon's builder gives them: run on both stacks (classic 20.10 and BuildKit)."""
+    project = tmp_path / "chown"
+    (project / "dir" / "sub").mkdir(parents=True)
+    (project / "empty").mkdir()
+    (project / "a.txt").write_text("a\n")
+    (project / "dir" / "b.txt").write_text("b\n")
+    (project / "dir" / "sub" / "c.txt").write_text("c\n")
+    os.chmod(project / "dir" / "sub", 0o700)
+    os.chmod(project / "dir", 0o750)
+    (project / "Dockerfile").write_text(
+        f"FROM {busybox_image}\n"
+        "RUN mkdir -p /existing/sub /srv && chmod 711 /existing && chmod 701 /srv\n"
+        "COPY --chown=1000:1001 a.txt /x/y/z/a.txt\n"  # a file's missing parents: the owner's
+        "COPY --chown=1000:1001 dir/ /p/q/\n"  # a folder's: its destination (and with BuildKit, above)
+        "COPY --chown=1000:1001 dir/ /existing/\n"  # an existing destination keeps mode and owner
+        "COPY --chown=1000:1001 a.txt /existing/sub/new/a.txt\n"
+        "COPY --chown=1000:1001 a.txt /etc/newdir/\n"
+        "COPY dir/ /tmp/\n"  # /tmp keeps its 1777
+        "COPY empty/ /made/\n"
+        "COPY a.txt /srv\n"  # onto an existing folder's name: into it
+        "WORKDIR /w/v\n"
+        "COPY --chown=1000:1001 a.txt rel/deep/\n"
+        "USER 1000:1002\n"
+        "WORKDIR /wk/here\n"  # classic: root's; BuildKit: the USER's
+    )
+    plan = BuildPlan.from_dockerfile(project, f"{registry_noauth.host}/{unique_name}")
+    _compare(plan, unique_name, registry_noauth.host, "/x /p /existing /etc/newdir /tmp /made /srv /w /wk")
+
+
 def test_user_dockerfile_with_metadata_and_dockerignore(tmp_path: Path, busybox_image: str, registry, creds, unique_name: str,
                                                         monkeypatch: pytest.MonkeyPatch, registry_noauth, docker_client) -> None:
     daemon = os.environ["DOCKER_HOST"]
@@ -374,3 +405,49 @@ def test_bearer_token_registry_grants_push_for_the_append(  # noqa: F811 (fixtur
     with RegistryClient(token_registry.host, creds) as client:
         assert client.manifest_digest(str(changed.content_ref)) == second.digest
     assert token_issuer.users["ci"] not in repr(second)
+
+
+def test_image_dirs_reads_layers_newest_first(registry_noauth, unique_name: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folders an append keeps as the image has them: found in the newest layer that
+    says (an entry, a whiteout, an opaque folder), from blobs in a real registry."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    from prefect_flyimage._append import ImageDirs
+
+    def layer(*members: tuple[str, str, int, int]) -> bytes:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as tar:
+            for name, kind, mode, owner in members:
+                info = tarfile.TarInfo(name)
+                info.type = tarfile.DIRTYPE if kind == "dir" else tarfile.REGTYPE
+                info.mode, info.uid, info.gid = mode, owner, owner
+                tar.addfile(info, io.BytesIO(b""))
+        return gzip.compress(raw.getvalue())
+
+    bottom = layer(("a", "dir", 0o755, 0), ("a/b", "dir", 0o700, 5), ("a/b/old", "dir", 0o755, 0),
+                   ("tmp", "dir", 0o1777, 0), ("gone", "dir", 0o755, 0), ("f", "file", 0o644, 0))
+    middle = layer(("a/b", "dir", 0o750, 7), ("a/b/.wh..wh..opq", "file", 0o644, 0), ("./.wh.gone", "file", 0o644, 0))
+    top = layer(("a/b/c", "file", 0o644, 0))
+    digests = []
+    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path / "cache"))
+    with RegistryClient(registry_noauth.host) as client:
+        for blob in (bottom, middle, top):
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            client.upload_blob(unique_name, blob, digest)
+            digests.append(digest)
+        dirs = ImageDirs(client, unique_name, digests)
+        assert dirs("/a") == (0o755, 0, 0)
+        assert dirs("/a/b") == (0o750, 7, 7)  # the middle layer's entry, not the bottom's
+        assert dirs("/a/b/old") is None  # hidden by the middle layer's opaque a/b
+        assert dirs("/gone") is None  # whited out
+        assert dirs("/tmp") == (0o1777, 0, 0)
+        assert dirs("/f") is None and dirs("/nowhere") is None
+        assert dirs("/") is True
+    assert len(list((tmp_path / "cache" / "layer-dirs").iterdir())) == 3  # each layer's listing, kept
+    # a second reader takes the listings from the cache: the same answers
+    with RegistryClient(registry_noauth.host) as client:
+        assert ImageDirs(client, unique_name, digests)("/a/b") == (0o750, 7, 7)

@@ -93,9 +93,11 @@ def test_copy_path_semantics_and_dockerignore(tmp_path: Path) -> None:
     )
     os.chmod(tmp_path / "main.py", 0o755)
     split = split_plan(plan)
-    members = layer_entries(split, plan.build_context.entries(), "/")
+    members = layer_entries(split, plan.build_context.entries(), "/", dir_exists=lambda p: p in ("/etc",))
     got = {m.path: (m.entry.kind, m.uid, m.gid) for m in members}
     assert got == {
+        "/srv": ("dir", 0, 0),  # made by WORKDIR (the image has no /srv)
+        "/data": ("dir", 0, 0),  # made by COPY, root's
         "/srv/lib": ("dir", 1000, 1001),
         "/srv/lib/pkg": ("dir", 1000, 1001),
         "/srv/lib/pkg/m.py": ("file", 1000, 1001),
@@ -184,3 +186,134 @@ def test_absolute_workdir_as_each_builder_writes_it(tmp_path: Path, classic: boo
     layer = write_layer(plan.context, layer_entries(split, plan.build_context.entries(), "/"))
     new = apply_config({"config": {}, "rootfs": {"type": "layers", "diff_ids": []}}, split, layer, {}, classic=classic)
     assert new["config"]["WorkingDir"] == expected
+
+
+def test_buildkit_plans_split_and_bind_mounted_files_are_dependency_inputs(tmp_path: Path) -> None:
+    plan = _project(
+        tmp_path,
+        "FROM a\nRUN --mount=type=cache,target=/root/.cache/pip --mount=type=bind,source=req.txt,target=/tmp/r.txt "
+        "pip install -r /tmp/r.txt\nCOPY app.py /app/\n",
+        {"req.txt": "httpx\n", "app.py": "x = 1\n"},
+    )
+    split = split_plan(plan)
+    assert split.reason is None and split.dependency is not None
+    assert [e.path for e in split.dependency.build_context.entries()] == ["req.txt"]
+    dep_hash = split.dependency.hash
+    (tmp_path / "req.txt").write_text("httpx\nrich\n")  # a new requirement: a new dependency image
+    again = BuildPlan.from_dockerfile(tmp_path, REPO, stat_cache=False)
+    assert split_plan(again).dependency.hash != dep_hash  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "reason"),
+    [
+        ("FROM a\nRUN --mount=type=bind,target=/src make\nCOPY app.py /app/\n", "whole context"),
+        ("FROM a\nRUN <<EOF\nmake\nEOF\nCOPY app.py /app/\n", "heredocs"),
+    ],
+)
+def test_buildkit_plans_that_do_not_split(tmp_path: Path, dockerfile: str, reason: str) -> None:
+    split = split_plan(_project(tmp_path, dockerfile, {"app.py": "x"}))
+    assert split.dependency is None and reason in (split.reason or "")
+
+
+def test_image_spec_code_layers_split(tmp_path: Path) -> None:
+    from prefect_flyimage._split import context_folder
+    from prefect_flyimage.spec import Image
+
+    (tmp_path / "requirements.txt").write_text("httpx\n")
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "mod.py").write_text("x = 1\n")
+    (tmp_path / "flow.py").write_text("print(1)\n")
+
+    def image() -> Image:
+        return (Image.from_base("127.0.0.1:5001/busybox:1").clone(registry="127.0.0.1:5001", name="split-spec")
+                .with_requirements(tmp_path / "requirements.txt").with_workdir("/app")
+                .with_source_folder(tmp_path / "src", "/app/src").with_source_file(tmp_path / "flow.py", "/app/")
+                .with_env_vars({"MODE": "prod"}))
+
+    plan = image().plan()
+    path, split = path_of(plan)
+    assert path == "append" and split.dependency is not None
+    assert [s.keyword for s in split.steps] == ["WORKDIR", "COPY", "COPY", "ENV"]
+    # the dependency context is what the install step reads (bind-mounted), nothing else
+    assert [e.path for e in split.dependency.build_context.entries()] == ["layers/00-requirements/requirements.txt"]
+    with context_folder(plan) as root:
+        members = layer_entries(split, plan.build_context.entries(), "/", root)
+        got = {m.path: m.entry.kind for m in members}
+        # /app/src (a new folder, root's) is made by the extraction, as COPY makes it
+        assert got == {"/app/src/pkg": "dir", "/app/src/pkg/mod.py": "file", "/app/flow.py": "file"}
+        layer = write_layer(root, members)
+    names = [n for n, *_ in _tar_names(layer.blob)]
+    assert names == ["app/flow.py", "app/src/pkg", "app/src/pkg/mod.py"]
+    # a code-only change keeps the dependency image, a new requirement makes a new one
+    dep_hash = split.dependency.hash
+    (tmp_path / "flow.py").write_text("print(2)\n")
+    assert path_of(image().plan())[1].dependency.hash == dep_hash  # type: ignore[union-attr]
+    (tmp_path / "requirements.txt").write_text("httpx\nrich\n")
+    assert path_of(image().plan())[1].dependency.hash != dep_hash  # type: ignore[union-attr]
+
+
+def _members(tmp_path: Path, tail: str, image_dirs: set[str], classic: bool, user: str = "") -> dict[str, tuple[int, int, int]]:
+    (tmp_path / "dir" / "sub").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "dir" / "b.txt").write_text("b")
+    (tmp_path / "dir" / "sub" / "c.txt").write_text("c")
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    os.chmod(tmp_path / "dir", 0o750)
+    plan = _project(tmp_path, "FROM a\nRUN x\n" + tail, {"a.txt": "a"})
+    split = split_plan(plan)
+    assert split.reason is None, split.reason
+    asked: list[str] = []
+
+    def exists(path: str) -> bool:
+        asked.append(path)
+        return path in image_dirs
+
+    members = layer_entries(split, plan.build_context.entries(), "/", dir_exists=exists, classic=classic, user=user)
+    return {m.path: (m.entry.mode & 0o7777, m.uid, m.gid) for m in members if m.entry.kind == "dir"}
+
+
+@pytest.mark.parametrize("classic", [True, False])
+def test_chown_creates_missing_parents_as_docker_does(tmp_path: Path, classic: bool) -> None:
+    # Measured on Docker 20.10 (classic builder) and Docker 26 (BuildKit), see
+    # tests/integration/test_append_integration.py::test_chown_onto_missing_parents.
+    dirs = _members(tmp_path, "COPY --chown=1000:1001 a.txt /x/y/z/a.txt\nCOPY --chown=1000:1001 a.txt /etc/new/\n"
+                    "COPY --chown=1000:1001 dir/ /p/q/\nCOPY --chown=1000:1001 dir/ /existing/\n",
+                    {"/etc", "/existing"}, classic)
+    assert dirs["/x"] == dirs["/x/y"] == dirs["/x/y/z"] == dirs["/etc/new"] == (0o755, 1000, 1001)  # a file's parents: the owner
+    assert "/etc" not in dirs and "/existing" not in dirs  # folders the image has keep mode and owner
+    assert dirs["/p/q"] == (0o755, 1000, 1001)  # a new destination folder: 0755, not the source's 0750
+    assert dirs["/p/q/sub"][1:] == (1000, 1001)
+    # above a folder copy's destination: BuildKit owns the new parents too, classic makes them root
+    assert dirs["/p"] == ((0o755, 0, 0) if classic else (0o755, 1000, 1001))
+
+
+@pytest.mark.parametrize("classic", [True, False])
+def test_folders_above_entries_are_in_the_layer_as_the_image_has_them(tmp_path: Path, classic: bool) -> None:
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "b.txt").write_text("b")
+    (tmp_path / "empty").mkdir()
+    plan = _project(tmp_path, "FROM a\nRUN x\nCOPY dir/ /tmp/\nCOPY a.txt /new/deep/\nCOPY empty/ /made/\n", {"a.txt": "a"})
+    image = {"/tmp": (0o1777, 0, 0)}
+    members = layer_entries(split_plan(plan), plan.build_context.entries(), "/", dir_exists=image.get, classic=classic)
+    dirs = {m.path: (m.entry.mode & 0o7777, m.uid, m.gid) for m in members if m.entry.kind == "dir"}
+    assert dirs["/tmp"] == (0o1777, 0, 0)  # kept as the image has it (not the extraction's 0755)
+    assert dirs["/new"] == dirs["/new/deep"] == dirs["/made"] == (0o755, 0, 0)  # new ones, root's
+
+
+def test_workdir_folders_owned_as_each_builder_makes_them(tmp_path: Path) -> None:
+    tail = "USER 1000:1002\nWORKDIR /wk\nCOPY a.txt /other/\n"
+    assert _members(tmp_path, tail, set(), classic=True)["/wk"] == (0o755, 0, 0)
+    assert _members(tmp_path, tail, set(), classic=False)["/wk"] == (0o755, 1000, 1002)
+    assert "/wk" not in _members(tmp_path, tail, {"/wk"}, classic=False)  # it exists: untouched
+    from prefect_flyimage.errors import AppendNotApplicable
+
+    with pytest.raises(AppendNotApplicable, match="USER 'app'"):
+        _members(tmp_path, "WORKDIR /wk\nCOPY a.txt /other/\n", set(), classic=False, user="app")
+
+
+def test_file_onto_an_existing_folder_name_goes_into_it(tmp_path: Path) -> None:
+    plan = _project(tmp_path, "FROM a\nRUN x\nCOPY a.txt /srv\n", {"a.txt": "a"})
+    members = layer_entries(split_plan(plan), plan.build_context.entries(), "/", dir_exists=lambda p: p == "/srv")
+    assert [m.path for m in members] == ["/srv/a.txt"]
+    members = layer_entries(split_plan(plan), plan.build_context.entries(), "/", dir_exists=lambda p: False)
+    assert [m.path for m in members] == ["/srv"]
