@@ -43,7 +43,7 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
-from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags, cache_refused
+from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags, cache_refused, load_output
 from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
 from ._types import LocalImage
 
@@ -608,7 +608,7 @@ class Engine:
             # platforms keep buildx's default: Docker 26 pushes such an index whole only then.
             multi = bool(plan.platform and "," in plan.platform)
             provenance = [] if multi and not os.environ.get("PREFECT_FLYIMAGE_PROVENANCE") else [f"--provenance={_provenance()}"]
-            build = ["buildx", "build", "--load", *provenance] if buildx_available() else ["build"]
+            build = ["buildx", "build", *load_output(), *provenance] if buildx_available() else ["build"]
             cmd = [cli, *build, "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
             for ref in refs:
                 cmd += ["-t", ref]

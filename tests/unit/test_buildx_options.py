@@ -89,3 +89,18 @@ def test_cache_refused_reads_buildx_output():
     assert cache_refused(imported_missing) is None
     refused = ["#10 exporting cache to registry", "#10 ERROR: error writing layer blob: 401 Unauthorized"]
     assert cache_refused(refused) == refused[1]
+
+
+def test_layers_loaded_into_the_daemon_are_gzipped_fast_by_default(monkeypatch):
+    from prefect_flyimage.engine._buildx import load_output
+    from prefect_flyimage.errors import InvalidArgumentError
+
+    monkeypatch.delenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", raising=False)
+    assert load_output() == ["--output", "type=docker,compression=gzip,compression-level=1"]
+    monkeypatch.setenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", "9")
+    assert load_output() == ["--output", "type=docker,compression=gzip,compression-level=9"]
+    monkeypatch.setenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", "default")
+    assert load_output() == ["--load"]
+    monkeypatch.setenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", "fast")
+    with pytest.raises(InvalidArgumentError, match="PREFECT_FLYIMAGE_LAYER_COMPRESSION"):
+        load_output()
