@@ -246,7 +246,9 @@ def image_chain(engine: Engine, ref: str) -> list[str]:
 
 
 def cleanup(engine: Engine, registry: Registry, repos: list[str], keep_ids: set[str]) -> None:
-    api = engine.client.api
+    # Its own client with a long timeout: removing a 1 GiB image on a loaded daemon takes
+    # longer than the engine's default API timeout.
+    api = docker.APIClient(**docker.utils.kwargs_from_env(), version=engine.client.api.api_version, timeout=600)
     ours: set[str] = set()
     refs = []
     for repo in repos:
@@ -259,7 +261,7 @@ def cleanup(engine: Engine, registry: Registry, repos: list[str], keep_ids: set[
         if container.get("ImageID") in ours:
             try:
                 api.remove_container(container["Id"], force=True)
-            except docker.errors.APIError as exc:
+            except (docker.errors.APIError, OSError) as exc:
                 print(f"cleanup: container {container['Id'][:12]}: {exc}", file=sys.stderr)
     for ref in refs:
         try:
