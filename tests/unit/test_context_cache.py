@@ -92,6 +92,8 @@ def test_entries_after_the_whole_tree_answer_match_a_fresh_scan(tree):
         "new_dir",
         "chmod_dir",
         "dockerignore",
+        "file_becomes_folder",
+        "link_becomes_file",
     ],
 )
 def test_every_change_that_matters_reaches_the_digest(tree, change):
@@ -116,6 +118,12 @@ def test_every_change_that_matters_reaches_the_digest(tree, change):
         (tree / "src" / "empty").mkdir()
     elif change == "chmod_dir":
         (tree / "src" / "pkg").chmod(0o700)
+    elif change == "file_becomes_folder":
+        app.unlink()
+        app.mkdir()
+    elif change == "link_becomes_file":
+        (tree / "src" / "link.py").unlink()
+        (tree / "src" / "link.py").write_text("print('hi')\n")
     elif change == "dockerignore":
         (tree / ".dockerignore").write_text("build\n*.log\nsrc/pkg/m2.py\n")
     after = BuildContext(tree).digest()
@@ -143,6 +151,20 @@ def test_one_changed_file_is_the_only_one_read(tree, reads):
     warm = BuildContext(tree).digest()
     assert reads == ["m7.py"]
     assert warm == fresh(tree)
+
+
+def test_a_few_changes_skip_the_full_scan(tree, reads, monkeypatch):
+    BuildContext(tree).digest()
+    reads.clear()
+    for name in ("m4.py", "m9.py"):
+        (tree / "src" / "pkg" / name).write_text(f"# {name} changed\n")
+    monkeypatch.setattr(BuildContext, "_scan", lambda self: pytest.fail("full scan for two changed files"))
+    warm = BuildContext(tree)
+    digest = warm.digest()
+    assert sorted(reads) == ["m4.py", "m9.py"]
+    monkeypatch.undo()
+    assert digest == fresh(tree)
+    assert warm.entries() == BuildContext(tree, use_cache=False).entries()
 
 
 def test_recently_written_files_are_never_trusted(tree, reads):
