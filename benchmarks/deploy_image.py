@@ -45,7 +45,8 @@ collection), temp dirs.
 Usage (services up: ``source /var/tmp/prefect-flyimage/env``)::
 
     python3 benchmarks/deploy_image.py [--repeats 3] [--files 2000] [--mib 20] [--ignored-mib 50]
-        [--base prefect|busybox] [--registry auth|noauth|HOST:PORT] [--prefect-rm] [--json out.json]
+        [--base prefect|busybox] [--registry auth|noauth|HOST:PORT] [--prefect-rm] [--scenarios a|ab|abc]
+        [--json out.json]
 
 Not part of the test suite.
 """
