@@ -113,7 +113,7 @@ class StatCache:
 
     An unchanged tree is answered from ``lstat`` alone: when the listing and every
     entry's signature (size, mtime_ns, inode, ctime_ns, mode) equal the last scan's, the
-    last scan's context digest is the digest (:meth:`tree`); otherwise each file whose
+    last scan's context digest is the digest (:attr:`tree`); otherwise each file whose
     signature is unchanged keeps its SHA-256 (:meth:`lookup`). Entries modified too
     recently to trust (:data:`RACY_SECONDS`) are stored with a signature that never matches.
 
@@ -607,7 +607,6 @@ class BuildContext:
 _LEN = struct.Struct(">Q").pack
 _KINDS = {k: _LEN(len(k)) + k.encode() for k in ("file", "dir", "symlink")}
 _SHA_LEN = _LEN(64)
-_EMPTY = _LEN(0)
 
 
 def _digest_rows(rows: list[list[Any]]) -> str:
