@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from ..errors import BuildError, BuildTimeout, DockerUnavailable
-from ._buildx import buildx_auth_env, buildx_flags, cache_refused
+from ._buildx import buildx_auth_env, buildx_flags, cache_refused, load_output
 from ._process import buildkit_available, buildx_available, docker_cli, run_streaming, write
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def buildkit_command(
     # platforms keep buildx's default: Docker 26 pushes such an index whole only then.
     multi = bool(plan.platform and "," in plan.platform)
     attest = [] if multi and not os.environ.get("PREFECT_FLYIMAGE_PROVENANCE") else [f"--provenance={provenance()}"]
-    build = ["buildx", "build", "--load", *attest] if buildx_available() else ["build"]
+    build = ["buildx", "build", *load_output(), *attest] if buildx_available() else ["build"]
     cmd = [docker_cli(), *build, "--progress=plain", "-f", str(dockerfile), "--iidfile", str(iidfile)]
     for ref in refs:
         cmd += ["-t", ref]

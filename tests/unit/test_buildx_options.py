@@ -115,3 +115,18 @@ def test_buildkit_command_keeps_secret_values_out_of_argv(project, tmp_path, mon
     assert secret_file.read_text() == "s3cr3t-value"
     assert secret_file.stat().st_mode & 0o077 == 0
     assert cmd[cmd.index("--secret") + 1] == f"id=tok,src={secret_file}"
+
+
+def test_layers_loaded_into_the_daemon_are_gzipped_fast_by_default(monkeypatch):
+    from prefect_flyimage.engine._buildx import load_output
+    from prefect_flyimage.errors import InvalidArgumentError
+
+    monkeypatch.delenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", raising=False)
+    assert load_output() == ["--output", "type=docker,compression=gzip,compression-level=1"]
+    monkeypatch.setenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", "9")
+    assert load_output() == ["--output", "type=docker,compression=gzip,compression-level=9"]
+    monkeypatch.setenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", "default")
+    assert load_output() == ["--load"]
+    monkeypatch.setenv("PREFECT_FLYIMAGE_LAYER_COMPRESSION", "fast")
+    with pytest.raises(InvalidArgumentError, match="PREFECT_FLYIMAGE_LAYER_COMPRESSION"):
+        load_output()
