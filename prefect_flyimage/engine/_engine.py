@@ -27,6 +27,7 @@ from ..context import read_dockerignore
 from ..credentials import RegistryCredentials, retry_refused
 from ..errors import (
     AuthenticationError,
+    BaseImageDenied,
     BuildError,
     BuildTimeout,
     BuildxUnavailable,
@@ -43,6 +44,7 @@ from ..errors import (
 )
 from ..names import ImageRef
 from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, streaming_api
+from ._base_access import denied_base
 from ._buildx import BUILDX_OPTIONS, buildx_flags as _buildx_flags, cache_refused
 from ._process import TAIL_LINES, buildkit_available, buildx_available, docker_cli, run_streaming, write
 from ._types import LocalImage
@@ -652,6 +654,12 @@ class Engine:
                         f"{cmd[0]} cannot run BuildKit builds without buildx; install Debian's docker.io "
                         "or set PREFECT_FLYIMAGE_DOCKER_CLI"
                     )
+                denial = denied_base(tail)  # BuildKit words a registry's refusal of a base vaguely
+                if denial is not None:
+                    raise BaseImageDenied(
+                        f"build of {refs[0]} failed at {denial.step}: access to base image {denial.base} denied: "
+                        f"{denial.error}", denial.error.registry, step=denial.step, output="\n".join(tail), returncode=code,
+                    ) from None
                 raise BuildError(
                     f"build of {refs[0]} failed at {step or 'an unknown step'}: {message}", step=step,
                     output="\n".join(tail), returncode=code,
