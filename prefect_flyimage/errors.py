@@ -60,6 +60,7 @@ from packaging.version import InvalidVersion
 __all__ = [
     "AppendNotApplicable",
     "AuthenticationError",
+    "BaseImageDenied",
     "BaseImageMissing",
     "BaseImageUnresolved",
     "BuildError",
@@ -244,6 +245,24 @@ class BuildError(ImageBuildError):
 
 class BuildTimeout(BuildError, TimeoutError):
     """A build that ran past its timeout and was cancelled (its process group killed)."""
+
+
+class BaseImageDenied(BuildError, AuthenticationError):
+    """A build could not fetch a base image because its registry refused access (HTTP
+    401/403): both a BuildError (``step`` is the ``FROM``) and an AuthenticationError.
+
+    BuildKit words such a refusal as whatever its resolver last saw (a TLS error, "403
+    Forbidden"); the engine then asks the registry itself to tell a refusal apart."""
+
+    def __init__(
+        self, message: str, registry: Optional[str], *, step: Optional[str] = None,
+        output: Optional[str] = None, returncode: Optional[int] = None,
+    ) -> None:
+        # the two bases' __init__ take different arguments: set both sides' fields here
+        self.step = step
+        self.output = output
+        self.registry = registry
+        ImageBuildError.__init__(self, message, returncode, output or "")
 
 
 class PushError(RegistryError, OSError):

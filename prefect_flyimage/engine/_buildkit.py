@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from ..errors import BuildError, BuildTimeout, DockerUnavailable
+from ..errors import BaseImageDenied, BuildError, BuildTimeout, DockerUnavailable
+from ._base_access import denied_base
 from ._buildx import buildx_auth_env, buildx_flags, cache_refused, load_output
 from ._process import buildkit_available, buildx_available, docker_cli, run_streaming, write
 
@@ -126,6 +127,12 @@ def build_buildkit(
                     f"{cmd[0]} cannot run BuildKit builds without buildx; install Debian's docker.io "
                     "or set PREFECT_FLYIMAGE_DOCKER_CLI"
                 )
+            denial = denied_base(tail)  # BuildKit words a registry's refusal of a base vaguely
+            if denial is not None:
+                raise BaseImageDenied(
+                    f"build of {refs[0]} failed at {denial.step}: access to base image {denial.base} denied: "
+                    f"{denial.error}", denial.error.registry, step=denial.step, output="\n".join(tail), returncode=code,
+                ) from None
             raise BuildError(
                 f"build of {refs[0]} failed at {step or 'an unknown step'}: {message}", step=step,
                 output="\n".join(tail), returncode=code,

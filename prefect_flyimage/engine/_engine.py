@@ -124,13 +124,12 @@ class Engine:
             by default one is made from the environment on first use.
     """
 
-    #: the pipeline adds the default registry layer cache to pushing builds of this engine
-    registry_cache = True
 
     def __init__(self, client: Optional[docker.DockerClient] = None) -> None:
         self._client = client
         self._owns_client = client is None
         self._bridge: Optional[bool] = None
+        self._containerd_store: Optional[bool] = None
 
     def close(self) -> None:
         """Close the docker-py client if this engine created it (idempotent)."""
@@ -143,6 +142,20 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def registry_cache(self) -> bool:
+        """Whether the pipeline adds the default registry layer cache to pushing builds:
+        only where buildx's docker driver can export one, i.e. on the containerd image
+        store (the classic store of Docker < 29 fails the whole build: "Cache export is
+        not supported for the docker driver"). Asked once per engine."""
+        if self._containerd_store is None:
+            try:
+                status = self.client.info().get("DriverStatus") or []
+            except docker.errors.APIError:
+                status = []
+            self._containerd_store = any("containerd.snapshotter" in str(value) for row in status for value in row)
+        return self._containerd_store
 
     @property
     def connected(self) -> bool:

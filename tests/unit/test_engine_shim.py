@@ -145,7 +145,7 @@ def test_stream_aborter_cuts_a_quiet_stream(tmp_path):
     ended: list[object] = []
 
     def read() -> None:
-        response = api.get(f"http+docker://localhost/v1.41/build", stream=True, timeout=None)
+        response = api.get("http+docker://localhost/v1.41/build", stream=True, timeout=None)
         try:
             for _ in response.iter_content(chunk_size=1):
                 pass
