@@ -9,7 +9,7 @@ from typing import Iterator, Mapping, Optional, Protocol, Union
 
 from .credentials import CredentialsLike, RegistryCredentials, resolve_credentials
 from .engine import Engine, EngineProtocol, LocalImage
-from .errors import InvalidArgumentError, RegistryUnavailable
+from .errors import AuthenticationError, InvalidArgumentError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildPlan
 
@@ -147,21 +147,37 @@ class _Session:
 @contextlib.contextmanager
 def _session(
     engine: Optional[EngineProtocol], credentials: Optional[RegistryCredentials], registry: Optional[RegistryLike],
-    repository: str,
+    repository: str, *, resolve: bool = True,
 ) -> Iterator[_Session]:
     host = ImageRef.parse(repository).registry
     # Given credentials win; else the docker config's (a `docker login`, a credential
-    # helper), as the daemon would use them for the push.
-    session = _Session(engine, resolve_credentials(credentials, registry=host), registry, host)
+    # helper), as the daemon would use them for the push. ``resolve=False``: the caller
+    # resolved them already (plan_credentials), ``None`` included.
+    creds = resolve_credentials(credentials, registry=host) if resolve else credentials
+    session = _Session(engine, creds, registry, host)
     try:
         yield session
     finally:
         session.close()
 
 
-def plan_credentials(plan: Union[BuildPlan, Target], credentials: CredentialsLike) -> Optional[RegistryCredentials]:
-    """Credentials for the plan's registry: those given, else the docker config's (or ``None``)."""
-    return resolve_credentials(credentials, registry=ImageRef.parse(plan.repository).registry)
+def plan_credentials(
+    plan: Union[BuildPlan, Target], credentials: CredentialsLike, *, pushing: bool = True,
+) -> Optional[RegistryCredentials]:
+    """Credentials for the plan's registry: those given, else the docker config's (or ``None``).
+
+    ``pushing=False`` (a build that never pushes): a docker config naming a credential
+    helper that is missing or fails costs only the registry check, which goes on
+    anonymously with a warning -- as ``docker build`` of a public base would.
+    """
+    registry = ImageRef.parse(plan.repository).registry
+    try:
+        return resolve_credentials(credentials, registry=registry)
+    except AuthenticationError as exc:
+        if pushing or credentials is not None:
+            raise
+        logger.warning("no credentials for %s (%s); asking the registry anonymously, nothing is pushed", registry, exc)
+        return None
 
 
 def _observe(session: _Session, target: Target, *, local: bool, remote: bool, every_local_tag: bool = False) -> Observation:
@@ -228,7 +244,7 @@ def observe(
     if not isinstance(plan, (BuildPlan, Target)):
         raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
     target = Target.of(plan)
-    with _session(engine, plan_credentials(target, credentials), registry, target.repository) as session:
+    with _session(engine, plan_credentials(target, credentials), registry, target.repository, resolve=False) as session:
         return _observe(session, target, local=local, remote=remote, every_local_tag=every_local_tag)
 
 

@@ -142,8 +142,8 @@ def ensure(
     destinations = check_mirrors(mirrors, plan.repository)
     if destinations and not push:
         raise InvalidArgumentError("mirrors", "need push=True (mirrors get a copy of the pushed image)")
-    creds = plan_credentials(plan, credentials)
-    with _session(engine, creds, registry, plan.repository) as session:
+    creds = plan_credentials(plan, credentials, pushing=push)
+    with _session(engine, creds, registry, plan.repository, resolve=False) as session:
         plan = resolve_plan(plan, creds, lambda: session.engine)  # bases are inputs too (issue 16)
         run = _Ensure(session, plan, push, force, stream_progress_to, build_timeout, push_timeout, verify, build_kwargs)
         run.accept_registry = accept_registry and not push and verify is None

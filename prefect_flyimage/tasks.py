@@ -557,7 +557,7 @@ def build_image_task(
     if not isinstance(plan, BuildPlan):
         raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
     _args.boolean("append", append)
-    creds = pipeline.plan_credentials(plan, None)
+    creds = pipeline.plan_credentials(plan, None, pushing=False)
     if not append:
         plan = plan.with_(append=False)
     resolved = pipeline.resolve_bases(plan, creds)

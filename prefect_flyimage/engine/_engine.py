@@ -572,6 +572,15 @@ class Engine:
                         )
             except docker.errors.APIError as exc:
                 raise BuildError(f"build of {what} failed: {exc.explanation or exc}", step=step, output="\n".join(tail)) from None
+            except docker.errors.DockerException as exc:
+                if "Credentials store error" not in str(exc):
+                    raise
+                # docker-py sends the classic builder every registry's credentials, so a
+                # missing or failing helper stops even a build that pulls nothing private.
+                raise AuthenticationError(
+                    f"build of {what}: the classic builder needs every registry's credentials from the docker "
+                    f"config, and a credential helper failed: {exc}"
+                ) from None
         if not image_id:
             raise BuildError(f"build of {what} finished without an image id", step=step, output="\n".join(tail))
         return image_id

@@ -129,3 +129,29 @@ def test_helper_that_knows_nothing_falls_back_to_auths(htpasswd_registry, docker
     docker_config.write({"credsStore": "empty", "auths": {htpasswd_registry.host: {"auth": pair}}})
     creds = docker_config_credentials(htpasswd_registry.host)
     assert creds.secret == htpasswd_registry.users["ci"] and creds.helper is None and helper.calls == 1
+
+
+def test_missing_helper_fails_only_what_pushes(htpasswd_registry, docker_config, busybox_image, unique_name, tmp_path):
+    """A config naming a helper that is not installed (``credsStore: desktop`` copied onto a
+    CI runner). With BuildKit a build that never pushes goes on (the registry is asked
+    anonymously); the classic builder gets every registry's credentials from docker-py,
+    which stops at the helper: a typed AuthenticationError naming it. A push is an
+    AuthenticationError naming the helper either way, and nothing is published."""
+    from prefect_flyimage.engine import choose_backend
+    from prefect_flyimage.pipeline import ensure
+    from prefect_flyimage.plan import BuildPlan
+
+    docker_config.write({"credHelpers": {htpasswd_registry.host: "flyimage-not-installed"}})
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo {unique_name} > /id\n")
+    plan = BuildPlan.from_dockerfile(tmp_path / "ctx", f"{htpasswd_registry.host}/{unique_name}")
+    if choose_backend(plan) == "buildkit":
+        built = ensure(plan, push=False)
+        assert built.built and built.image_id and not built.pushed
+    else:
+        with pytest.raises(errors.AuthenticationError, match="docker-credential-flyimage-not-installed"):
+            ensure(plan, push=False)
+    with pytest.raises(errors.AuthenticationError, match="flyimage-not-installed"):
+        ensure(plan, push=True)
+    admin = RegistryClient(htpasswd_registry.host, RegistryCredentials(htpasswd_registry.host, "ci", htpasswd_registry.users["ci"]))
+    assert admin.manifest_digest(f"{htpasswd_registry.host}/{unique_name}:{plan.tag}") is None
