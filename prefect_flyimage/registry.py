@@ -362,15 +362,12 @@ class RegistryClient:
 
     def get_blob(self, repository: str, digest: str) -> Optional[bytes]:
         """The blob ``digest`` of ``repository`` (checked against its digest), ``None`` when absent."""
-        what = f"{repository}@{digest}"
-        response = self._refusable(lambda: self._call("GET", f"/v2/{repository}/blobs/{digest}", what=what))
-        if response.status_code == 404:
+        response = self._blob("GET", repository, digest)
+        if response is None:
             return None
-        if response.status_code != 200:
-            raise self._fail(response, what)
         body = response.read()
         if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
-            raise RegistryError(f"registry {self.registry} sent blob {what} with other contents", self.registry)
+            raise RegistryError(f"registry {self.registry} sent blob {repository}@{digest} with other contents", self.registry)
         return body
 
     def config(self, ref: ImageRef | str, platform: Optional[str] = None) -> Optional[dict[str, Any]]:
@@ -400,13 +397,17 @@ class RegistryClient:
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         """True when ``repository`` holds blob ``digest``."""
+        return self._blob("HEAD", repository, digest) is not None
+
+    def _blob(self, method: str, repository: str, digest: str) -> Optional[httpx.Response]:
+        """The answer to ``method`` on blob ``digest``: ``None`` when absent, an error unless 200."""
         what = f"{repository}@{digest}"
-        response = self._refusable(lambda: self._call("HEAD", f"/v2/{repository}/blobs/{digest}", what=what))
+        response = self._refusable(lambda: self._call(method, f"/v2/{repository}/blobs/{digest}", what=what))
         if response.status_code == 404:
-            return False
+            return None
         if response.status_code != 200:
             raise self._fail(response, what)
-        return True
+        return response
 
     def upload_blob(self, repository: str, data: bytes, digest: str) -> None:
         """Upload ``data`` as blob ``digest`` (one POST, one PUT) unless the registry has it."""

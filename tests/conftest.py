@@ -288,12 +288,19 @@ def _slug(text: str, limit: int) -> str:
     return slug or "test"
 
 
-def _remove_images_named(name: str) -> None:
-    """Force-remove every local image with a repo tag containing ``name``; never raises."""
+def _remove_images_named(name: str, daemon: str | None = None) -> None:
+    """Force-remove every image of ``daemon`` (a DOCKER_HOST; default: this environment's)
+    with a repo tag containing ``name``; never raises."""
+    environment = dict(os.environ)
+    if daemon is not None:
+        environment["DOCKER_HOST"] = daemon
+    host = environment.get("DOCKER_HOST") or ""
+    if host.startswith("unix://") and not os.path.exists(host[len("unix://"):]):
+        return  # docker-py leaks the socket of a failed unix connect
     try:
         import docker
 
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=120, environment=environment)
     except Exception:
         return
     try:
@@ -314,12 +321,15 @@ def _remove_images_named(name: str) -> None:
 def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
     """``t-<test-name-slug>-<8 hex>``: a fresh repository name, valid for Distribution.
 
-    At teardown every local image whose tags contain it is removed.
+    At teardown every image whose tags contain it is removed from the daemon DOCKER_HOST
+    named when the test began (a test may point DOCKER_HOST elsewhere; its monkeypatch is
+    undone only after this teardown).
     """
     suffix = secrets.token_hex(4)
     name = f"t-{_slug(request.node.name, 60 - len(suffix) - 3)}-{suffix}"
+    daemon = os.environ.get("DOCKER_HOST")
     yield name
-    _remove_images_named(name)
+    _remove_images_named(name, daemon)
 
 
 @pytest.fixture(scope="session")
