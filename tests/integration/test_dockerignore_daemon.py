@@ -137,6 +137,8 @@ BUILDKIT_CASES = {
     "folded-in": ({"build/Keep": "k", "build/out.bin": "o", "build/sub/z": "z", "app.py": "x"}, "build\n!build/keep\n"),
     # a folder that changes side, with entries of both kinds inside
     "folder": ({"Build/a": "a", "Build/b.MD": "b", "Build/Deep/c": "c", "x.md": "x"}, "build\n!build/deep\n*.md\n**/*.md\n"),
+    "folder-reinclude": ({"Build/Deep/c": "c", "Build/Deep/d.MD": "d", "Build/e": "e", "A*b?[c].MD": "w"},
+                         "build\n!Build/Deep\n**/*.md\n"),
 }
 
 
