@@ -88,7 +88,7 @@ def test_no_ignore_file_when_the_matchers_agree(tmp_path):
     tree(tmp_path, ["readme.md", "app.py", "UPPER.txt"])
     pats = ["*.md", "*.txt"]
     hashed, sent = case_gap(str(tmp_path), pats, "Dockerfile")
-    assert buildkit_ignore(str(tmp_path), pats, hashed, sent) is None  # UPPER.txt: *.txt has no cased letter
+    assert buildkit_ignore(str(tmp_path), pats, hashed, sent) is None  # UPPER.txt: its cased part is not matched
     (tmp_path / ".dockerignore").write_text("*.md\n")
     assert context_ignore(tmp_path, "Dockerfile") is None
     (tmp_path / "NOTES.MD").write_text("n")
