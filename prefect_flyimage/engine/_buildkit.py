@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
+from .._dockerignore import buildkit_ignore, case_gap
+from ..context import read_dockerignore
 from ..errors import BaseImageDenied, BuildError, BuildTimeout, DockerUnavailable
 from ._base_access import denied_base
 from ._buildx import buildx_auth_env, buildx_flags, cache_refused, load_output
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from ..plan import BuildPlan
     from ._engine import Engine
 
-__all__ = ["STEP", "build_buildkit", "buildkit_command", "choose_backend", "provenance"]
+__all__ = ["STEP", "build_buildkit", "buildkit_command", "choose_backend", "context_ignore", "provenance"]
 
 #: A build step's header line: the classic builder's ``Step 2/5 : ...``, BuildKit's ``#7 [2/5] ...``.
 STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]+\] .*)$")
@@ -54,6 +56,20 @@ def choose_backend(plan: "BuildPlan", docker_py_options: bool = False) -> str:
 def provenance() -> str:
     """``PREFECT_FLYIMAGE_PROVENANCE``: buildx's ``--provenance`` value (``false`` unless set)."""
     return os.environ.get("PREFECT_FLYIMAGE_PROVENANCE", "").strip() or "false"
+
+
+def context_ignore(context: Path, dockerfile: Optional[str]) -> Optional[str]:
+    """The ``<dockerfile>.dockerignore`` text that makes BuildKit send the entries we hash,
+    or ``None`` when its case-sensitive matcher already agrees with docker-py's.
+
+    No pattern with a cased letter: both matchers agree (bar a case twin of the
+    Dockerfile itself), so the tree is not walked again.
+    """
+    patterns = read_dockerignore(context)
+    if all(p.lower() == p.upper() for p in patterns):
+        return None
+    hashed, sent = case_gap(str(context), patterns, dockerfile)
+    return buildkit_ignore(str(context), patterns, hashed, sent)
 
 
 def buildkit_command(
@@ -110,6 +126,11 @@ def build_buildkit(
         # BuildKit reads the Dockerfile apart from the context, so a temp file is harmless.
         dockerfile = Path(tmp) / "Dockerfile"
         dockerfile.write_text(plan.build_dockerfile_text)
+        # BuildKit reads this instead of the context's .dockerignore (moby's matcher is
+        # case-sensitive; the hash follows docker-py's, which is not).
+        ignore = context_ignore(context, plan.dockerfile_name)
+        if ignore is not None:
+            (Path(tmp) / "Dockerfile.dockerignore").write_text(ignore)
         iidfile = Path(tmp) / "iid"
         network = plan.network or engine.default_build_network()
         cmd = buildkit_command(plan, context, refs, dockerfile, iidfile, Path(tmp), network, buildx_opts)
