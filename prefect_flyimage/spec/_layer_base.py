@@ -43,6 +43,7 @@ __all__ = [
     "secret_env_name",
 ]
 
+#: A secret for ``secret_mounts=``: the name of an environment variable of the building
 #: process (its value becomes the secret), or a :class:`~prefect_flyimage.plan.BuildSecret`.
 SecretMount = Union[str, BuildSecret]
 
