@@ -4,7 +4,9 @@ It applies when the plan splits (:func:`._split.split_plan`), ``plan.append`` an
 ``$PREFECT_FLYIMAGE_APPEND`` allow it, the result goes to the registry, nothing needs the
 image in the daemon (no ``verify``, no docker-py-only build options) and the registry is
 asked directly. The dependency image is found by its own content tag; when the registry
-lacks it, it is built and pushed first (the one step that needs the daemon).
+lacks it, a push builds and pushes it first (the one step that needs the daemon), while a
+build that only accepts the registry (``accept_registry``, ``DockerImage.build()``) never
+pushes it: it builds in the daemon as before, writing nothing to the registry.
 
 Front doors that build and push in two calls (the ``prefect.yaml`` steps, the task pair)
 cannot know whether a push follows a build. They use :func:`dependency_published`: a
@@ -76,6 +78,11 @@ def try_append(run: Any) -> Optional[tuple[str, bool]]:
             return None  # the build path reports the outage
         except AppendNotApplicable as exc:
             logger.info("%s builds: %s", plan.ref, exc)
+            return None
+        if outcome is None and not run.push:
+            # A build that only accepts the registry (DockerImage.build(), which cannot know
+            # whether a push follows) must not push: it builds in the daemon instead.
+            logger.info("the registry lacks the dependency image %s: building %s in the daemon", dep.content_ref, plan.ref)
             return None
         if outcome is None:
             from .pipeline import ensure

@@ -336,8 +336,13 @@ def _path_info(plan: Any) -> dict[str, Any]:
     return {"path": "build", "path_reason": f"does not split: {split.reason}", "dependency_tag": None}
 
 
-@app.command(epilog="Example: prefect-flyimage inspect . -r 127.0.0.1:5000/team/app --why")
-def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = DockerfileOpt, tag: Optional[str] = TagOpt,
+@app.command(epilog="Example: prefect-flyimage inspect . -r 127.0.0.1:5000/team/app --why   |   "
+             "prefect-flyimage inspect --spec images.py:app")
+def inspect(path: Path = PathArg,
+            repository: Optional[str] = typer.Option(None, "--repository", "-r", help="image name without tag, e.g. "
+                                                     "127.0.0.1:5000/team/app (required unless --spec)",
+                                                     callback=_checked(_check_repository)),
+            dockerfile: str = DockerfileOpt, tag: Optional[str] = TagOpt,
             build_arg: list[str] = ArgOpt, platform: Optional[str] = PlatformOpt, target: Optional[str] = TargetOpt,
             remote: bool = typer.Option(True, "--remote/--local", help="also ask the registry"),
             why: bool = typer.Option(False, "--why", help="say what changed against the image the registry holds "
@@ -345,17 +350,30 @@ def inspect(path: Path = PathArg, repository: str = RepoOpt, dockerfile: str = D
             against: Optional[str] = typer.Option(None, "--against", help="with --why: compare with this tag "
                                                   "(default: the explicit tag, else the newest labelled image)"),
             username: Optional[str] = UserOpt, password_stdin: bool = PassOpt, as_json: bool = JsonOpt,
-            pull: bool = PullOpt) -> None:
+            pull: bool = PullOpt,
+            spec: Optional[str] = typer.Option(None, "--spec", help="FILE.py:NAME or module:NAME of an Image spec: "
+                                               "inspect its plan (and its path: append or build) instead of PATH's; "
+                                               "-f, -t, --build-arg, --platform, --target, --pull are then the spec's")) -> None:
     """Show what the plan hash covers and whether the image exists locally and in the registry."""
     from .names import ImageRef
     from .pipeline import exists
+
+    if (spec is None) == (repository is None):
+        raise typer.BadParameter("give --repository (a project folder's plan) or --spec (an Image spec's plan), one of them",
+                                 param_hint="'--repository' / '--spec'")
 
     def go() -> Any:
         from ._bases import describe_bases, resolve_plan
         from .pipeline import resolve_bases
 
-        plan = _plan(path, repository, dockerfile, tag, build_arg, platform, target, None, "auto", pull)
-        creds = _credentials(ImageRef.parse(repository).registry, username, password_stdin)
+        if spec is not None:  # the spec names its repository, Dockerfile and context itself
+            image = _load_spec(spec)
+            plan = image.plan()  # the plan Image.build() uses (the spec's own Dockerfile, tags, platforms)
+            creds = _credentials(ImageRef.parse(plan.repository).registry, username, password_stdin) or image.credentials()
+        else:
+            assert repository is not None
+            plan = _plan(path, repository, dockerfile, tag, build_arg, platform, target, None, "auto", pull)
+            creds = _credentials(ImageRef.parse(repository).registry, username, password_stdin)
         plan = resolve_bases(plan, creds)  # with --pull: the digests enter the hash
         state = exists(plan, creds, remote=remote)
         info = {**plan.describe(), "reference": str(plan.ref), "local_image_id": state.local_id,

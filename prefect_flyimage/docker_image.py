@@ -17,6 +17,8 @@ name plus ``tag=`` raises "Only one tag can be provided". The differences:
   naming it) — Prefect raises too, but only after starting to write.
 - **The ``context`` build kwarg is honoured** (Prefect 3.8.8 only honours it for its
   docker-py backend); it defaults to the current directory.
+- **Code-only redeploys append in the registry** (issue 12): see :meth:`DockerImage.build`;
+  ``append=False`` (or ``$PREFECT_FLYIMAGE_APPEND=0``) opts out.
 - **Typed errors** from :mod:`prefect_flyimage.errors`; ``credentials=`` (ours,
   prefect-docker's ``DockerRegistryCredentials`` or a dict) is used for the registry
   check and the push, otherwise the docker config (``docker login``) is.
@@ -215,6 +217,9 @@ class DockerImage(_PrefectDockerImage):
             ``"buildkit"`` are accepted too. Kept as given in :attr:`build_backend`, as
             Prefect does; the backend the plan uses is ``plan.backend``.
         credentials: registry credentials for the existence check and the push.
+        append: ``False`` turns the code-only path off for this image (always build in
+            the daemon and push the built image), like ``$PREFECT_FLYIMAGE_APPEND=0``
+            for every plan. Not hashed: it changes how, not what.
         **build_kwargs: docker-py build arguments (see :func:`plan_for_build`);
             ``context`` sets the build context (default: the current directory);
             ``mirrors`` (ours, not Prefect's): further repositories that get a copy of the
@@ -229,12 +234,14 @@ class DockerImage(_PrefectDockerImage):
         stream_progress_to: Optional[TextIO] = sys.stdout,
         build_backend: str = "docker-py",
         credentials: CredentialsLike = None,
+        append: bool = True,
         **build_kwargs: Any,
     ) -> None:
         # Deliberately not calling Prefect's __init__: it would stamp a timestamp tag and
         # validate with its looser parser. Every attribute it sets is set here.
         image_name, image_tag = split_name_and_tag(name)
         _args.optional_text("tag", tag)
+        self.append: bool = _args.boolean("append", append)
         if not isinstance(dockerfile, Path):
             _args.text("dockerfile", dockerfile)
         if tag and image_tag:
@@ -277,7 +284,7 @@ class DockerImage(_PrefectDockerImage):
             build_kwargs=kwargs,
             backend=self.build_backend,  # Prefect's value; plan_for_build maps it to ours
         )
-        return plan
+        return plan if self.append else plan.with_(append=False)
 
     @property
     def plan(self) -> BuildPlan:
@@ -330,6 +337,14 @@ class DockerImage(_PrefectDockerImage):
 
         The context is hashed afresh, so edits made since :attr:`reference` was first
         read are picked up (and :attr:`tag` follows them).
+
+        ``build()`` cannot know whether ``push()`` follows (``flow.deploy(push=False)``
+        calls only ``build()``), so it only reads the registry: a registry holding this
+        plan's image satisfies it, and a registry holding the plan's *dependency image*
+        (this project published there before) gets the code appended at once (no
+        daemon; ``push()`` then only confirms it). It never pushes the dependency image
+        or a built image: a registry without the dependency image means a build in the
+        daemon and nothing written to any registry. ``append=False`` turns the append off.
         """
         self._plan = self._resolved(self._make_plan())  # bases are inputs: their digests enter the content tag
         # A registry that already holds this plan's image satisfies the build as well

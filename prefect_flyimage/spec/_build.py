@@ -182,6 +182,7 @@ class _Building:
         engine: Optional["Engine"] = None,
         build_timeout: Optional[float] = None,
         push_timeout: Optional[float] = None,
+        append: bool = True,
     ) -> BuildResult:
         """Build (and with ``push``, push) the image unless :attr:`uri` already exists.
 
@@ -199,6 +200,9 @@ class _Building:
             stream_progress_to: a stream for build and push output.
             network, engine, build_timeout, push_timeout: see :meth:`to_plan` and
                 :func:`~prefect_flyimage.pipeline.ensure`.
+            append: ``False`` turns the code-only path off (with ``push``, a code-only
+                change is built in the daemon and pushed, not appended in the registry),
+                like ``$PREFECT_FLYIMAGE_APPEND=0``. Not hashed: the URI is the same.
         """
         _checks.check_call("build", locals())
         from ..pipeline import ensure
@@ -216,8 +220,9 @@ class _Building:
         if problems:
             raise SpecError(problems)
         creds = as_credentials(credentials, registry=ImageRef.parse(f"{self.repository}:x").registry) or self.credentials()
+        plan = self.plan(network=network)
         return ensure(
-            self.plan(network=network), push=push, force=force, credentials=creds, stream_progress_to=stream_progress_to,
+            plan if append else plan.with_(append=False), push=push, force=force, credentials=creds, stream_progress_to=stream_progress_to,
             engine=engine, build_timeout=build_timeout, push_timeout=push_timeout,
         )
 

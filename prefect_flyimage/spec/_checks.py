@@ -195,6 +195,7 @@ _RULES: dict[str, Callable[[Any], Optional[str]]] = {
     "network": _optional_text,
     "build_timeout": _timeout,
     "push_timeout": _timeout,
+    "append": _bool,
     "context_dir": _optional_path,
     "stream_progress_to": _stream,
 }

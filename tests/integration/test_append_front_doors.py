@@ -249,3 +249,37 @@ def test_image_spec_code_layers_append(tmp_path: Path, base: str, registry_noaut
     assert again.digest and again.digest != first.digest and not again.built and again.pushed
     digest, config = _held(registry_noauth.host, image().uri)
     assert digest == again.digest and config["config"]["Labels"][PLAN_LABEL] == image().plan().hash
+
+    # append=False opts out: a code-only change is built in the daemon and pushed
+    monkeypatch.setenv("DOCKER_HOST", daemon)
+    (src / "pkg" / "flow.py").write_text("VERSION = 3\n")
+    built_again = image().build(push=True, append=False)
+    assert built_again.built and built_again.image_id and built_again.pushed
+    assert _held(registry_noauth.host, image().uri)[0] == built_again.digest
+
+
+def test_inspect_spec_says_which_path_and_why(tmp_path: Path, base: str, registry_noauth, unique_name: str) -> None:
+    import sys
+
+    (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / "images.py").write_text(
+        "from prefect_flyimage.spec import Image\n"
+        f"spec = Image.from_base({base!r}).clone(registry={registry_noauth.host!r}, name={unique_name!r})\n"
+        "splits = spec.with_commands('echo deps > /installed').with_source_file('main.py', '/srv/')\n"
+        "whole = splits.with_commands('cat /srv/main.py')\n"  # a RUN after the code: no code-only tail
+    )
+
+    def inspect(attr: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect_flyimage.cli", "inspect", "--spec", f"images.py:{attr}", "--json"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    splits = inspect("splits")
+    assert splits["path"] == "append" and splits["dependency_tag"]
+    assert splits["reference"].startswith(f"{registry_noauth.host}/{unique_name}:")
+    assert splits["registry_digest"] is None  # nothing built yet
+    whole = inspect("whole")
+    assert whole["path"] == "build" and whole["path_reason"].startswith("does not split")

@@ -333,6 +333,11 @@ def test_docker_worker_runs_an_appended_image(tmp_path: Path, prefect_server: st
     hello = load_flow_from_entrypoint(str(project / "flows.py:hello"))
     repository = f"{registry_noauth.host}/{unique_name}"
     image = DockerImage(repository, stream_progress_to=None, pull=False, network_mode="host")
+    # build() appends only where the project published before (it never pushes the
+    # dependency image itself: flow.deploy(push=False) writes nothing): publish it first
+    from prefect_flyimage._append_path import seed_dependency
+
+    assert seed_dependency(image.plan)
     image.build()
     # the image must come from the registry append: it is in no daemon
     assert image.result.digest and image.result.image_id is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -81,3 +82,101 @@ def test_push_uses_the_docker_config_like_prefect(project, registry, creds, uniq
     Engine().cli_login(creds)  # writes $DOCKER_CONFIG/config.json, as `docker login` does
     image.push()
     assert image.result.pushed and Engine().registry_digest(image.reference, creds) == image.digest
+
+
+# ---- build() with flow.deploy(push=False): nothing written to any registry (issue 12) -----
+
+NO_DAEMON = "unix:///nonexistent/docker.sock"
+
+
+def _split_project(root: Path, base: str) -> Path:
+    """A project whose Dockerfile splits: a dependency part (RUN) and a code tail."""
+    (root / "pkg").mkdir(parents=True)
+    (root / "requirements.txt").write_text("dep==1\n")
+    (root / "pkg" / "flow.py").write_text("VERSION = 1\n")
+    (root / "Dockerfile").write_text(
+        f"FROM {base}\nCOPY requirements.txt /deps/\nRUN cp /deps/requirements.txt /installed\n"
+        "WORKDIR /app\nCOPY pkg/ pkg/\n"
+    )
+    return root
+
+
+@pytest.fixture
+def pushed_base(busybox_image, registry_noauth, unique_name, docker_client) -> str:
+    """The base in the registry: with pull=True a base is resolved there (no daemon needed)."""
+    ref = f"{registry_noauth.host}/{unique_name}-base:1"
+    docker_client.images.get(busybox_image).tag(ref)
+    docker_client.images.push(ref)
+    return ref
+
+
+def _tags(registry_host: str, repository: str) -> list[str]:
+    from prefect_flyimage.registry import RegistryClient
+
+    with RegistryClient(registry_host) as client:
+        return sorted(client.tags(repository))
+
+
+def test_build_without_push_writes_nothing_when_the_registry_lacks_the_dependency(
+    tmp_path, pushed_base, registry_noauth, unique_name, monkeypatch
+):
+    from prefect_flyimage._append_path import path_of
+
+    project = _split_project(tmp_path / "proj", pushed_base)
+    monkeypatch.chdir(project)
+    base_tags = _tags(registry_noauth.host, f"{unique_name}-base")
+    image = DockerImage(f"{registry_noauth.host}/{unique_name}", dockerfile="Dockerfile", stream_progress_to=None, pull=True)
+    assert path_of(image.plan)[0] == "append"  # the code-only path would apply
+    image.build()  # what flow.deploy(build=True, push=False) calls, and nothing else
+    # nothing was written to the registry: no repository (no tags), the base's untouched
+    assert _tags(registry_noauth.host, unique_name) == []
+    assert _tags(registry_noauth.host, f"{unique_name}-base") == base_tags
+    # the image is in the daemon, built
+    assert image.result.built and not image.result.pushed and image.digest is None
+    local = Engine().local_image(image.reference)
+    assert local is not None and local["Id"] == image.result.image_id
+
+
+def test_build_without_push_appends_when_the_registry_holds_the_dependency(
+    tmp_path, pushed_base, registry_noauth, unique_name, monkeypatch
+):
+    project = _split_project(tmp_path / "proj", pushed_base)
+    monkeypatch.chdir(project)
+    name = f"{registry_noauth.host}/{unique_name}"
+
+    def image(**kw) -> DockerImage:
+        return DockerImage(name, dockerfile="Dockerfile", stream_progress_to=None, pull=True, **kw)
+
+    first = image()
+    first.build()
+    first.push()  # build() then push(), as flow.deploy(push=True): publishes the dependency image
+    published = _tags(registry_noauth.host, unique_name)
+    assert first.reference.split(":")[-1] in published and len(published) == 2  # the image and its dependency image
+
+    # a code-only change, build() only: appended in the registry at once, no daemon needed
+    (project / "pkg" / "flow.py").write_text("VERSION = 2\n")
+    daemon = os.environ["DOCKER_HOST"]
+    monkeypatch.setenv("DOCKER_HOST", NO_DAEMON)
+    second = image()
+    second.build()
+    assert not second.result.built and second.result.image_id is None and second.digest
+    assert _tags(registry_noauth.host, unique_name) == sorted([*published, second.tag])
+    assert _digest(registry_noauth.host, second.reference) == second.digest
+    second.push()  # only confirms it
+    assert second.digest == _digest(registry_noauth.host, second.reference)
+
+    # append=False: the same build() builds in the daemon and writes nothing
+    monkeypatch.setenv("DOCKER_HOST", daemon)
+    (project / "pkg" / "flow.py").write_text("VERSION = 3\n")
+    before = _tags(registry_noauth.host, unique_name)
+    third = image(append=False)
+    third.build()
+    assert third.result.built and third.digest is None
+    assert _tags(registry_noauth.host, unique_name) == before
+
+
+def _digest(registry_host: str, reference: str):
+    from prefect_flyimage.registry import RegistryClient
+
+    with RegistryClient(registry_host) as client:
+        return client.manifest_digest(reference)

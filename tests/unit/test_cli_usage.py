@@ -85,6 +85,10 @@ USAGE_ERRORS = [
     ("dockerfile", "--spec", "notimage.py:app"),
     ("dockerfile", "--spec", "notimage.py:other"),
     ("dockerfile", ".", "-f", "Missing.Dockerfile"),
+    ("inspect", ".", "-r", "app", "--spec", "images.py:app"),  # one of them, not both
+    ("inspect", "--spec", "nocolon"),
+    ("inspect", "--spec", "notimage.py:app"),
+    ("inspect", "--spec", "broken.py:app"),
     # chain: docker-pkg's argparse command line
     ("chain",),
     ("chain", "--bogus", "build", "."),

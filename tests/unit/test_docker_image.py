@@ -182,3 +182,15 @@ def test_credentials_never_show(project):
     from_dict = DockerImage("127.0.0.1:5000/app", credentials={"username": "u", "password": "hunter2-secret"})
     assert from_dict.credentials.registry == "127.0.0.1:5000"  # filled from the image name
     assert "hunter2-secret" not in repr(from_dict.credentials)
+
+
+def test_append_keyword_is_checked_and_not_hashed(project):
+    from prefect_flyimage.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="append"):
+        DockerImage("127.0.0.1:5000/app", append="no")
+    on = DockerImage("127.0.0.1:5000/app", pull=False)
+    off = DockerImage("127.0.0.1:5000/app", pull=False, append=False)
+    assert on.plan.append and not off.plan.append
+    assert off.tag == on.tag  # how, not what: the same image either way
+    assert "append" not in off.build_kwargs

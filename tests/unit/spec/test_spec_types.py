@@ -69,6 +69,7 @@ WRONG_TYPES = [
     (lambda: named().with_pip_packages("six").build(push="no"), "build(): push"),
     (lambda: named().with_pip_packages("six").build(build_timeout=-1), "build(): build_timeout"),
     (lambda: named().with_pip_packages("six").build(push_timeout="10"), "build(): push_timeout"),
+    (lambda: named().with_pip_packages("six").build(append="no"), "build(): append"),
     (lambda: named().with_pip_packages("six").build(stream_progress_to="out.log"), "build(): stream_progress_to"),
     (lambda: named().with_pip_packages("six").to_plan(network=5), "to_plan(): network"),
     (lambda: named().with_pip_packages("six").to_plan(pull=1), "to_plan(): pull"),
