@@ -68,11 +68,13 @@ class Layer:
     size: int
 
 
-def _workdir(current: str, requested: str, clean: bool = False) -> str:
+def _workdir(current: str, requested: str) -> str:
     """Docker's rule: a relative WORKDIR is joined and cleaned; an absolute one is kept as
-    written by BuildKit, cleaned by the classic builder (``/a/b/`` -> ``/a/b``)."""
+    written (``/a/b/`` stays ``/a/b/``). Measured: BuildKit and Docker 20.10's classic
+    builder keep it; Docker 26's classic builder (used only where buildx is missing)
+    writes ``/a/b`` -- the same folder, the one difference an appended image keeps."""
     if requested.startswith("/"):
-        return posixpath.normpath(requested) if clean else requested
+        return requested
     return posixpath.normpath(posixpath.join("/", current or "/", requested))
 
 
@@ -315,7 +317,7 @@ def apply_config(
 ) -> dict[str, Any]:
     """A new image config: ``config`` with the tail's metadata, ``layer`` appended, ``labels`` set.
 
-    ``classic``: write it as the classic builder would (it cleans an absolute WORKDIR;
+    ``classic``: the builder (folder ownership rules; see the module docstring;
     BuildKit keeps it as written), so an appended image equals what a build here gives."""
     new = _copy.deepcopy(config)
     c = new.setdefault("config", {}) or {}
@@ -328,7 +330,7 @@ def apply_config(
     for step in split.steps:
         k, v = step.keyword, step.value
         if k == "WORKDIR":
-            workdir = _workdir(workdir, v, clean=classic)
+            workdir = _workdir(workdir, v)
             c["WorkingDir"] = workdir
         elif k == "ENV":
             env = list(c.get("Env") or [])

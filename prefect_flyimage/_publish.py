@@ -13,7 +13,7 @@ from typing import Iterator, Optional, Sequence, TextIO, Union
 from . import _args
 from .credentials import RegistryCredentials
 from .engine import EngineProtocol
-from .errors import PushError
+from .errors import PushError, PushUnavailableError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildResult
 from ._observe import RegistryLike, Target, _observe, _Session, _session
@@ -144,7 +144,11 @@ def _publish_plan(
     wanted = [t for t in (target.other_tags if tags is None else tags) if t != content]
     pending = wanted
     if digest is None:
-        held = session.registry.manifest_digest(str(ref))
+        try:
+            held = session.registry.manifest_digest(str(ref))
+        except RegistryUnavailable as exc:
+            # The check opens the push: an outage here is the push's (as docker push says it).
+            raise PushUnavailableError(f"cannot push {ref}: {exc}", exc.registry) from exc
         if held is not None and not _replaces(replace, held):
             local = session.engine.local_image(image_id)
             if local is None or not local.has_digest(target.repository, held):
