@@ -18,15 +18,18 @@ image (:func:`seed_dependency`) so the next code-only change appends.
 
 from __future__ import annotations
 
-__all__ = ["applies", "dependency_published", "path_of", "seed_dependency", "try_append"]
+__all__ = ["applies", "confirm_appended", "dependency_published", "path_of", "seed_dependency", "try_append"]
 
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._split import Split, append_enabled, split_plan
 from .credentials import CredentialsLike
 from .errors import AppendNotApplicable, FlyImageError, RegistryUnavailable
 from .plan import BuildPlan
+
+if TYPE_CHECKING:
+    from .plan import BuildResult
 
 logger = logging.getLogger("prefect_flyimage")
 
@@ -143,3 +146,21 @@ def seed_dependency(plan: BuildPlan, credentials: CredentialsLike = None, stream
     if done.pushed:
         logger.info("published the dependency image %s: the next code-only redeploy appends", split.dependency.content_ref)
     return done.digest
+
+
+def confirm_appended(
+    plan: BuildPlan, name: str, digest: str, tags: list[str], credentials: CredentialsLike = None,
+    plan_hash: Optional[str] = None,
+) -> "BuildResult":
+    """The push after an append: the registry holds ``name@digest`` under every one of
+    ``tags`` (tags it lacks are moved there by putting the manifest again; no daemon).
+    ``pushed`` says whether a tag moved; ``plan_hash`` (default ``plan``'s) goes on the result."""
+    from ._append import tag_in_registry
+    from ._observe import plan_credentials
+    from .names import ImageRef
+    from .plan import BuildResult
+    from .registry import shared_client
+
+    client = shared_client(ImageRef.parse(name).registry, plan_credentials(plan, credentials))
+    moved = tag_in_registry(client, name, digest, tuple(tags))
+    return BuildResult(f"{name}:{tags[0]}", plan_hash or plan.hash, digest=digest, pushed=bool(moved), tags=tuple(tags))

@@ -55,7 +55,7 @@ from typing import Any, Optional, TypedDict
 
 from .. import _args, pipeline
 from .._mirror import check_mirrors
-from .._append_path import dependency_published, seed_dependency
+from .._append_path import confirm_appended, dependency_published, seed_dependency
 from ..credentials import CredentialsLike, RegistryCredentials, as_credentials
 from ..docker_image import plan_for_build, resolve_image_name, split_name_and_tag
 from ..dockerfile import default_dockerfile_text
@@ -318,19 +318,6 @@ def push_reference(
     return pipeline.push_local(name, tags, credentials, force=force, engine=engine, stream_progress_to=sys.stdout)
 
 
-def _confirm(name: str, tags: list[str], built: _Built, creds: Optional[RegistryCredentials]) -> BuildResult:
-    """The registry holds the build step's image under every tag (moved there if not)."""
-    from .._append import tag_in_registry
-    from .._observe import plan_credentials
-    from ..registry import shared_client
-
-    digest = built.result.digest
-    assert digest is not None
-    client = shared_client(ImageRef.parse(name).registry, plan_credentials(built.plan, creds))
-    moved = tag_in_registry(client, name, digest, tuple(tags))
-    return BuildResult(f"{name}:{tags[0]}", built.result.plan_hash, digest=digest, pushed=bool(moved), tags=tuple(tags))
-
-
 def push_docker_image(
     image_name: str,
     tag: Optional[str] = None,
@@ -371,7 +358,8 @@ def push_docker_image(
     built = _BUILT.get((name, tag))
     if built is not None and built.result.digest and not ignore_cache:
         # The build step put it in the registry (appended, or pushed): confirm, no daemon.
-        result = _confirm(name, [tag, *additional], built, creds)
+        assert built.result.digest is not None
+        result = confirm_appended(built.plan, name, built.result.digest, [tag, *additional], creds, built.result.plan_hash)
     else:
         result = push_reference(name, [tag, *additional], creds, force=ignore_cache)
         if built is not None and built.result.plan_hash == result.plan_hash:
