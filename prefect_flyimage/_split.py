@@ -24,7 +24,6 @@ __all__ = ["Copy", "Split", "Step", "context_folder", "split_plan", "APPEND_ENV"
 
 import contextlib
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from .context import ContextEntry
+from .context import ContextEntry, entries_digest
 from .dockerfile import instructions
 from .plan import BuildPlan
 
@@ -225,10 +224,7 @@ class SubsetContext:
         return self._entries
 
     def digest(self) -> str:
-        h = hashlib.sha256(b"prefect-flyimage-context-v1\0")
-        for entry in self.entries():
-            h.update(entry.encode())
-        return h.hexdigest()
+        return entries_digest(self.entries())
 
     def total_size(self) -> int:
         return sum(e.size for e in self.entries())

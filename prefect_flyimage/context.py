@@ -4,7 +4,8 @@ The file list follows docker-py's own ``.dockerignore`` rules
 (:func:`docker.utils.build.exclude_paths`, compiled once in :mod:`._dockerignore`), so
 what we hash is exactly what the classic builder sends. Hashing streams every file
 through SHA-256 (on worker processes when the cold work is large, :mod:`._filehash`) and
-keeps a persistent stat cache, so an unchanged tree is re-hashed from ``stat`` alone.
+keeps a persistent stat cache (:mod:`._statcache`), so an unchanged tree is re-hashed
+from ``stat`` alone.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ import json
 import os
 import stat
 import struct
-import sys
-import tempfile
-import time
-from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +24,11 @@ from typing import Any, Iterable, Optional, Sequence
 from ._dockerignore import list_context
 from ._encoding import length_prefixed
 from ._filehash import CHUNK, cpu_count, hash_file, hash_in_processes
+from ._statcache import RACY_SECONDS, StatCache, cache_dir
 from .errors import ContextError
 
 __all__ = ["BuildContext", "ContextEntry", "StatCache", "CHUNK", "RACY_SECONDS", "cache_dir", "check_context_dir",
-           "hash_file", "read_dockerignore"]
+           "entries_digest", "hash_file", "read_dockerignore"]
 
 #: Cold work at least this large goes to worker processes (one per CPU); smaller trees
 #: are hashed on threads, where starting interpreters costs more than it saves (2 cores:
@@ -39,18 +37,7 @@ PROCESS_MIN_BYTES = 64 << 20
 PROCESS_MIN_FILES = 1000
 #: Up to this many changed entries (or an eighth of the tree) are re-read on the quick path.
 _FEW_CHANGED = 64
-#: Files modified this recently are never trusted from the stat cache: a write in the
-#: same clock tick as our stat would otherwise go unnoticed ("racy git" problem).
-RACY_SECONDS = 2.0
-
-
-def cache_dir() -> Path:
-    """Folder of the persistent stat cache (``$PREFECT_FLYIMAGE_CACHE_DIR`` or XDG cache)."""
-    env = os.environ.get("PREFECT_FLYIMAGE_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "prefect-flyimage"
+_NO_DIGEST_HEX = "0" * 64  # a folder's digest in the stat cache's hex dump
 
 
 def read_dockerignore(root: Path) -> list[str]:
@@ -107,201 +94,17 @@ def _encode_entry(path: str, kind: str, mode: int, digest: str) -> bytes:
     return length_prefixed(path, kind, b"%o" % mode, digest)
 
 
-class StatCache:
-    """The last scan of a context root: each entry's stat signature and SHA-256, and the
-    context digest they gave.
-
-    An unchanged tree is answered from ``lstat`` alone: when the listing and every
-    entry's signature (size, mtime_ns, inode, ctime_ns, mode) equal the last scan's, the
-    last scan's context digest is the digest (:attr:`tree`); otherwise each file whose
-    signature is unchanged keeps its SHA-256 (:meth:`lookup`). Entries modified too
-    recently to trust (:data:`RACY_SECONDS`) are stored with a signature that never matches.
-
-    One binary file per context root under :func:`cache_dir` (a JSON header, then the
-    paths, signatures and digests as flat arrays: loading 20,000 entries costs a few ms,
-    where a JSON map took 30-50 ms). Safe to lose: a missing or corrupt cache only means
-    files are hashed again.
-    """
-
-    _MAGIC = b"flyimage-stat-2\n"
-
-    def __init__(self, root: Path, directory: Optional[Path] = None) -> None:
-        self._root = str(root)
-        key = hashlib.sha256(self._root.encode()).hexdigest()[:24]
-        self.file = (directory or cache_dir()) / f"stat-{key}.bin"
-        self.paths: list[str] = []  #: the last scan's entries, sorted
-        self.sigs: list[tuple[int, int, int, int, int]] = []  #: their signatures (see :func:`_signature`)
-        self._digests = b""  # 32 bytes per entry (zeros for folders)
-        self.tree = ""  #: the context digest of the last scan ("" if unknown)
-        self._listing: dict[str, Any] = {}  # {"key", "dirs", "paths"}: the last listing and its folders' mtimes
-        self._index: Optional[dict[str, int]] = None
-        self._dirty = False
-        try:
-            self._load(self.file.read_bytes())
-        except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, OverflowError):
-            self.paths, self.sigs, self._digests, self.tree, self._listing = [], [], b"", "", {}
-
-    def _load(self, data: bytes) -> None:
-        if not data.startswith(self._MAGIC):
-            return
-        pos = len(self._MAGIC)
-        (size,) = _U64.unpack_from(data, pos)
-        pos += 8
-        header = json.loads(data[pos : pos + size])
-        pos += size
-        if header.get("root") != self._root or header.get("byteorder") != sys.byteorder:
-            return
-        n = header["n"]
-        sections = []
-        for length in header["sections"]:  # paths, listing paths, signatures, inodes, digests
-            sections.append(data[pos : pos + length])
-            pos += length
-        names, listed, packed, inodes, digests = sections
-        if pos != len(data) or len(digests) != 32 * n:
-            raise ValueError("truncated stat cache")
-        paths = _split_paths(names, n)
-        q = array("q")
-        q.frombytes(packed)
-        ino = array("Q")
-        ino.frombytes(inodes)
-        if len(q) != 4 * n or len(ino) != n:
-            raise ValueError("truncated stat cache")
-        self.sigs = list(zip(q[0::4], q[1::4], ino, q[2::4], q[3::4]))
-        self.paths, self._digests, self.tree = paths, digests, header.get("tree") or ""
-        listing = header.get("listing")
-        if listing:
-            same = listing.pop("same", False)
-            listing["paths"] = paths if same else _split_paths(listed, None)
-            self._listing = listing
-
-    def lookup(self, rel: str, sig: tuple[int, int, int, int, int]) -> Optional[str]:
-        """The SHA-256 of ``rel`` from the last scan, if its signature is unchanged (and was trusted)."""
-        if self._index is None:
-            self._index = {p: i for i, p in enumerate(self.paths)}
-        i = self._index.get(rel)
-        if i is None or self.sigs[i] != sig:
-            return None
-        return self._digests[32 * i : 32 * i + 32].hex()
-
-    def get(self, rel: str, st: os.stat_result) -> Optional[str]:
-        """The cached digest of ``rel`` if its stat signature is unchanged and not racy."""
-        return self.lookup(rel, _signature(st))
-
-    def digest_at(self, i: int) -> str:
-        """The stored SHA-256 of entry ``i`` ("" for a folder)."""
-        raw = self._digests[32 * i : 32 * i + 32]
-        return raw.hex() if any(raw) else ""
-
-    def digests_hex(self) -> str:
-        """Every stored SHA-256 in hex, 64 characters per entry (zeros for folders)."""
-        return self._digests.hex()
-
-    def put_scan(self, rows: list[list[Any]], sigs: list[tuple[int, int, int, int, int]], tree: str) -> None:
-        """Remember a whole scan: ``rows`` ([path, kind, mode, digest, size]), their signatures
-        and the context digest. Files changed in the last :data:`RACY_SECONDS` are stored
-        untrusted (never matched)."""
-        newest = time.time_ns() - int(RACY_SECONDS * 1e9)
-        stored = [
-            sig if row[1] == "dir" or sig[1] < newest else _UNTRUSTED
-            for row, sig in zip(rows, sigs)
-        ]
-        paths = [row[0] for row in rows]
-        digests = b"".join([bytes.fromhex(row[3]) if row[3] else _NO_DIGEST for row in rows])
-        if stored == self.sigs and paths == self.paths and digests == self._digests and tree == self.tree:
-            return
-        self.paths, self.sigs, self._digests, self.tree, self._index = paths, stored, digests, tree, None
-        self._dirty = True
-
-    def listing(self, key: str, root: Path) -> Optional[list[str]]:
-        """The cached file list for ``key`` if no folder it walked has changed since."""
-        hit = self._listing.get("key") == key and self._listing
-        if not hit:
-            return None
-        base = str(root)
-        stat_ = os.stat
-        join = os.path.join
-        for rel, mtime_ns in hit["dirs"].items():
-            try:
-                if stat_(join(base, rel) if rel else base).st_mtime_ns != mtime_ns:
-                    return None
-            except OSError:
-                return None
-        return list(hit["paths"])
-
-    def put_listing(self, key: str, root: Path, paths: list[str], walked: Iterable[str]) -> None:
-        """Remember the file list, keyed by the mtimes of the ``walked`` folders (entries added, removed or renamed)."""
-        dirs: dict[str, int] = {}
-        now = time.time()
-        base = str(root)
-        for rel in walked:
-            try:
-                mtime_ns = os.stat(os.path.join(base, rel) if rel else base).st_mtime_ns
-            except OSError:
-                return
-            if now - mtime_ns / 1e9 < RACY_SECONDS:
-                return  # a folder changed just now: don't trust a cache keyed on its mtime
-            dirs[rel] = mtime_ns
-        self._listing = {"key": key, "dirs": dirs, "paths": paths}
-        self._dirty = True
-
-    def save(self) -> None:
-        """Write the cache atomically; failures are ignored (the cache is an optimisation)."""
-        if not self._dirty:
-            return
-        try:
-            n = len(self.paths)
-            names = "\0".join(self.paths).encode("utf-8", "surrogateescape")
-            listing: Optional[dict[str, Any]] = None
-            listed = b""
-            if self._listing:
-                same = self._listing["paths"] == self.paths
-                listing = {"key": self._listing["key"], "dirs": self._listing["dirs"], "same": same}
-                if not same:
-                    listed = "\0".join(self._listing["paths"]).encode("utf-8", "surrogateescape")
-            q = array("q")
-            ino = array("Q")
-            for size, mtime_ns, inode, ctime_ns, mode in self.sigs:
-                q.extend((size, mtime_ns, ctime_ns, mode))
-                ino.append(inode)
-            sections = [names, listed, q.tobytes(), ino.tobytes(), self._digests]
-            header = json.dumps({
-                "root": self._root, "byteorder": sys.byteorder, "n": n, "tree": self.tree, "listing": listing,
-                "sections": [len(x) for x in sections],
-            }).encode()
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".stat-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(b"".join([self._MAGIC, _U64.pack(len(header)), header, *sections]))
-            os.replace(tmp, self.file)
-            self._dirty = False
-        except (OSError, OverflowError, ValueError):
-            pass
+#: Domain string that starts every context digest (pinned by ``tests/unit/test_hash_golden.py``).
+_CONTEXT_V1 = b"prefect-flyimage-context-v1\0"
 
 
-#: Signature stored for an entry too recently modified to trust: no ``lstat`` gives it.
-_UNTRUSTED = (-1, -1, 0, -1, -1)
-_NO_DIGEST = bytes(32)
-_NO_DIGEST_HEX = "0" * 64
-_U64 = struct.Struct("<Q")
-
-
-def _split_paths(blob: bytes, n: Optional[int]) -> list[str]:
-    if not blob:
-        paths: list[str] = []
-    else:
-        paths = blob.decode("utf-8", "surrogateescape").split("\0")
-    if n is not None and len(paths) != n:
-        raise ValueError("stat cache paths do not match its entries")
-    return paths
-
-
-def _signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    """What must be unchanged for an entry's stored digest to hold. A folder enters the
-    context digest by path and mode alone: its mtime (entries added, even ignored ones)
-    matters only to the listing, which checks it itself."""
-    if stat.S_ISDIR(st.st_mode):
-        return (0, 0, 0, 0, st.st_mode)
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_mode)
+def entries_digest(entries: Iterable[ContextEntry]) -> str:
+    """The context digest of ``entries`` (sorted by path), as :meth:`BuildContext.digest`
+    computes it: for contexts assembled from entries rather than scanned from a folder."""
+    h = hashlib.sha256(_CONTEXT_V1)
+    for entry in entries:
+        h.update(entry.encode())
+    return h.hexdigest()
 
 
 class BuildContext:
@@ -387,7 +190,7 @@ class BuildContext:
         return self._rows
 
     def _stat_all(self, paths: list[str]) -> Optional[list[tuple[int, int, int, int, int]]]:
-        """The signature of every path (see :func:`_signature`), or ``None`` when one
+        """The signature of every path (see :func:`._statcache._signature`), or ``None`` when one
         vanished or is not a file, folder or link (the full scan then says what to do)."""
         # lstat relative to an open root: the kernel walks only the relative part (~15% faster).
         root_fd = os.open(self.root, os.O_RDONLY) if os.stat in os.supports_dir_fd else None
@@ -612,7 +415,7 @@ _SHA_LEN = _LEN(64)
 def _digest_rows(rows: list[list[Any]]) -> str:
     """:meth:`BuildContext.digest` of ``rows``: the bytes of :meth:`ContextEntry.encode` per
     entry, built with the constant parts (kind, mode, digest length) encoded once."""
-    h = hashlib.sha256(b"prefect-flyimage-context-v1\0")
+    h = hashlib.sha256(_CONTEXT_V1)
     modes: dict[int, bytes] = {}
     parts: list[bytes] = []
     add = parts.extend

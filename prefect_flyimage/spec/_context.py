@@ -14,7 +14,7 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
-from ..context import BuildContext, ContextEntry, hash_file
+from ..context import BuildContext, ContextEntry, entries_digest, hash_file
 from ..errors import ContextError
 
 __all__ = ["SpecContext"]
@@ -98,10 +98,7 @@ class SpecContext:
 
     def digest(self) -> str:
         """SHA-256 over all entries, as :meth:`BuildContext.digest` computes it."""
-        h = hashlib.sha256(b"prefect-flyimage-context-v1\0")
-        for entry in self.entries():
-            h.update(entry.encode())
-        return h.hexdigest()
+        return entries_digest(self.entries())
 
     def total_size(self) -> int:
         """Bytes of regular files in the context."""
