@@ -28,7 +28,7 @@ from ._statcache import RACY_SECONDS, StatCache, cache_dir
 from .errors import ContextError
 
 __all__ = ["BuildContext", "ContextEntry", "StatCache", "CHUNK", "RACY_SECONDS", "cache_dir", "check_context_dir",
-           "entries_digest", "hash_file", "read_dockerignore"]
+           "entries_digest", "hash_file", "read_dockerignore", "read_ignore_file"]
 
 #: Cold work at least this large goes to worker processes (one per CPU); smaller trees
 #: are hashed on threads, where starting interpreters costs more than it saves (2 cores:
@@ -43,8 +43,11 @@ _NO_DIGEST_HEX = "0" * 64  # a folder's digest in the stat cache's hex dump
 def read_dockerignore(root: Path) -> list[str]:
     """The ``.dockerignore`` patterns of ``root``, parsed the way docker-py parses them."""
     path = root / ".dockerignore"
-    if not path.exists():
-        return []
+    return read_ignore_file(path) if path.exists() else []
+
+
+def read_ignore_file(path: Path) -> list[str]:
+    """The patterns of a ``.dockerignore``-style file (blank and ``#`` lines dropped, like docker-py)."""
     lines = path.read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 

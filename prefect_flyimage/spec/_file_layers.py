@@ -11,7 +11,7 @@ from typing import ClassVar, Iterable, Literal, Optional
 
 from docker.utils.build import PatternMatcher
 
-from ..context import read_dockerignore
+from ..context import read_dockerignore, read_ignore_file
 from ..plan import BuildSecret
 from ._layer_base import (
     _ENV_NAME,
@@ -20,13 +20,11 @@ from ._layer_base import (
     FolderContext,
     Layer,
     LayerContext,
+    SecretLayer,
     _file_problems,
     _folder_problems,
     _json,
     _q,
-    _run,
-    _secret_exports,
-    _secret_mounts,
     _secret_problems,
     file_digest,
 )
@@ -44,32 +42,23 @@ __all__ = [
 ]
 
 @dataclass(frozen=True)
-class AptPackages(Layer):
+class AptPackages(SecretLayer):
     """``apt-get install --no-install-recommends`` with locked cache mounts for lists and archives."""
 
     packages: tuple[str, ...] = ()
     secret_mounts: tuple[BuildSecret, ...] = ()
     kind: ClassVar[str] = "apt"
 
-    @property
-    def secrets(self) -> tuple[BuildSecret, ...]:  # noqa: D102
-        return self.secret_mounts
-
-    @property
-    def needs_buildkit(self) -> bool:  # noqa: D102
-        return True
-
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         command = (
-            _secret_exports(self.secret_mounts)
             # Debian images delete downloaded .debs after each install (docker-clean),
             # which would leave the archive cache mount empty.
-            + "rm -f /etc/apt/apt.conf.d/docker-clean"
+            "rm -f /etc/apt/apt.conf.d/docker-clean"
             + " && apt-get update"
             + " && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
             + _q(*self.packages)
         )
-        return [_run([*APT_CACHES, *_secret_mounts(self.secret_mounts)], command)]
+        return [self._secret_run(APT_CACHES, command)]
 
     def problems(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         what = self.describe()
@@ -86,7 +75,7 @@ class AptPackages(Layer):
 
 
 @dataclass(frozen=True)
-class Commands(Layer):
+class Commands(SecretLayer):
     """Shell commands, one ``RUN`` each (write them without ``RUN``)."""
 
     commands: tuple[str, ...] = ()
@@ -94,16 +83,11 @@ class Commands(Layer):
     kind: ClassVar[str] = "commands"
 
     @property
-    def secrets(self) -> tuple[BuildSecret, ...]:  # noqa: D102
-        return self.secret_mounts
-
-    @property
     def needs_buildkit(self) -> bool:  # noqa: D102
-        return bool(self.secret_mounts)
+        return bool(self.secret_mounts)  # plain RUN lines unless a secret is mounted
 
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
-        mounts = _secret_mounts(self.secret_mounts)
-        return [_run(mounts, _secret_exports(self.secret_mounts) + c) for c in self.commands]
+        return [self._secret_run((), c) for c in self.commands]
 
     def problems(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         problems = _secret_problems("with_commands()", self.secret_mounts)
@@ -253,8 +237,7 @@ class DockerIgnore(Layer):
 
     def patterns(self) -> list[str]:
         """The file's patterns, parsed like docker-py parses ``.dockerignore``."""
-        lines = self.path.read_text().splitlines()
-        return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        return read_ignore_file(self.path)
 
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         return []

@@ -16,7 +16,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, ClassVar, Iterable, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
 from ..context import BuildContext, hash_file
@@ -35,6 +35,7 @@ __all__ = [
     "POETRY_REQUIREMENT",
     "PY_PREFIX",
     "SCRATCH",
+    "SecretLayer",
     "SecretMount",
     "UV_CACHE",
     "UV_REQUIREMENT",
@@ -320,3 +321,29 @@ class Layer:
     def describe(self) -> str:
         """One line for logs and ``repr``-like listings."""
         return type(self).__name__
+
+
+@dataclass(frozen=True)
+class SecretLayer(Layer):
+    """A layer whose ``RUN`` steps mount the BuildKit secrets of its ``secret_mounts`` field.
+
+    Declares no field itself (each subclass keeps its own field order); it only supplies
+    what every such layer did alike: :attr:`secrets`, :attr:`needs_buildkit` and
+    :meth:`_secret_run`. Each layer still renders and hashes itself.
+    """
+
+    if TYPE_CHECKING:  # a field of every subclass; not one here (it would move their fields)
+        secret_mounts: tuple[BuildSecret, ...]
+
+    @property
+    def secrets(self) -> tuple[BuildSecret, ...]:  # noqa: D102
+        return self.secret_mounts
+
+    @property
+    def needs_buildkit(self) -> bool:  # noqa: D102
+        return True
+
+    def _secret_run(self, mounts: Sequence[str], command: str) -> str:
+        """``RUN`` with ``mounts`` plus this layer's secret mounts; ``command`` runs after the
+        secrets are exported (by reference: the Dockerfile never holds a value)."""
+        return _run([*mounts, *_secret_mounts(self.secret_mounts)], _secret_exports(self.secret_mounts) + command)

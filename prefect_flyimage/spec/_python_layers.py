@@ -19,13 +19,10 @@ from ._layer_base import (
     UV_CACHE,
     UV_REQUIREMENT,
     FolderContext,
-    Layer,
     LayerContext,
+    SecretLayer,
     _file_problems,
     _q,
-    _run,
-    _secret_exports,
-    _secret_mounts,
     _secret_problems,
     _url_problems,
     file_digest,
@@ -34,8 +31,18 @@ from .config import read_script_metadata
 
 __all__ = ["InstallMode", "PipOptions", "PipPackages", "PoetryProject", "Requirements", "UVProject", "UVScript"]
 
+
+def _extra_args_problems(what: str, extra_args: Optional[str]) -> list[str]:
+    if extra_args:
+        try:
+            shlex.split(extra_args)
+        except ValueError as exc:
+            return [f"{what}: extra_args {extra_args!r} cannot be split like a shell would: {exc}"]
+    return []
+
+
 @dataclass(frozen=True)
-class PipOptions(Layer):
+class PipOptions(SecretLayer):
     """Options shared by the pip and uv layers."""
 
     index_url: Optional[str] = None
@@ -43,14 +50,6 @@ class PipOptions(Layer):
     pre: bool = False
     extra_args: Optional[str] = None
     secret_mounts: tuple[BuildSecret, ...] = ()
-
-    @property
-    def secrets(self) -> tuple[BuildSecret, ...]:  # noqa: D102
-        return self.secret_mounts
-
-    @property
-    def needs_buildkit(self) -> bool:  # noqa: D102
-        return True
 
     def install_args(self) -> list[str]:
         """``--index-url``/``--extra-index-url``/``--pre`` and the split ``extra_args``."""
@@ -68,16 +67,10 @@ class PipOptions(Layer):
     def problems(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         what = self.describe()
         problems = _secret_problems(what, self.secret_mounts) + _url_problems(what, (self.index_url, *self.extra_index_urls))
-        if self.extra_args:
-            try:
-                shlex.split(self.extra_args)
-            except ValueError as exc:
-                problems.append(f"{what}: extra_args {self.extra_args!r} cannot be split like a shell would: {exc}")
-        return problems
+        return problems + _extra_args_problems(what, self.extra_args)
 
     def _pip_run(self, mounts: Sequence[str], args: Sequence[str]) -> str:
-        command = _secret_exports(self.secret_mounts) + "python3 -m pip install " + _q(*self.install_args(), *args)
-        return _run([PIP_CACHE, *mounts, *_secret_mounts(self.secret_mounts)], command)
+        return self._secret_run([PIP_CACHE, *mounts], "python3 -m pip install " + _q(*self.install_args(), *args))
 
 
 @dataclass(frozen=True)
@@ -172,10 +165,23 @@ InstallMode = Literal["dependencies_only", "install_project"]
 _INSTALL_MODES = ("dependencies_only", "install_project")
 
 
-def _project_entries(src: Path, patterns: Sequence[str]) -> list[tuple[str, str]]:
-    """A project folder's entries after ``.dockerignore`` (its pyproject and lock are staged separately)."""
-    ctx = FolderContext(src, patterns)
-    return [(e.path, e.kind) for e in ctx.entries()]
+def _stage_project(ctx: LayerContext, pyproject: Path, rel: str) -> None:
+    """Stage a project folder's entries after ``.dockerignore`` (for ``install_project``)."""
+    folder = FolderContext(pyproject.parent, ctx.ignore)
+    ctx.stage_entries(pyproject.parent, [(e.path, e.kind) for e in folder.entries()], rel)
+
+
+def _project_digests(ctx: LayerContext, pyproject: Path, mode: InstallMode) -> list[str]:
+    """The project folder's digest when ``install_project`` copies it (nothing otherwise)."""
+    if mode != "install_project":
+        return []
+    return ["folder:" + FolderContext(pyproject.parent, ctx.ignore).digest()]
+
+
+def _mode_problems(what: str, mode: str) -> list[str]:
+    if mode not in _INSTALL_MODES:
+        return [f"{what}: project_install_mode must be one of {', '.join(_INSTALL_MODES)}"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -199,11 +205,9 @@ class UVProject(PipOptions):
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         rel = ctx.path(self.kind)
         if self.project_install_mode == "install_project":
-            ctx.stage_entries(self.pyproject.parent, _project_entries(self.pyproject.parent, ctx.ignore), rel)
-            # A lock or pyproject that .dockerignore or another name hid must still be there.
-            ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
-        else:
-            ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
+            _stage_project(ctx, self.pyproject, rel)
+        # After the project: a lock or pyproject that .dockerignore or another name hid must still be there.
+        ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         if self.uvlock:
             ctx.stage_file(self.uvlock, f"{rel}/uv.lock")
         src, work, tool, tmp = (ctx.scratch(k) for k in ("uv-src", "uv-work", "uv-tool", "uv-tmp"))
@@ -212,8 +216,7 @@ class UVProject(PipOptions):
             sync.append("--locked")
         sync += ["--no-install-project"] if self.project_install_mode == "dependencies_only" else ["--no-editable"]
         command = (
-            _secret_exports(self.secret_mounts)
-            + f"python3 -m pip install --target {tool} {_q(UV_REQUIREMENT)}"
+            f"python3 -m pip install --target {tool} {_q(UV_REQUIREMENT)}"
             + f" && mkdir -p {work} {tmp} && cp -a {src}/. {work}/ && cd {work}"
             # uv leaves lock files in $TMPDIR: keep them out of the image.
             + f' && TMPDIR={tmp} UV_PROJECT_ENVIRONMENT="{PY_PREFIX}" UV_PYTHON="$(command -v python3)" UV_PYTHON_DOWNLOADS=never'
@@ -222,30 +225,24 @@ class UVProject(PipOptions):
             + f" UV_LINK_MODE=copy UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1 {tool}/bin/uv {_q(*sync, *self.install_args())}"
             + f" && cd / && rm -rf {work} {tool} {tmp}"
         )
-        mounts = [PIP_CACHE, UV_CACHE, f"--mount=type=bind,source={rel},target={src}", *_secret_mounts(self.secret_mounts)]
-        return [_run(mounts, command)]
+        return [self._secret_run([PIP_CACHE, UV_CACHE, f"--mount=type=bind,source={rel},target={src}"], command)]
 
     def digests(self, ctx: LayerContext) -> list[str]:  # noqa: D102
-        out = [file_digest(f) for f in self._files()]
-        if self.project_install_mode == "install_project":
-            out.append("folder:" + FolderContext(self.pyproject.parent, ctx.ignore).digest())
-        return out
+        return [file_digest(f) for f in self._files()] + _project_digests(ctx, self.pyproject, self.project_install_mode)
 
     def problems(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         what = self.describe()
         problems = super().problems(ctx) + _file_problems(what, self.pyproject)
         if self.uvlock is not None:
             problems += _file_problems(what, self.uvlock)
-        if self.project_install_mode not in _INSTALL_MODES:
-            problems.append(f"{what}: project_install_mode must be one of {', '.join(_INSTALL_MODES)}")
-        return problems
+        return problems + _mode_problems(what, self.project_install_mode)
 
     def describe(self) -> str:  # noqa: D102
         return f"with_uv_project({str(self.pyproject)!r})"
 
 
 @dataclass(frozen=True)
-class PoetryProject(Layer):
+class PoetryProject(SecretLayer):
     """``poetry install --no-root`` of a Poetry project into the image's Python.
 
     Poetry runs from a throw-away virtualenv and installs into the environment of the
@@ -261,18 +258,10 @@ class PoetryProject(Layer):
     project_install_mode: InstallMode = "dependencies_only"
     kind: ClassVar[str] = "poetry"
 
-    @property
-    def secrets(self) -> tuple[BuildSecret, ...]:  # noqa: D102
-        return self.secret_mounts
-
-    @property
-    def needs_buildkit(self) -> bool:  # noqa: D102
-        return True
-
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         rel = ctx.path(self.kind)
         if self.project_install_mode == "install_project":
-            ctx.stage_entries(self.pyproject.parent, _project_entries(self.pyproject.parent, ctx.ignore), rel)
+            _stage_project(ctx, self.pyproject, rel)
         ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         ctx.stage_file(self.poetry_lock, f"{rel}/poetry.lock")
         src, work, tool, tmp = (ctx.scratch(k) for k in ("poetry-src", "poetry-work", "poetry-tool", "poetry-tmp"))
@@ -283,8 +272,7 @@ class PoetryProject(Layer):
             args += [a for a in shlex.split(self.extra_args) if a != "--no-root"]
         install_root = " && python3 -m pip install --no-deps ." if self.project_install_mode == "install_project" else ""
         command = (
-            _secret_exports(self.secret_mounts)
-            + f'VIRTUAL_ENV="${{VIRTUAL_ENV:-{PY_PREFIX}}}" && export VIRTUAL_ENV'
+            f'VIRTUAL_ENV="${{VIRTUAL_ENV:-{PY_PREFIX}}}" && export VIRTUAL_ENV'
             + f" && python3 -m venv {tool} && {tool}/bin/pip install {_q(POETRY_REQUIREMENT)}"
             + f" && mkdir -p {work} {tmp} && cp -a {src}/. {work}/ && cd {work}"
             # Poetry's requests trusts certifi only: point it at the image's CA store (which
@@ -294,27 +282,17 @@ class PoetryProject(Layer):
             + f" && TMPDIR={tmp} POETRY_VIRTUALENVS_CREATE=false {tool}/bin/poetry {_q(*args)}{install_root}"
             + f" && cd / && rm -rf {work} {tool} {tmp}"
         )
-        mounts = [PIP_CACHE, POETRY_CACHE, f"--mount=type=bind,source={rel},target={src}", *_secret_mounts(self.secret_mounts)]
-        return [_run(mounts, command)]
+        return [self._secret_run([PIP_CACHE, POETRY_CACHE, f"--mount=type=bind,source={rel},target={src}"], command)]
 
     def digests(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         out = [file_digest(self.pyproject), file_digest(self.poetry_lock)]
-        if self.project_install_mode == "install_project":
-            out.append("folder:" + FolderContext(self.pyproject.parent, ctx.ignore).digest())
-        return out
+        return out + _project_digests(ctx, self.pyproject, self.project_install_mode)
 
     def problems(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         what = self.describe()
         problems = _secret_problems(what, self.secret_mounts) + _file_problems(what, self.pyproject)
         problems += _file_problems(f"{what} (poetry.lock)", self.poetry_lock)
-        if self.project_install_mode not in _INSTALL_MODES:
-            problems.append(f"{what}: project_install_mode must be one of {', '.join(_INSTALL_MODES)}")
-        if self.extra_args:
-            try:
-                shlex.split(self.extra_args)
-            except ValueError as exc:
-                problems.append(f"{what}: extra_args {self.extra_args!r} cannot be split like a shell would: {exc}")
-        return problems
+        return problems + _mode_problems(what, self.project_install_mode) + _extra_args_problems(what, self.extra_args)
 
     def describe(self) -> str:  # noqa: D102
         return f"with_poetry_project({str(self.pyproject)!r})"
