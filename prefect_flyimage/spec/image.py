@@ -23,11 +23,9 @@ Example::
 
 from __future__ import annotations
 
-import re
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Literal, Mapping, Optional, Sequence, Union
 
 from ..errors import FlyImageError, SpecError
 from ..names import ImageRef
@@ -36,6 +34,19 @@ from ..prefect_images import get_prefect_image_name
 from . import _checks, config
 from ._build import SpecDockerImage, _Building
 from ._validate import _Validation
+from ._values import (
+    DEFAULT_PLATFORM,
+    Architecture,
+    Platforms,
+    PythonVersion,
+    SecretMounts,
+    Urls,
+    _absolute,
+    _current_python,
+    _pip_options,
+    _platforms,
+    _python_version,
+)
 from .layers import (
     AptPackages,
     CodeBundle,
@@ -46,7 +57,6 @@ from .layers import (
     PipPackages,
     PoetryProject,
     Requirements,
-    SecretMount,
     SourceFiles,
     SourceFolder,
     UVProject,
@@ -57,55 +67,10 @@ from .layers import (
 
 __all__ = ["Architecture", "DEFAULT_NAME", "DEFAULT_PLATFORM", "Image", "SpecDockerImage"]
 
-#: A target platform such as ``"linux/amd64"``.
-Architecture = str
-DEFAULT_PLATFORM: tuple[Architecture, ...] = ("linux/amd64",)
 #: Name (repository) of images that were given none, e.g. ``from_debian_base().with_...``.
 DEFAULT_NAME = "prefect-flyimage"
 #: Hex digits of the plan hash used as the URI's tag (the plan's content tag).
 URI_TAG_LENGTH = TAG_LENGTH
-
-PythonVersion = Union[tuple[int, int], str]
-Platforms = Union[Architecture, Sequence[Architecture], None]
-Urls = Union[str, Sequence[str], None]
-SecretMounts = Union[SecretMount, Iterable[SecretMount], None]
-
-
-def _current_python() -> tuple[int, int]:
-    return sys.version_info[0], sys.version_info[1]
-
-
-def _python_version(value: Optional[PythonVersion]) -> tuple[int, int]:
-    if value is None:
-        return _current_python()
-    if isinstance(value, str):
-        match = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", value.strip())
-        if not match:
-            raise SpecError([f"python_version {value!r} must look like '3.12' or (3, 12)"])
-        return int(match.group(1)), int(match.group(2))
-    items = tuple(value)
-    if len(items) < 2 or not all(isinstance(i, int) for i in items[:2]):
-        raise SpecError([f"python_version {value!r} must look like '3.12' or (3, 12)"])
-    return items[0], items[1]
-
-
-def _platforms(value: Platforms) -> tuple[Architecture, ...]:
-    if value is None:
-        return DEFAULT_PLATFORM
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
-def _urls(value: Urls) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _absolute(path: Union[str, Path]) -> Path:
-    # Resolved when the spec is written, so a later chdir does not move the files.
-    return Path(path).expanduser().absolute()
 
 
 @dataclass(frozen=True)
@@ -282,14 +247,7 @@ class Image(_Validation, _Building):
                 chosen = _current_python()  # validate() reports the unreadable script
         else:
             chosen = python_version
-        layer = UVScript(
-            script=path,
-            index_url=index_url,
-            extra_index_urls=_urls(extra_index_urls),
-            pre=pre,
-            extra_args=extra_args,
-            secret_mounts=as_secrets(secret_mounts),
-        )
+        layer = UVScript(script=path, **_pip_options(index_url, extra_index_urls, pre, extra_args, secret_mounts))
         base = cls.from_debian_base(
             python_version=chosen, install_prefect=False, registry=registry,
             registry_secret=registry_secret, name=name, platform=platform,
@@ -380,10 +338,8 @@ class Image(_Validation, _Building):
                 (``secret_mounts=["PIP_INDEX_URL"]`` gives pip a private index).
         """
         _checks.check_call("with_requirements", locals())
-        return self.clone(addl_layer=Requirements(
-            file=_absolute(file), index_url=index_url, extra_index_urls=_urls(extra_index_urls),
-            pre=pre, extra_args=extra_args, secret_mounts=as_secrets(secret_mounts),
-        ))
+        options = _pip_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
+        return self.clone(addl_layer=Requirements(file=_absolute(file), **options))
 
     def with_pip_packages(
         self,
@@ -402,10 +358,8 @@ class Image(_Validation, _Building):
         for p in packages:
             if not isinstance(p, str):
                 raise TypeError(f"packages must be strings, not {type(p).__name__}; pass several as separate arguments")
-        return self.clone(addl_layer=PipPackages(
-            packages=tuple(packages), index_url=index_url, extra_index_urls=_urls(extra_index_urls),
-            pre=pre, extra_args=extra_args, secret_mounts=as_secrets(secret_mounts),
-        ))
+        options = _pip_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
+        return self.clone(addl_layer=PipPackages(packages=tuple(packages), **options))
 
     def with_env_vars(self, env_vars: Mapping[str, str]) -> "Image":
         """Set environment variables (``ENV``); values may use earlier ones, e.g. ``"/x/bin:$PATH"``.
@@ -503,10 +457,9 @@ class Image(_Validation, _Building):
         lock = _absolute(uvlock) if uvlock is not None else None
         if lock is None and (pyproject.parent / "uv.lock").exists():
             lock = pyproject.parent / "uv.lock"
+        options = _pip_options(index_url, extra_index_urls, pre, extra_args, secret_mounts)
         return self.clone(addl_layer=UVProject(
-            pyproject=pyproject, uvlock=lock, index_url=index_url, extra_index_urls=_urls(extra_index_urls),
-            pre=pre, extra_args=extra_args, secret_mounts=as_secrets(secret_mounts),
-            project_install_mode=project_install_mode,
+            pyproject=pyproject, uvlock=lock, project_install_mode=project_install_mode, **options,
         ))
 
     def with_poetry_project(
