@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generator, Iterable, Mapping, Optional
 from ..errors import FlyImageError, redact
 from .changelog import CHANGELOG, TEMPLATE, ImageSpec, add_entry, read_spec
 from .config import credentials, secrets, setting, state_dir
+from ._engine_owner import EngineOwner
 from .errors import TreeProblem, TreeSpecError
 from .fsm import ImageFSM, StateListener
 from .graph import build_order, check_tree, external_names, find_cycles
@@ -41,7 +42,7 @@ def has_numeric_user(dockerfile: str) -> bool:
     return numeric
 
 
-class DockerBuilder:
+class DockerBuilder(EngineOwner):
     """Scans ``directory`` for image folders and builds them in dependency order.
 
     Args:
@@ -89,23 +90,6 @@ class DockerBuilder:
         self.all_images: set[ImageFSM] = set()
         self._build_chain: list[ImageFSM] = []
         self.listeners: list[StateListener] = []
-
-    @property
-    def engine(self) -> "Engine":
-        """The Docker engine shared by every image of the tree."""
-        if self._engine is None:
-            from ..engine import Engine
-
-            self._engine = self._own_engine = Engine(client=self._client)
-        return self._engine
-
-    def close(self) -> None:
-        """Close the engine if this builder made it (its images share it)."""
-        own, self._own_engine = getattr(self, "_own_engine", None), None
-        if own is not None:
-            own.close()
-            if self._engine is own:
-                self._engine = None
 
     def __enter__(self) -> "DockerBuilder":
         return self

@@ -9,19 +9,21 @@ means the registry holds exactly the digest built from this plan.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from ..errors import FlyImageError, VerificationError, redact
 from ..pipeline import Target, ensure, local_match, observe, push_local
 from ..plan import BuildPlan
 from .changelog import ImageSpec, read_spec
 from .config import credentials, image_label, image_name, secrets, setting, state_dir
+from ._engine_owner import EngineOwner
 from .errors import IllegalTransitionError, TreeProblem, TreeSpecError
 from .records import VerificationRecords
 from .templates import TemplateRenderer
@@ -55,7 +57,7 @@ class _LogStream(io.TextIOBase):
         return len(text)
 
 
-class ImageFSM:
+class ImageFSM(EngineOwner):
     """Finite state machine of one image folder.
 
     Args:
@@ -182,23 +184,6 @@ class ImageFSM:
             for listener in list(self.listeners):
                 listener(self, old, value)
 
-    @property
-    def engine(self) -> "Engine":
-        """The Docker engine (wrapping the client given, or one from the environment)."""
-        if self._engine is None:
-            from ..engine import Engine
-
-            self._engine = self._own_engine = Engine(client=self._client)
-        return self._engine
-
-    def close(self) -> None:
-        """Close the engine if this image made it (a builder's shared engine is the builder's)."""
-        own, self._own_engine = getattr(self, "_own_engine", None), None
-        if own is not None:
-            own.close()
-            if self._engine is own:
-                self._engine = None
-
     # ---- plan ---------------------------------------------------------------------
     def render_dockerfile(self) -> str:
         """The rendered Dockerfile text (raises :class:`TreeSpecError` on a template error)."""
@@ -285,89 +270,96 @@ class ImageFSM:
         log.error("%s: %s", self.label, self.error)
         self.state = self.STATE_ERROR
 
+    def _may(self, step: str, source: str, done: Optional[str] = None) -> bool:
+        """Whether ``step`` runs: it does from ``source``, is skipped once in ``done``, and
+        from any other state is an :class:`IllegalTransitionError`."""
+        if done is not None and self.state == done:
+            return False
+        if self.state != source:
+            raise IllegalTransitionError(self.label, self.state, step, [source] + ([done] if done else []))
+        return True
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        """Record the seconds ``step`` takes in :attr:`durations`, whatever its outcome."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.durations[step] = round(time.monotonic() - started, 3)
+
     def build(self) -> None:
         """Build the image (skipped when the daemon holds the image of this exact plan)."""
         with self._lock:
-            if self.state == self.STATE_BUILT:
+            if not self._may("build", self.STATE_TO_BUILD, self.STATE_BUILT):
                 return
-            if self.state != self.STATE_TO_BUILD:
-                raise IllegalTransitionError(self.label, self.state, "build", [self.STATE_TO_BUILD, self.STATE_BUILT])
-            started = time.monotonic()
-            try:
-                result = ensure(
-                    self.plan, push=False, engine=self.engine,
-                    stream_progress_to=_LogStream(log.getChild(self.short_name), secrets(self.config)),
-                    build_timeout=setting(self.config, "build_timeout"),
-                )
-            except Exception as exc:  # noqa: BLE001 - any failure puts this image (only) in error
-                self._fail("build", exc)
-            else:
-                self.image_id = result.image_id
-                self.error = None
-                self.state = self.STATE_BUILT
-            finally:
-                self.durations["build"] = round(time.monotonic() - started, 3)
+            with self._timed("build"):
+                try:
+                    result = ensure(
+                        self.plan, push=False, engine=self.engine,
+                        stream_progress_to=_LogStream(log.getChild(self.short_name), secrets(self.config)),
+                        build_timeout=setting(self.config, "build_timeout"),
+                    )
+                except Exception as exc:  # noqa: BLE001 - any failure puts this image (only) in error
+                    self._fail("build", exc)
+                else:
+                    self.image_id = result.image_id
+                    self.error = None
+                    self.state = self.STATE_BUILT
 
     def verify(self) -> None:
         """Run the image's test (``test.sh``); a pass is recorded against the plan hash."""
         with self._lock:
-            if self.state == self.STATE_VERIFIED:
+            if not self._may("verify", self.STATE_BUILT, self.STATE_VERIFIED):
                 return
-            if self.state != self.STATE_BUILT:
-                raise IllegalTransitionError(self.label, self.state, "verify", [self.STATE_BUILT, self.STATE_VERIFIED])
-            started = time.monotonic()
-            try:
-                if (self.image_id or self._local_id()) is None:
-                    self._fail("verify", f"image {self.label} is not in the daemon")
-                    return
+            with self._timed("verify"):
+                try:
+                    if (self.image_id or self._local_id()) is None:
+                        self._fail("verify", f"image {self.label} is not in the daemon")
+                        return
 
-                def check(image_id: str) -> None:
-                    # The pipeline's verify hook: it hands over the daemon's image of this plan.
-                    self.image_id = image_id
-                    if self.records.is_verified(self.plan.hash, image_id):
-                        return  # verified by an earlier run
-                    outcome = run_verification(self.path, self.label, self.config)
-                    if not outcome.ok:
-                        raise VerificationError(f"exit code {outcome.returncode}: {outcome.output[-2000:]}")
-                    self.records.record(self.plan.hash, image_id, self.label)
+                    def check(image_id: str) -> None:
+                        # The pipeline's verify hook: it hands over the daemon's image of this plan.
+                        self.image_id = image_id
+                        if self.records.is_verified(self.plan.hash, image_id):
+                            return  # verified by an earlier run
+                        outcome = run_verification(self.path, self.label, self.config)
+                        if not outcome.ok:
+                            raise VerificationError(f"exit code {outcome.returncode}: {outcome.output[-2000:]}")
+                        self.records.record(self.plan.hash, image_id, self.label)
 
-                ensure(self.plan, push=False, engine=self.engine, verify=check)
-                self.state = self.STATE_VERIFIED
-            except VerificationError as exc:
-                self._fail("verification", exc)
-            except Exception as exc:  # noqa: BLE001
-                self._fail("verify", exc)
-            finally:
-                self.durations["verify"] = round(time.monotonic() - started, 3)
+                    ensure(self.plan, push=False, engine=self.engine, verify=check)
+                    self.state = self.STATE_VERIFIED
+                except VerificationError as exc:
+                    self._fail("verification", exc)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail("verify", exc)
 
     def publish(self) -> None:
         """Push the verified image as ``tag``, ``latest`` and its content tag; confirm the digest."""
         with self._lock:
-            if self.state != self.STATE_VERIFIED:
-                raise IllegalTransitionError(self.label, self.state, "publish", [self.STATE_VERIFIED])
+            self._may("publish", self.STATE_VERIFIED)
             creds = credentials(self.config)
             if creds is None:
                 self._fail("publish", "publishing needs registry, username and password in the config")
                 return
-            started = time.monotonic()
-            stream = _LogStream(log.getChild(self.short_name), secrets(self.config))
-            try:
-                # The version tag last: it only moves once the content tag and latest are there.
-                # Always pushed (docker-pkg's publish): a verified image is what the tags must name,
-                # also when a forced rebuild made a new image of an unchanged plan.
-                result = push_local(
-                    self.name, [self.plan.content_tag, "latest", self.tag], creds, plan_hash=self.plan.hash,
-                    force=True, engine=self.engine, stream_progress_to=stream, replace=self.replace,
-                )
-                digest = result.digest
-            except Exception as exc:  # noqa: BLE001
-                self._fail("publish", exc)
-            else:
-                self.digest = digest
-                self.image_id = result.image_id or self.image_id
-                self.state = self.STATE_PUBLISHED
-            finally:
-                self.durations["publish"] = round(time.monotonic() - started, 3)
+            with self._timed("publish"):
+                stream = _LogStream(log.getChild(self.short_name), secrets(self.config))
+                try:
+                    # The version tag last: it only moves once the content tag and latest are there.
+                    # Always pushed (docker-pkg's publish): a verified image is what the tags must name,
+                    # also when a forced rebuild made a new image of an unchanged plan.
+                    result = push_local(
+                        self.name, [self.plan.content_tag, "latest", self.tag], creds, plan_hash=self.plan.hash,
+                        force=True, engine=self.engine, stream_progress_to=stream, replace=self.replace,
+                    )
+                    digest = result.digest
+                except Exception as exc:  # noqa: BLE001
+                    self._fail("publish", exc)
+                else:
+                    self.digest = digest
+                    self.image_id = result.image_id or self.image_id
+                    self.state = self.STATE_PUBLISHED
 
     # ---- plan changes from outside (the image refresh) ------------------------------
     def set_plan(self, plan: BuildPlan) -> None:
