@@ -10,13 +10,15 @@ digests), never a raw ``docker inspect`` dict.
 - ``_process``: the docker CLI and process groups (:func:`run_streaming`);
 - ``_buildkit``: BuildKit builds through the docker CLI, :func:`choose_backend`;
 - ``_buildx``: Prefect's buildx options as flags, the registry layer cache;
+- ``_registry_errors``: what a registry's error text means (:func:`classify_registry_error`);
 - ``_engine``: :class:`Engine`.
 """
 
 from ._docker import DEFAULT_TIMEOUT, TIMEOUT_ENV, TRANSPORT_ERRORS, daemon_timeout
 from ._buildkit import choose_backend
-from ._engine import GENERATED_DOCKERFILE, Engine, classify_registry_error, docker_client
+from ._engine import GENERATED_DOCKERFILE, Engine, docker_client
 from ._process import TAIL_LINES, buildkit_available, docker_cli, run_streaming
+from ._registry_errors import classify_registry_error
 from ._types import EngineProtocol, LocalImage
 
 __all__ = [

@@ -15,7 +15,7 @@ import tempfile
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TextIO
 
 import docker
 import docker.errors
@@ -31,10 +31,8 @@ from ..errors import (
     DockerUnavailable,
     FlyImageError,
     InvalidReferenceError,
-    PushAuthenticationError,
     PushError,
     PushTimeout,
-    PushUnavailableError,
     RegistryError,
     RegistryUnavailable,
     redact,
@@ -44,29 +42,18 @@ from ._docker import TRANSPORT_ERRORS, StreamAborter, Watchdog, new_client, stre
 from ._buildkit import STEP, build_buildkit, choose_backend
 from ._buildx import BUILDX_OPTIONS, CACHE_AUTH
 from ._process import TAIL_LINES, buildx_available, docker_cli, write
+from ._registry_errors import AUTH_PATTERNS, MISSING_PATTERNS, UNREACHABLE_PATTERNS, classify_registry_error
 from ._types import LocalImage
 
 if TYPE_CHECKING:
     from ..plan import BuildPlan
 
-__all__ = ["BUILDX_OPTIONS", "GENERATED_DOCKERFILE", "Engine", "choose_backend", "classify_registry_error", "docker_client"]
+__all__ = ["BUILDX_OPTIONS", "GENERATED_DOCKERFILE", "Engine", "choose_backend", "docker_client"]
 
 #: Name under which a generated Dockerfile travels in the context archive (fixed, so
 #: that the same plan always sends the same bytes).
 GENERATED_DOCKERFILE = ".flyimage.Dockerfile"
 
-_AUTH_PATTERNS = re.compile(
-    r"unauthorized|authentication required|no basic auth credentials|denied|"
-    r"incorrect username or password|401 Unauthorized|403 Forbidden",
-    re.IGNORECASE,
-)
-_UNREACHABLE_PATTERNS = re.compile(
-    r"connection refused|no such host|i/o timeout|dial tcp|connection reset|"
-    r"server gave HTTP response to HTTPS client|tls: |EOF|context deadline exceeded|"
-    r"503 Service Unavailable|502 Bad Gateway|no route to host",
-    re.IGNORECASE,
-)
-_MISSING_PATTERNS = re.compile(r"manifest unknown|not found|name unknown|no such manifest|404", re.IGNORECASE)
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
@@ -97,23 +84,6 @@ def _transport(doing: str) -> Iterator[None]:
 def _local_daemon() -> bool:
     """True when DOCKER_HOST is a unix socket, i.e. the daemon shares this kernel."""
     return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
-
-
-def classify_registry_error(
-    message: str, registry: Optional[str], *, push: bool = False, secrets: Iterable[Optional[str]] = ()
-) -> RegistryError:
-    """Map a daemon/registry error text to the right exception type."""
-    text = redact(message, secrets)
-    if _AUTH_PATTERNS.search(text):
-        cls = PushAuthenticationError if push else AuthenticationError
-        hint = f"; check the credentials for {registry}" if registry else ""
-        return cls(f"registry {registry or '?'} refused the credentials: {text}{hint}", registry)
-    if _UNREACHABLE_PATTERNS.search(text):
-        cls = PushUnavailableError if push else RegistryUnavailable
-        return cls(f"registry {registry or '?'} is unreachable: {text}", registry)
-    if push:
-        return PushError(f"push to {registry or '?'} failed: {text}", registry)
-    return RegistryError(f"registry {registry or '?'} error: {text}", registry)
 
 
 class Engine:
@@ -338,11 +308,11 @@ class Engine:
                 )
         except docker.errors.APIError as exc:
             text = str(exc.explanation or exc)
-            if _AUTH_PATTERNS.search(text) and not _MISSING_PATTERNS.search(text.replace("denied", "")):
+            if AUTH_PATTERNS.search(text) and not MISSING_PATTERNS.search(text.replace("denied", "")):
                 raise classify_registry_error(text, r.registry, secrets=secrets) from None
-            if _UNREACHABLE_PATTERNS.search(text):
+            if UNREACHABLE_PATTERNS.search(text):
                 raise classify_registry_error(text, r.registry, secrets=secrets) from None
-            if _MISSING_PATTERNS.search(text) or exc.status_code == 404:
+            if MISSING_PATTERNS.search(text) or exc.status_code == 404:
                 return None
             raise classify_registry_error(text, r.registry, secrets=secrets) from None
         return info.get("Descriptor", {}).get("digest")
