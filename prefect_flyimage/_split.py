@@ -328,22 +328,15 @@ def split_plan(plan: BuildPlan) -> Split:
     if any(_normal_source(s) == "" for s in sources):
         return Split(plan, reason="the dependency steps copy the whole context (nothing to gain)")
     head_sets_cmd = any(k == "CMD" for k, _ in lines[stage_start: last_run + 1])
-    dependency = BuildPlan(
-        context=plan.context,
+    # The plan's build settings carry over, and so do its resolved bases and their pins (the
+    # head has every FROM of the plan); its tags, target, Dockerfile name and append do not.
+    dependency = plan.with_(
         dockerfile_text=_head_text(head),
-        repository=plan.repository,
-        build_args=plan.build_args,
-        platform=plan.platform,
-        labels=plan.labels,
-        secrets=plan.secrets,
-        network=plan.network,
-        pull=plan.pull,
-        no_cache=plan.no_cache,
-        backend=plan.backend,
-        stat_cache=plan.stat_cache,
-        # The head has every FROM of the plan: its resolved bases (and their pins) carry over.
-        bases=plan.bases,
-        pin_bases=plan.pin_bases,
+        tag=None,
+        target=None,
+        extra_tags=(),
+        append=True,
+        dockerfile_name=None,
         generated_context=SubsetContext(plan.build_context, tuple(sources), plan.context),
     )
     return Split(plan, dependency, tuple(steps), head_sets_cmd=head_sets_cmd)
