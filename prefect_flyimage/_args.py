@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from .errors import InvalidArgumentError
 
+if TYPE_CHECKING:
+    from .plan import BuildPlan
+
 __all__ = [
-    "boolean", "env_seconds", "non_negative_int", "non_negative_number", "optional_text", "path", "str_list", "text", "timeout",
+    "boolean", "build_plan", "env_seconds", "non_negative_int", "non_negative_number", "optional_text", "path", "str_list", "text", "timeout",
 ]
 
 
@@ -96,3 +99,12 @@ def str_list(name: str, value: Any) -> list[str]:
         if not isinstance(item, str):
             raise InvalidArgumentError(f"{name}[{i}]", f"must be a str, not {_shown(item)}")
     return items
+
+
+def build_plan(name: str, value: Any) -> "BuildPlan":
+    """A :class:`~prefect_flyimage.plan.BuildPlan`."""
+    from .plan import BuildPlan  # lazily: the other checks need no plan (nor its imports)
+
+    if not isinstance(value, BuildPlan):
+        raise InvalidArgumentError(name, f"must be a BuildPlan, not {type(value).__name__}")
+    return value

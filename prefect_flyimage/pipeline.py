@@ -74,17 +74,11 @@ logger = logging.getLogger("prefect_flyimage")
 def resolve_bases(plan: BuildPlan, credentials: CredentialsLike = None, engine: Optional[EngineProtocol] = None) -> BuildPlan:
     """``plan`` with its base images resolved to digests (when it has ``pin_bases``), so its
     hash and content tag are those :func:`ensure` will use. See :mod:`._bases`."""
-    _check_plan(plan)
+    _args.build_plan("plan", plan)
     return resolve_plan(plan, plan_credentials(plan, credentials), (lambda: engine) if engine is not None else None)
 
 
 # ---- ensure -----------------------------------------------------------------------------
-
-
-def _check_plan(plan: Any) -> None:
-    if not isinstance(plan, BuildPlan):
-        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
-
 
 
 def ensure(
@@ -134,7 +128,7 @@ def ensure(
       skipped. ``mirror_credentials``: ``{registry: credentials}`` for their registries
       (default: the docker config's). A refused one raises :class:`MirrorError`.
     """
-    _check_plan(plan)
+    _args.build_plan("plan", plan)
     _args.boolean("push", push)
     _args.boolean("force", force)
     _args.timeout("build_timeout", build_timeout)

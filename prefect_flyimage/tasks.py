@@ -42,7 +42,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, ParamSpec, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
@@ -387,6 +387,19 @@ _RETRY_OPTIONS: dict[str, Any] = dict(
 )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _image_task(name: str, task_run_name: str, cache_policy: Any) -> Callable[[Callable[_P, _R]], Task[_P, _R]]:
+    """``@task`` options of the tasks that build or push an image: their cache policy, the
+    image artifact on completion and the transient-failure retries."""
+    return task(
+        name=name, task_run_name=task_run_name, cache_policy=cache_policy,
+        on_completion=[publish_artifact], **_RETRY_OPTIONS,
+    )
+
+
 def _secrets(creds: Optional[RegistryCredentials]) -> list[str]:
     return [creds.secret] if creds else []
 
@@ -411,13 +424,7 @@ def login_task(credentials: CredentialsLike, write_config: bool = False) -> str:
     return creds.registry
 
 
-@task(
-    name="build-image",
-    task_run_name="build {plan.repository}",
-    cache_policy=ImageCachePolicy(push=False),
-    on_completion=[publish_artifact],
-    **_RETRY_OPTIONS,
-)
+@_image_task("build-image", "build {plan.repository}", ImageCachePolicy(push=False))
 def build_image_task(
     plan: BuildPlan, force: bool = False, build_timeout: Optional[float] = None, append: bool = True,
 ) -> BuildResult:
@@ -434,8 +441,7 @@ def build_image_task(
     (or set ``$PREFECT_FLYIMAGE_APPEND=0``); while the registry lacks the dependency image
     (a first deploy, or a project never pushed) the image is built in the daemon anyway.
     """
-    if not isinstance(plan, BuildPlan):
-        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
+    _args.build_plan("plan", plan)
     _args.boolean("append", append)
     creds = pipeline.plan_credentials(plan, None, pushing=False)
     if not append:
@@ -467,13 +473,7 @@ def build_image_task(
 _BUILT_PLANS: dict[str, BuildPlan] = {}
 
 
-@task(
-    name="push-image",
-    task_run_name="push {image.reference}",
-    cache_policy=ImageCachePolicy(push=True),
-    on_completion=[publish_artifact],
-    **_RETRY_OPTIONS,
-)
+@_image_task("push-image", "push {image.reference}", ImageCachePolicy(push=True))
 def push_image_task(
     image: BuildResult,
     credentials: CredentialsLike = None,
@@ -532,13 +532,7 @@ def _push(
     return replace(image, digest=pushed.digest, pushed=pushed.pushed, image_id=pushed.image_id or image.image_id, timings=timings)
 
 
-@task(
-    name="ensure-image",
-    task_run_name="ensure {plan.repository}",
-    cache_policy=ImageCachePolicy(),
-    on_completion=[publish_artifact],
-    **_RETRY_OPTIONS,
-)
+@_image_task("ensure-image", "ensure {plan.repository}", ImageCachePolicy())
 def ensure_image_task(
     plan: BuildPlan,
     push: bool = True,
@@ -555,8 +549,7 @@ def ensure_image_task(
     pushed; an image deleted from the daemon and registry is rebuilt. ``mirrors``: further
     repositories that get a copy, registry to registry (:func:`pipeline.ensure`).
     """
-    if not isinstance(plan, BuildPlan):
-        raise InvalidArgumentError("plan", f"must be a BuildPlan, not {type(plan).__name__}")
+    _args.build_plan("plan", plan)
     creds = pipeline.plan_credentials(plan, credentials)
     found, hook = _explainer(plan, creds)
     appends = push and not force and path_of(plan)[0] == "append"
