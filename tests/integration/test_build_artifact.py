@@ -40,7 +40,7 @@ def _artifacts(repository: str) -> dict[Any, str]:
 def _flow_run_name(flow_run_id: Any) -> str:
     async def read() -> str:
         async with get_client() as client:
-            return (await client.read_flowrun_in_flow(flow_run_id)).name
+            return (await client.read_flow_run(flow_run_id)).name
 
     return run_coro_as_sync(read())
 
@@ -52,7 +52,7 @@ def project(tmp_path: Path, busybox_image: str) -> Path:
     return tmp_path
 
 
-def test_artifact_links_plan_inputs_platforms_digest_mirrors_and_the_flowrun_in_flow(
+def test_artifact_links_plan_inputs_platforms_digest_mirrors_and_the_flow_run(
     prefect_server, project, registry, registry_noauth, creds, unique_name
 ):
     repository = f"{registry.host}/{unique_name}"
