@@ -54,7 +54,6 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -63,8 +62,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -73,11 +70,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import docker.errors  # noqa: E402
+import httpx  # noqa: E402
 from prefect.docker import DockerImage as PrefectDockerImage  # noqa: E402
 
 from prefect_flyimage import DockerImage as FlyDockerImage  # noqa: E402
 from prefect_flyimage import Engine, RegistryCredentials  # noqa: E402
 from prefect_flyimage.names import ImageRef  # noqa: E402
+from prefect_flyimage.registry import RegistryClient  # noqa: E402
 
 SCENARIOS = {
     "a": "(a) first deploy",
@@ -87,12 +86,6 @@ SCENARIOS = {
 AIMS = {"a": 1.0, "b": 40.0, "c": 1.0}  # Prefect / ours at least this
 CONTESTANTS = ("prefect", "ours")
 BUILD_KWARGS = {"pull": False, "network_mode": "host"}
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-])
 
 WORDS = (
     "def class return import from self None True False if else elif for while in not and or "
@@ -155,41 +148,20 @@ def rewrite_in_place(path: Path, text: str) -> None:
 
 # ---- registry helpers --------------------------------------------------------------------
 class Registry:
-    """Just enough of the registry HTTP API to delete what the benchmark pushed."""
+    """Deletes what the benchmark pushed: tags and digests through our registry client, then
+    the manifests with a plain DELETE (the client has none: the product never deletes)."""
 
     def __init__(self, host: str, credentials: Optional[RegistryCredentials]) -> None:
         self.host = host
         self.credentials = credentials
 
-    def _request(self, method: str, path: str, accept: Optional[str] = None) -> tuple[int, dict, bytes]:
-        req = urllib.request.Request(f"http://{self.host}{path}", method=method)
-        if accept:
-            req.add_header("Accept", accept)
-        if self.credentials:
-            token = base64.b64encode(f"{self.credentials.username}:{self.credentials.secret}".encode()).decode()
-            req.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read()
-
     def delete_repository(self, repo: str) -> int:
         """Delete every manifest of ``repo`` (path without the host); return how many."""
-        status, _, body = self._request("GET", f"/v2/{repo}/tags/list")
-        if status != 200:
-            return 0
-        digests = set()
-        for tag in json.loads(body or b"{}").get("tags") or []:
-            status, headers, _ = self._request("HEAD", f"/v2/{repo}/manifests/{tag}", MANIFEST_TYPES)
-            digest = {k.lower(): v for k, v in headers.items()}.get("docker-content-digest")
-            if status == 200 and digest:
-                digests.add(digest)
-        deleted = 0
-        for digest in digests:
-            status, _, _ = self._request("DELETE", f"/v2/{repo}/manifests/{digest}")
-            deleted += status == 202
-        return deleted
+        with RegistryClient(self.host, self.credentials, timeout=30) as client:
+            digests = {client.manifest_digest(f"{self.host}/{repo}:{tag}") for tag in client.tags(repo)} - {None}
+        auth = (self.credentials.username, self.credentials.secret) if self.credentials else None
+        return sum(httpx.delete(f"http://{self.host}/v2/{repo}/manifests/{digest}", auth=auth, timeout=30).status_code == 202
+                   for digest in digests)
 
 
 # ---- one deploy ----------------------------------------------------------------------------

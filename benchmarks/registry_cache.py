@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
+from unittest import mock
 
 PREFIX = Path(os.environ.get("FLYIMAGE_DOCKER26_PREFIX", "/opt/flyimage-docker26"))
 CLI = os.environ.get("PREFECT_FLYIMAGE_DOCKER_CLI", "docker")
@@ -80,22 +81,13 @@ def deploy(project: Path, repository: str, host: str, cache: str) -> tuple[float
     from prefect_flyimage.pipeline import ensure
     from prefect_flyimage.plan import BuildPlan
 
-    old = {k: os.environ.get(k) for k in ("DOCKER_HOST", "PREFECT_FLYIMAGE_REGISTRY_CACHE")}
-    os.environ["DOCKER_HOST"] = host
-    os.environ["PREFECT_FLYIMAGE_REGISTRY_CACHE"] = cache
     out = io.StringIO()
-    try:
+    with mock.patch.dict(os.environ, {"DOCKER_HOST": host, "PREFECT_FLYIMAGE_REGISTRY_CACHE": cache}):
         t0 = time.perf_counter()
         result = ensure(BuildPlan.from_dockerfile(project, repository), push=True, stream_progress_to=out)
         elapsed = time.perf_counter() - t0
-        assert result.built and result.pushed, result
-        return elapsed, out.getvalue()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    assert result.built and result.pushed, result
+    return elapsed, out.getvalue()
 
 
 def main() -> None:

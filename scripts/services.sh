@@ -189,12 +189,16 @@ prefect_image_name() {
 # ---------------------------------------------------------------------------------------
 # 1. Debian packages
 # ---------------------------------------------------------------------------------------
-ensure_packages() {
-    local missing=() p s
-    for p in "${APT_PACKAGES[@]}"; do
-        s="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-        [[ "$s" == "install ok installed" ]] || missing+=("$p")
+missing_packages() {  # prints those of the named Debian packages that are not installed
+    local p
+    for p in "$@"; do
+        [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" == "install ok installed" ]] || echo "$p"
     done
+}
+
+ensure_packages() {
+    local missing
+    mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
     if ((${#missing[@]} == 0)); then
         log "packages: all present (${APT_PACKAGES[*]})"
         return 0
@@ -259,11 +263,8 @@ ensure_docker26() {
 # registration, so it works inside containers (Debian registers it without F); P keeps
 # argv[0], which busybox's shell needs when it re-executes itself for an applet.
 ensure_qemu() {
-    local missing=() p s
-    for p in "${QEMU_PACKAGES[@]}"; do
-        s="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
-        [[ "$s" == "install ok installed" ]] || missing+=("$p")
-    done
+    local missing
+    mapfile -t missing < <(missing_packages "${QEMU_PACKAGES[@]}")
     if ((${#missing[@]})); then
         [[ $EUID -eq 0 ]] || die "qemu: missing ${missing[*]} and not root"
         log "qemu: installing ${missing[*]}"

@@ -18,15 +18,22 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+from unittest import mock
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from project_files import write_files  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES_SH = REPO_ROOT / "scripts" / "services.sh"
+CHAIN_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "chain"
 DEFAULT_STATE_DIR = "/var/tmp/prefect-flyimage"
 SERVICES_UP_TIMEOUT = 1800  # a fresh machine installs packages, debootstraps, builds
 
@@ -178,16 +185,8 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 def services() -> Iterator[dict[str, str]]:
     """The services' variables (see SERVICE_ENV_KEYS), also set in os.environ."""
     env = _start_services()
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, env):  # restores the environment at the end of the session
         yield dict(env)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
@@ -353,3 +352,31 @@ def creds(registry: Registry):
     from prefect_flyimage import RegistryCredentials
 
     return RegistryCredentials(registry.host, registry.username, registry.password)
+
+
+@pytest.fixture
+def chain_tree(tmp_path: Path) -> Path:
+    """A writable copy of the seven-image docker-pkg tree (tests break parts of it).
+
+    Every image gets its ``test.sh`` here, all from one script (``image-test.sh``: it finds
+    the image's name from its own folder), so the copy is a complete docker-pkg tree.
+    """
+    dest = tmp_path / "tree"
+    shutil.copytree(CHAIN_FIXTURES / "tree", dest)
+    for folder in dest.iterdir():
+        if (folder / "Dockerfile.template").is_file():
+            shutil.copy(CHAIN_FIXTURES / "image-test.sh", folder / "test.sh")  # keeps the executable bit
+    return dest
+
+
+@pytest.fixture
+def cwd_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """``cwd_project(files, folder=None)``: write ``files`` (relative path -> text) into
+    ``tmp_path`` (or a new ``tmp_path/folder``), make it the working directory, return it."""
+
+    def make(files: dict[str, str], folder: str | None = None) -> Path:
+        root = write_files(tmp_path / folder if folder else tmp_path, files)
+        monkeypatch.chdir(root)
+        return root
+
+    return make

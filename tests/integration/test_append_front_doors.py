@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ from prefect_flyimage._append_path import path_of
 from prefect_flyimage.pipeline import ensure, resolve_bases
 from prefect_flyimage.plan import BuildPlan
 from prefect_flyimage.registry import RegistryClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from split_project import split_project  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +47,7 @@ def base(busybox_image: str, registry_noauth, unique_name: str, docker_client) -
 
 
 def _project(root: Path, base: str) -> Path:
-    (root / "pkg").mkdir(parents=True)
-    (root / "requirements.txt").write_text("dep==1\n")
-    (root / "pkg" / "flow.py").write_text("VERSION = 1\n")
-    (root / "Dockerfile").write_text(
-        f"FROM {base}\nCOPY requirements.txt /deps/\nRUN cp /deps/requirements.txt /installed\n"
-        "WORKDIR /app\nCOPY pkg/ pkg/\nENV APP=1\n"
-    )
-    return root
+    return split_project(root, base, tail="ENV APP=1\n")
 
 
 def _held(registry_host: str, ref: str) -> tuple[str | None, dict]:

@@ -22,6 +22,9 @@ pytestmark = pytest.mark.integration
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from registry_fixtures import registry_workdir, token_issuer, token_registry  # noqa: E402,F401
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from project_files import write_files  # noqa: E402
+
 _CONFIG_KEYS = ("Env", "WorkingDir", "Cmd", "Entrypoint", "User", "ExposedPorts", "Labels")
 _LISTING = (
     "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /etc/hostname -o -path /etc/hosts "
@@ -104,21 +107,15 @@ def test_chown_onto_missing_parents(tmp_path: Path, busybox_image: str, registry
 def test_user_dockerfile_with_metadata_and_dockerignore(tmp_path: Path, busybox_image: str, registry, creds, unique_name: str,
                                                         monkeypatch: pytest.MonkeyPatch, registry_noauth, docker_client) -> None:
     daemon = os.environ["DOCKER_HOST"]
-    project = tmp_path / "proj"
-    (project / "src" / "pkg").mkdir(parents=True)
-    (project / "src" / "pkg" / "mod.py").write_text("x = 1\n")
-    (project / "src" / "debug.log").write_text("no\n")
-    (project / "main.py").write_text("print(1)\n")
+    project = write_files(tmp_path / "proj", {
+        "src/pkg/mod.py": "x = 1\n", "src/debug.log": "no\n", "main.py": "print(1)\n", "conf.ini": "[a]\n",
+        "deps.txt": "dep\n", ".dockerignore": "src/*.log\n",
+        "Dockerfile": f"FROM {busybox_image}\nCOPY deps.txt /deps/\nRUN cat /deps/deps.txt > /installed\n"
+                      "WORKDIR /srv\nENV APP_ENV=prod GREETING=\"hello world\"\nLABEL team=data\n"
+                      "COPY --chown=1000:1000 src/ lib/\nCOPY main.py conf.ini ./\nUSER 1000\nEXPOSE 8080\n"
+                      "ENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"cat main.py\"]\n",
+    })
     os.chmod(project / "main.py", 0o755)
-    (project / "conf.ini").write_text("[a]\n")
-    (project / "deps.txt").write_text("dep\n")
-    (project / ".dockerignore").write_text("src/*.log\n")
-    (project / "Dockerfile").write_text(
-        f"FROM {busybox_image}\nCOPY deps.txt /deps/\nRUN cat /deps/deps.txt > /installed\n"
-        "WORKDIR /srv\nENV APP_ENV=prod GREETING=\"hello world\"\nLABEL team=data\n"
-        "COPY --chown=1000:1000 src/ lib/\nCOPY main.py conf.ini ./\nUSER 1000\nEXPOSE 8080\n"
-        "ENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"cat main.py\"]\n"
-    )
     # the auth registry, through the docker config's credentials as every other path
     config_dir = tmp_path / "docker-config"
     config_dir.mkdir()

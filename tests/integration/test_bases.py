@@ -6,12 +6,16 @@ pushed to the local registry; the same tag is then pushed again with another fil
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from prefect_flyimage import BuildPlan, DockerImage, Engine, ensure
 from prefect_flyimage.pipeline import resolve_bases
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from project_files import write_files  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +27,16 @@ def _online_bases(monkeypatch):
 
 def push_base(tmp_path: Path, repository: str, content: str, busybox: str) -> str:
     """Build ``FROM busybox`` + ``/base.txt`` = ``content``, push it as ``repository:1``; its digest."""
-    ctx = tmp_path / f"base-{content}"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {busybox}\nCOPY base.txt /base.txt\n")
-    (ctx / "base.txt").write_text(content)
+    ctx = write_files(tmp_path / f"base-{content}", {"Dockerfile": f"FROM {busybox}\nCOPY base.txt /base.txt\n",
+                                                     "base.txt": content})
     result = ensure(BuildPlan.from_dockerfile(ctx, repository, tag="1"))
     assert result.pushed and result.digest
     return result.digest
+
+
+def app_on(tmp_path: Path, base: str) -> Path:
+    """The app project ``tmp_path/app``: ``FROM base:1`` plus one file of its own."""
+    return write_files(tmp_path / "app", {"Dockerfile": f"FROM {base}:1\nCOPY app.txt /app.txt\n", "app.txt": "app\n"})
 
 
 def cat(image_id: str, path: str) -> str:
@@ -41,10 +48,7 @@ def cat(image_id: str, path: str) -> str:
 def test_moved_base_rebuilds_once_and_the_build_uses_the_resolved_digest(tmp_path, registry_noauth, busybox_image, unique_name):
     base = f"{registry_noauth.host}/{unique_name}-base"
     first_digest = push_base(tmp_path, base, "A", busybox_image)
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "Dockerfile").write_text(f"FROM {base}:1\nCOPY app.txt /app.txt\n")
-    (app / "app.txt").write_text("app\n")
+    app = app_on(tmp_path, base)
 
     def plan() -> BuildPlan:
         return BuildPlan.from_dockerfile(app, f"{registry_noauth.host}/{unique_name}", pull=True, pin_bases=True)
@@ -141,10 +145,7 @@ def _inspect(app: Path, repository: str, *extra: str) -> dict:
 def test_inspect_shows_bases_and_why_names_a_moved_base(tmp_path, registry_noauth, busybox_image, unique_name):
     base = f"{registry_noauth.host}/{unique_name}-base"
     old = push_base(tmp_path, base, "A", busybox_image)
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "Dockerfile").write_text(f"FROM {base}:1\nCOPY app.txt /app.txt\n")
-    (app / "app.txt").write_text("app\n")
+    app = app_on(tmp_path, base)
     repository = f"{registry_noauth.host}/{unique_name}"
     first = ensure(BuildPlan.from_dockerfile(app, repository, pull=True, pin_bases=True))
 

@@ -4,12 +4,12 @@ plan hash, inputs, platforms, digest, mirrors, provenance and the flow run that 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_UI_URL, temporary_settings
@@ -20,20 +20,12 @@ from prefect_flyimage.artifacts import artifact_key
 from prefect_flyimage.engine._process import buildx_available, docker_cli
 from prefect_flyimage.tasks import ensure_image_task
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prefect_helpers import run_in_flow  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 UI = "http://ui.flyimage.test:4200"
-
-
-def _run(task_: Any, *args: Any, **kwargs: Any) -> Any:
-    box: dict[str, Any] = {}
-
-    @flow(name="flyimage-artifact-flow")
-    def wrapper() -> None:
-        box["state"] = task_(*args, return_state=True, **kwargs)
-
-    wrapper()
-    return box["state"]
 
 
 def _artifacts(repository: str) -> dict[Any, str]:
@@ -67,8 +59,8 @@ def test_artifact_links_plan_inputs_platforms_digest_mirrors_and_the_flow_run(
     mirror = f"{registry_noauth.host}/{unique_name}-mirror"
     plan = BuildPlan.from_dockerfile(project, repository, build_args={"FLAVOUR": "s3cr3t-flavour"})
     with temporary_settings({PREFECT_UI_URL: UI}):
-        first = _run(ensure_image_task, plan, credentials=creds, mirrors=[mirror])
-        again = _run(ensure_image_task, plan, credentials=creds)
+        first = run_in_flow(ensure_image_task, plan, credentials=creds, mirrors=[mirror])
+        again = run_in_flow(ensure_image_task, plan, credentials=creds)
     result = first.result()
     assert result.built and result.pushed and result.mirrors == (mirror,)
     assert again.name == "Cached"
@@ -100,7 +92,7 @@ def test_a_multi_platform_image_carries_its_provenance_attestations(
     (tmp_path / "a.txt").write_text("two platforms\n")
     repository = f"{registry_noauth.host}/{unique_name}"
     plan = BuildPlan.from_dockerfile(tmp_path, repository, platform="linux/amd64,linux/arm64")
-    state = _run(ensure_image_task, plan)
+    state = run_in_flow(ensure_image_task, plan)
     result = state.result()
     index = httpx.get(
         f"http://{registry_noauth.host}/v2/{unique_name}/manifests/{result.digest}",

@@ -5,22 +5,23 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from prefect_flyimage import AuthenticationError, DockerImage, Engine
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from split_project import split_project  # noqa: E402
+
 pytestmark = [pytest.mark.integration, pytest.mark.prefect_compat]
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch, unique_name) -> Path:
-    root = tmp_path / "flowproject"
-    root.mkdir()
-    (root / "flows.py").write_text(f"# {unique_name}\nfrom prefect import flow\n\n@flow\ndef hello():\n    return 1\n")
-    monkeypatch.chdir(root)
-    return root
+def project(cwd_project, unique_name) -> Path:
+    return cwd_project({"flows.py": f"# {unique_name}\nfrom prefect import flow\n\n@flow\ndef hello():\n    return 1\n"},
+                       "flowproject")
 
 
 def test_auto_dockerfile_build_push_and_nothing_twice(project, prefect_image, registry, creds, unique_name):
@@ -89,18 +90,6 @@ def test_push_uses_the_docker_config_like_prefect(project, registry, creds, uniq
 NO_DAEMON = "unix:///nonexistent/docker.sock"
 
 
-def _split_project(root: Path, base: str) -> Path:
-    """A project whose Dockerfile splits: a dependency part (RUN) and a code tail."""
-    (root / "pkg").mkdir(parents=True)
-    (root / "requirements.txt").write_text("dep==1\n")
-    (root / "pkg" / "flow.py").write_text("VERSION = 1\n")
-    (root / "Dockerfile").write_text(
-        f"FROM {base}\nCOPY requirements.txt /deps/\nRUN cp /deps/requirements.txt /installed\n"
-        "WORKDIR /app\nCOPY pkg/ pkg/\n"
-    )
-    return root
-
-
 @pytest.fixture
 def pushed_base(busybox_image, registry_noauth, unique_name, docker_client) -> str:
     """The base in the registry: with pull=True a base is resolved there (no daemon needed)."""
@@ -122,7 +111,7 @@ def test_build_without_push_writes_nothing_when_the_registry_lacks_the_dependenc
 ):
     from prefect_flyimage._append_path import path_of
 
-    project = _split_project(tmp_path / "proj", pushed_base)
+    project = split_project(tmp_path / "proj", pushed_base)
     monkeypatch.chdir(project)
     base_tags = _tags(registry_noauth.host, f"{unique_name}-base")
     image = DockerImage(f"{registry_noauth.host}/{unique_name}", dockerfile="Dockerfile", stream_progress_to=None, pull=True)
@@ -140,7 +129,7 @@ def test_build_without_push_writes_nothing_when_the_registry_lacks_the_dependenc
 def test_build_without_push_appends_when_the_registry_holds_the_dependency(
     tmp_path, pushed_base, registry_noauth, unique_name, monkeypatch
 ):
-    project = _split_project(tmp_path / "proj", pushed_base)
+    project = split_project(tmp_path / "proj", pushed_base)
     monkeypatch.chdir(project)
     name = f"{registry_noauth.host}/{unique_name}"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from hypothesis import strategies as st
 
 from prefect_flyimage._dockerignore import list_context
 from prefect_flyimage.context import BuildContext, read_dockerignore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dockerignore_strategies import blocked, pattern_line  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -44,34 +48,21 @@ def cases(draw):
     modes = draw(st.lists(st.sampled_from([0o644, 0o600, 0o755, 0o640]), min_size=len(files), max_size=len(files)))
     empty = draw(st.lists(st.lists(st.sampled_from(DIRS), min_size=1, max_size=2), max_size=2))
     link = draw(st.sampled_from([None, "a", "src", "missing"]))
-    pats = []
-    for _ in range(draw(st.integers(1, 5))):
-        body = "/".join(draw(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3)))
-        if draw(st.booleans()):
-            body = "/" + body
-        if draw(st.integers(0, 4)) == 0:
-            body += "/"
-        if draw(st.integers(0, 2)) == 0:
-            body = "!" + body
-        pats.append(body)
+    pats = [draw(pattern_line(SEGMENTS)) for _ in range(draw(st.integers(1, 5)))]
     return files, modes, empty, link, pats
-
-
-def _blocked(path: Path) -> bool:
-    return any(os.path.lexists(p) and (p.is_symlink() or not p.is_dir()) for p in [path, *path.parents])
 
 
 def make(root: Path, case, base: str) -> None:
     files, modes, empty, link, pats = case
     for (dirs, name), mode in zip(files, modes):
         parent = root.joinpath(*dirs)
-        if _blocked(parent) or os.path.lexists(parent / name):
+        if blocked(parent) or os.path.lexists(parent / name):
             continue
         parent.mkdir(parents=True, exist_ok=True)
         (parent / name).write_text(f"{'/'.join(dirs)}/{name}\n")
         os.chmod(parent / name, mode)
     for dirs in empty:
-        if not _blocked(root.joinpath(*dirs)):
+        if not blocked(root.joinpath(*dirs)):
             root.joinpath(*dirs).mkdir(parents=True, exist_ok=True)
     if link and not os.path.lexists(root / "ln"):
         os.symlink(link, root / "ln")

@@ -10,6 +10,7 @@ quiet again.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ from prefect_flyimage import BuildPlan, Engine, Image, RegistryCredentials, ensu
 from prefect_flyimage.engine import choose_backend
 from prefect_flyimage.plan import PLAN_LABEL
 from prefect_flyimage.refresh import BASE_LABEL, parse_base_label
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prefect_helpers import read_all_logs  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +62,7 @@ def run(config: Path, **params: Any) -> tuple[Any, dict[str, dict[str, Any]], st
             found = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
             )
-            logs: list[Any] = []
-            while True:  # the API pages at 200
-                page = await client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), offset=len(logs)
-                )
-                logs += page
-                if not page:
-                    break
+            logs = await read_all_logs(client, LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         summary = "\n".join(a.data for a in found if a.key == "image-refresh")
         assert summary, "the run left no image-refresh artifact"
         return summary + "\n--- logs ---\n" + "\n".join(log.message for log in logs)

@@ -22,12 +22,8 @@ def creds(registry) -> dict[str, str]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch, unique_name) -> Path:
-    root = tmp_path / "stepsproject"
-    root.mkdir()
-    (root / "flows.py").write_text(f"# {unique_name}\n")
-    monkeypatch.chdir(root)
-    return root
+def project(cwd_project, unique_name) -> Path:
+    return cwd_project({"flows.py": f"# {unique_name}\n"}, "stepsproject")
 
 
 def test_build_then_push_then_nothing(project, registry, creds, unique_name, capsys):

@@ -10,6 +10,7 @@ artifact every run leaves, and the run logs.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ from prefect_flyimage.tasks import (
     push_image_task,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prefect_helpers import read_all_logs, run_in_flow  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from project_files import write_files  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 
@@ -42,11 +49,9 @@ def _stat_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def project(tmp_path: Path, busybox_image: str) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY app.txt /app.txt\nRUN echo building-the-app\n")
-    (root / "app.txt").write_text("version 1\n")
-    return root
+    return write_files(tmp_path / "project", {
+        "Dockerfile": f"FROM {busybox_image}\nCOPY app.txt /app.txt\nRUN echo building-the-app\n", "app.txt": "version 1\n",
+    })
 
 
 def plan_of(context: Path, repository: str, **kwargs: Any) -> BuildPlan:
@@ -84,32 +89,12 @@ async def _logs(task_run_id: Any, until: str = "digest: sha256:", timeout: float
 
     deadline = time.monotonic() + timeout
     while True:
-        logs: list[Any] = []
         async with get_client() as client:
-            while True:  # the API pages at 200
-                page = await client.read_logs(
-                    log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id])), offset=len(logs)
-                )
-                logs += page
-                if not page:
-                    break
+            logs = await read_all_logs(client, LogFilter(task_run_id=LogFilterTaskRunId(any_=[task_run_id])))
         messages = [log.message for log in logs]
         if any(until in m for m in messages) or time.monotonic() > deadline:
             return messages
         await asyncio.sleep(0.5)
-
-
-def _run(task_, *args: Any, **kwargs: Any) -> Any:
-    """Run a task inside a flow (so its logs reach the server); return the task's final state."""
-    box: dict[str, Any] = {}
-
-    @flow(name="flyimage-test-flow")
-    def wrapper() -> None:
-        # Kept out of the flow's return value: a returned state would become the flow's.
-        box["state"] = task_(*args, return_state=True, **kwargs)
-
-    wrapper()
-    return box["state"]
 
 
 # ---- the cache ------------------------------------------------------------------------------
@@ -122,7 +107,7 @@ def test_second_run_is_a_cache_hit_and_a_deleted_image_is_rebuilt(
     repository = f"{registry.host}/{unique_name}"
     plan = plan_of(project, repository)
 
-    first = _run(ensure_image_task, plan, credentials=creds)
+    first = run_in_flow(ensure_image_task, plan, credentials=creds)
     assert first.is_completed() and first.name == "Completed"
     built = first.result()
     assert built.built and built.pushed and built.digest.startswith("sha256:")
@@ -130,7 +115,7 @@ def test_second_run_is_a_cache_hit_and_a_deleted_image_is_rebuilt(
 
     # Same context, fresh plan object: Prefect's cache answers; nothing is built or pushed.
     local_before = engine.local_image(plan.content_ref)
-    second = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    second = run_in_flow(ensure_image_task, plan_of(project, repository), credentials=creds)
     assert second.name == "Cached"
     hit = second.result()
     assert hit.cached and hit.digest == built.digest and hit.reference == built.reference
@@ -144,7 +129,7 @@ def test_second_run_is_a_cache_hit_and_a_deleted_image_is_rebuilt(
     remove_local(engine, repository, plan.all_tags)
     delete_from_registry(registry, unique_name, built.digest)
     assert engine.registry_digest(plan.content_ref, creds) is None
-    third = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    third = run_in_flow(ensure_image_task, plan_of(project, repository), credentials=creds)
     assert third.name == "Completed"
     rebuilt = third.result()
     assert rebuilt.built and rebuilt.pushed and rebuilt.reference == built.reference
@@ -152,12 +137,12 @@ def test_second_run_is_a_cache_hit_and_a_deleted_image_is_rebuilt(
     assert engine.local_image(plan.content_ref)["Id"] == rebuilt.image_id
 
     # ...and after the rebuild the cache works again, with the new digest.
-    fourth = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    fourth = run_in_flow(ensure_image_task, plan_of(project, repository), credentials=creds)
     assert fourth.name == "Cached" and fourth.result().digest == rebuilt.digest
 
     # A change to the context is a new plan: a miss, a build and a push.
     (project / "app.txt").write_text("version 2\n")
-    changed = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    changed = run_in_flow(ensure_image_task, plan_of(project, repository), credentials=creds)
     assert changed.name == "Completed"
     result = changed.result()
     assert result.built and result.pushed and result.reference != built.reference
@@ -165,8 +150,8 @@ def test_second_run_is_a_cache_hit_and_a_deleted_image_is_rebuilt(
 
 def test_force_bypasses_the_cache(prefect_server, project, registry_noauth, unique_name):
     plan = plan_of(project, f"{registry_noauth.host}/{unique_name}")
-    first = _run(ensure_image_task, plan).result()
-    forced = _run(ensure_image_task, plan, force=True)
+    first = run_in_flow(ensure_image_task, plan).result()
+    forced = run_in_flow(ensure_image_task, plan, force=True)
     assert forced.name == "Completed"
     result = forced.result()
     assert result.built and result.pushed and first.built
@@ -212,7 +197,7 @@ def test_push_task_needs_the_image_in_the_daemon(prefect_server, registry_noauth
     from prefect_flyimage import BuildResult, FlyImageError
 
     ghost = BuildResult(reference=f"{registry_noauth.host}/{unique_name}:x", plan_hash="ab" * 32, tags=("x",))
-    state = _run(push_image_task, ghost)
+    state = run_in_flow(push_image_task, ghost)
     assert state.is_failed()
     with pytest.raises(FlyImageError, match="not in the Docker daemon"):
         state.result()
@@ -227,8 +212,8 @@ def test_each_run_leaves_an_artifact_and_logs_progress(prefect_server, project, 
     repository = f"{registry.host}/{unique_name}"
     (project / "app.txt").write_text(f"unique to {unique_name}\n")  # a layer the registry lacks
     plan = plan_of(project, repository)
-    first = _run(ensure_image_task, plan, credentials=creds)
-    second = _run(ensure_image_task, plan, credentials=creds)
+    first = run_in_flow(ensure_image_task, plan, credentials=creds)
+    second = run_in_flow(ensure_image_task, plan, credentials=creds)
     assert second.name == "Cached"
 
     artifacts = run_coro_as_sync(_artifacts(artifact_key(repository)))
@@ -257,11 +242,11 @@ def test_a_rebuild_artifact_says_why(prefect_server, project, registry, creds, u
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     repository = f"{registry.host}/{unique_name}"
-    first = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    first = run_in_flow(ensure_image_task, plan_of(project, repository), credentials=creds)
     assert first.result().why is not None and "first image" in first.result().why
     (project / "app.txt").write_text("version 2\n")
     (project / "extra.txt").write_text("new\n")
-    second = _run(ensure_image_task, plan_of(project, repository), credentials=creds)
+    second = run_in_flow(ensure_image_task, plan_of(project, repository), credentials=creds)
     assert second.result().built
 
     by_run = {a.task_run_id: a.data for a in run_coro_as_sync(_artifacts(artifact_key(repository)))}
@@ -288,30 +273,30 @@ def _attempts(state: Any) -> int:
 def test_refused_login_is_not_retried(prefect_server, project, registry, unique_name):
     bad = RegistryCredentials(registry.host, registry.username, "wrong-password-123")
     task_ = configure_retries(ensure_image_task, retries=2, backoff=0)
-    state = _run(task_, plan_of(project, f"{registry.host}/{unique_name}"), credentials=bad)
+    state = run_in_flow(task_, plan_of(project, f"{registry.host}/{unique_name}"), credentials=bad)
     assert state.is_failed()
     with pytest.raises(AuthenticationError) as info:
         state.result()
     assert "wrong-password-123" not in str(info.value)
     assert _attempts(state) == 1
 
-    login = _run(configure_retries(login_task, retries=2, backoff=0), bad)
+    login = run_in_flow(configure_retries(login_task, retries=2, backoff=0), bad)
     assert login.is_failed() and _attempts(login) == 1
     with pytest.raises(AuthenticationError):
         login.result()
 
 
 def test_login_task_accepts_good_credentials(prefect_server, registry, creds):
-    state = _run(login_task, creds)
+    state = run_in_flow(login_task, creds)
     assert state.is_completed() and state.result() == registry.host
-    as_dict = _run(login_task, {"username": registry.username, "password": registry.password, "registry_url": registry.url})
+    as_dict = run_in_flow(login_task, {"username": registry.username, "password": registry.password, "registry_url": registry.url})
     assert as_dict.result() == registry.host
 
 
 def test_unreachable_registry_is_retried(prefect_server, project, unique_name):
     # Nothing listens on this port: a real "connection refused" on every attempt.
     plan = plan_of(project, f"127.0.0.1:5999/{unique_name}")
-    state = _run(configure_retries(ensure_image_task, retries=2, backoff=0), plan)
+    state = run_in_flow(configure_retries(ensure_image_task, retries=2, backoff=0), plan)
     assert state.is_failed()
     from prefect_flyimage import RegistryUnavailable
 
@@ -323,7 +308,7 @@ def test_unreachable_registry_is_retried(prefect_server, project, unique_name):
 def test_failing_dockerfile_is_not_retried(prefect_server, tmp_path, busybox_image, registry_noauth, unique_name):
     (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN echo about-to-fail && false\n")
     plan = plan_of(tmp_path, f"{registry_noauth.host}/{unique_name}")
-    state = _run(configure_retries(build_image_task, retries=2, backoff=0), plan)
+    state = run_in_flow(configure_retries(build_image_task, retries=2, backoff=0), plan)
     assert state.is_failed()
     with pytest.raises(BuildError) as info:
         state.result()
@@ -334,7 +319,7 @@ def test_failing_dockerfile_is_not_retried(prefect_server, tmp_path, busybox_ima
 def test_build_timeout_is_retried(prefect_server, tmp_path, busybox_image, registry_noauth, unique_name):
     (tmp_path / "Dockerfile").write_text(f"FROM {busybox_image}\nRUN sleep 30\n")
     plan = plan_of(tmp_path, f"{registry_noauth.host}/{unique_name}")
-    state = _run(configure_retries(build_image_task, retries=1, backoff=0), plan, build_timeout=2)
+    state = run_in_flow(configure_retries(build_image_task, retries=1, backoff=0), plan, build_timeout=2)
     assert state.is_failed()
     with pytest.raises(BuildTimeout, match="timed out"):
         state.result()

@@ -13,21 +13,14 @@ import pytest
 from prefect_flyimage import SpecError
 from prefect_flyimage.plan import BuildPlan, build_arg_pairs
 
+pytestmark = pytest.mark.usefixtures("no_daemon")  # any daemon call would fail
+
 REPO = "127.0.0.1:5000/team/app"
 
 
-@pytest.fixture(autouse=True)
-def _no_daemon(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # any daemon call would fail
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
-
-
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch) -> Path:
-    (tmp_path / "Dockerfile").write_text("FROM busybox\nARG A=default\nCOPY . /app\n")
-    (tmp_path / "app.py").write_text("x = 1\n")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def project(cwd_project) -> Path:
+    return cwd_project({"Dockerfile": "FROM busybox\nARG A=default\nCOPY . /app\n", "app.py": "x = 1\n"})
 
 
 def plan(project: Path, **kw) -> BuildPlan:

@@ -8,6 +8,7 @@ checks the same property against the daemon itself on fewer examples.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from hypothesis import strategies as st
 
 from prefect_flyimage._dockerignore import list_context
 from prefect_flyimage.context import BuildContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dockerignore_strategies import blocked, pattern_line  # noqa: E402
 
 NAMES = ["a", "b", "A", "ab", "a.py", "b.PY", "x.txt", ".hidden", "Dockerfile", "build", "sp ace", "é"]
 DIRS = ["a", "b", "build", "src", "Src", "node_modules", ".git", "a.py"]
@@ -44,29 +48,14 @@ SEGMENTS = ["a", "b", "A", "src", "build", "*", "**", "?", "a*", "*.py", "*.PY",
 
 @st.composite
 def patterns(draw):
-    out = []
-    for _ in range(draw(st.integers(0, 5))):
-        body = "/".join(draw(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3)))
-        if draw(st.booleans()):
-            body = "/" + body
-        if draw(st.integers(0, 4)) == 0:
-            body += "/"
-        if draw(st.integers(0, 2)) == 0:
-            body = "!" + body
-        out.append(body)
-    return out
-
-
-def _blocked(path: Path) -> bool:
-    """A file or link already holds the name of ``path`` or of one of its parents."""
-    return any(os.path.lexists(p) and (p.is_symlink() or not p.is_dir()) for p in [path, *path.parents])
+    return [draw(pattern_line(SEGMENTS)) for _ in range(draw(st.integers(0, 5)))]
 
 
 def build(root: Path, tree) -> None:
     files, empty, links = tree
     for dirs, name in files:
         parent = root.joinpath(*dirs)
-        if _blocked(parent):
+        if blocked(parent):
             continue
         parent.mkdir(parents=True, exist_ok=True)
         target = parent / name
@@ -74,7 +63,7 @@ def build(root: Path, tree) -> None:
             target.write_text(name)
     for dirs in empty:
         path = root.joinpath(*dirs)
-        if not _blocked(path):
+        if not blocked(path):
             path.mkdir(parents=True, exist_ok=True)
     for name, target in links:
         if not os.path.lexists(root / name):

@@ -12,21 +12,15 @@ from prefect_flyimage import ContextError, InvalidReferenceError
 from prefect_flyimage.deployments import steps
 from prefect_flyimage.dockerfile import DockerfileExistsError
 
-pytestmark = pytest.mark.prefect_compat  # also run on the oldest supported Prefect (scripts/test.sh)
-
-
-@pytest.fixture(autouse=True)
-def _no_daemon(monkeypatch, tmp_path_factory):
-    # Every test here must fail before talking to Docker; a daemon call would hit this.
-    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
+pytestmark = [
+    pytest.mark.prefect_compat,  # also run on the oldest supported Prefect (scripts/test.sh)
+    pytest.mark.usefixtures("no_daemon"),  # every test here must fail before talking to Docker
+]
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch) -> Path:
-    (tmp_path / "flows.py").write_text("x = 1\n")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def project(cwd_project) -> Path:
+    return cwd_project({"flows.py": "x = 1\n"})
 
 
 def _params(fn):

@@ -31,19 +31,17 @@ R = "127.0.0.1:5000/app"
 SHA_ID = "sha256:" + "a" * 64
 
 
+pytestmark = pytest.mark.usefixtures("no_daemon")
+
+
 @pytest.fixture(autouse=True)
-def _no_daemon(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
-    monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("statcache")))
+def _no_fly_token(monkeypatch):
     monkeypatch.delenv("FLY_API_TOKEN", raising=False)
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, monkeypatch) -> Path:
-    (tmp_path / "Dockerfile").write_text("FROM busybox\n")
-    (tmp_path / "flows.py").write_text("x = 1\n")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def ctx(cwd_project) -> Path:
+    return cwd_project({"Dockerfile": "FROM busybox\n", "flows.py": "x = 1\n"})
 
 
 def plan(ctx: Path) -> BuildPlan:

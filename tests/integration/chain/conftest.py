@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import yaml
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "chain"
-
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PREFECT_FLYIMAGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))  # no stray docker-pkg.yaml
-
-
-@pytest.fixture
-def chain_tree(tmp_path: Path) -> Path:
-    """A writable copy of the seven-image tree (tests break parts of it)."""
-    dest = tmp_path / "tree"
-    shutil.copytree(FIXTURES / "tree", dest)
-    return dest
 
 
 @pytest.fixture

@@ -43,19 +43,24 @@ def cluster(build_hosts, prefect_server, tmp_path):
         yield c
 
 
+def _push_seed(image: str, repository: str, auth: dict[str, str] | None = None) -> str:
+    """Push ``image`` as ``repository:latest`` and drop the local tag; return that reference."""
+    client = docker.from_env()
+    try:
+        client.api.tag(image, repository, "latest")
+        for event in client.api.push(repository, "latest", auth_config=auth, stream=True, decode=True):
+            assert "error" not in event, event
+        client.api.remove_image(f"{repository}:latest")
+    finally:
+        client.close()
+    return f"{repository}:latest"
+
+
 @pytest.fixture
 def dask_config(chain_config, registry, busybox_image, unique_name, services) -> dict[str, Any]:
     """The chain config with the seed image in the registry (the build hosts have no images)."""
-    seed = f"{registry.host}/{chain_config['namespace']}/seed:latest"
-    client = docker.from_env()
-    try:
-        client.api.tag(busybox_image, seed.rsplit(":", 1)[0], "latest")
-        auth = {"username": registry.username, "password": registry.password}
-        for event in client.api.push(seed.rsplit(":", 1)[0], "latest", auth_config=auth, stream=True, decode=True):
-            assert "error" not in event, event
-        client.api.remove_image(seed)
-    finally:
-        client.close()
+    seed = _push_seed(busybox_image, f"{registry.host}/{chain_config['namespace']}/seed",
+                      {"username": registry.username, "password": registry.password})
     return {**chain_config, "seed_image": seed, "base_images": [seed], "refresh_base_images": False}
 
 
@@ -192,22 +197,14 @@ def test_ensure_images_flow_spreads_plans_over_the_hosts(cluster, build_hosts, r
     from prefect_flyimage.ensure_many import ensure_images_flow
     from prefect_flyimage.plan import BuildPlan
 
-    seed = f"{registry_noauth.host}/{unique_name}/seed"
-    client = docker.from_env()
-    try:
-        client.api.tag(os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest"), seed, "latest")
-        for event in client.api.push(seed, "latest", stream=True, decode=True):
-            assert "error" not in event, event
-        client.api.remove_image(f"{seed}:latest")
-    finally:
-        client.close()
+    seed = _push_seed(os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest"), f"{registry_noauth.host}/{unique_name}/seed")
     plans = []
     for i in range(3):
         ctx = tmp_path / f"app{i}"
         ctx.mkdir()
         (ctx / "marker").write_text(f"app {i}\n")
         plans.append(BuildPlan(
-            context=ctx, dockerfile_text=f"FROM {seed}:latest\nCOPY marker /marker\nRUN sleep 2\n",
+            context=ctx, dockerfile_text=f"FROM {seed}\nCOPY marker /marker\nRUN sleep 2\n",
             repository=f"{registry_noauth.host}/{unique_name}/app{i}", tag="v1", network="none", pull=True,
         ))
     hosts = [d.url for d in build_hosts]
@@ -272,18 +269,10 @@ DEPLOYMENT = """\
 def test_ensure_all_spreads_a_prefect_yaml_over_the_hosts(cluster, build_hosts, registry_noauth, unique_name, tmp_path):
     from prefect_flyimage.ensure_many import ensure_prefect_yaml_flow
 
-    seed = f"{registry_noauth.host}/{unique_name}/seed"
-    client = docker.from_env()
-    try:
-        client.api.tag(os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest"), seed, "latest")
-        for event in client.api.push(seed, "latest", stream=True, decode=True):
-            assert "error" not in event, event
-        client.api.remove_image(f"{seed}:latest")
-    finally:
-        client.close()
+    seed = _push_seed(os.environ.get("FLYIMAGE_BUSYBOX_IMAGE", "flyimage/busybox:latest"), f"{registry_noauth.host}/{unique_name}/seed")
     for i in range(3):
         (tmp_path / f"app{i}").mkdir()
-        (tmp_path / f"app{i}" / "Dockerfile").write_text(f"FROM {seed}:latest\nCOPY marker /marker\nRUN sleep 2\n")
+        (tmp_path / f"app{i}" / "Dockerfile").write_text(f"FROM {seed}\nCOPY marker /marker\nRUN sleep 2\n")
         (tmp_path / f"app{i}" / "marker").write_text(f"app {i}\n")
     path = tmp_path / "prefect.yaml"
     path.write_text("deployments:\n" + "".join(DEPLOYMENT.replace("NS", unique_name).replace("appN", f"app{i}") for i in range(3)))

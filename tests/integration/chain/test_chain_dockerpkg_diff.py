@@ -49,12 +49,12 @@ def ours(directory: Path, configfile: Path, select: str | None) -> dict:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_renders_and_order_constraints_as_docker_pkg(case, tmp_path, monkeypatch):
+def test_same_renders_and_order_constraints_as_docker_pkg(case, tmp_path, monkeypatch, chain_tree):
     folder, config, select = CASES[case]
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # neither side reads a user config
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    directory = FIXTURES / folder
+    directory = chain_tree if folder == "tree" else FIXTURES / folder  # the tree with its test.sh files
     theirs = _dockerpkg_venv.render_tree(directory, configfile, select, xdg=str(tmp_path))
     mine = ours(directory, configfile, select)
 

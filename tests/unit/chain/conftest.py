@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "chain"
 
 
 def write_image(root: Path, folder: str, name: str, version: str = "1.0", depends: tuple[str, ...] = (),
@@ -38,14 +35,6 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
 
     make.root = root  # type: ignore[attr-defined]
     return make
-
-
-@pytest.fixture
-def tree_copy(tmp_path: Path) -> Path:
-    """A writable copy of the seven-image test tree."""
-    dest = tmp_path / "tree"
-    shutil.copytree(FIXTURES / "tree", dest)
-    return dest
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ def labels(images) -> list[str]:
     return [i.label for i in images]
 
 
-def test_fixture_tree_order_puts_parents_first():
-    chain = scanned(FIXTURES / "tree", TREE_CONFIG).build_chain
+def test_fixture_tree_order_puts_parents_first(chain_tree):
+    chain = scanned(chain_tree, TREE_CONFIG).build_chain
     names = [i.short_name for i in chain]
     assert len(names) == 7
     for img in chain:
@@ -37,8 +37,8 @@ def test_fixture_tree_order_puts_parents_first():
     assert chain[0].label == "registry.example.org/ns/alpha-base:1.0.0-1"
 
 
-def test_selection_brings_to_build_ancestors_along():
-    chain = scanned(FIXTURES / "tree", TREE_CONFIG, "*beta-app:*").build_chain
+def test_selection_brings_to_build_ancestors_along(chain_tree):
+    chain = scanned(chain_tree, TREE_CONFIG, "*beta-app:*").build_chain
     assert [i.short_name for i in chain] == ["beta-base", "beta-lib", "beta-app"]
 
 
@@ -124,35 +124,35 @@ def test_prune_chain_is_reverse_order_of_selected(make_image):
     assert labels(builder.prune_chain()) == ["d2:1.0", "c2:1.0"]
 
 
-def test_images_in_state_rejects_unknown_states():
-    builder = scanned(FIXTURES / "tree", TREE_CONFIG)
+def test_images_in_state_rejects_unknown_states(chain_tree):
+    builder = scanned(chain_tree, TREE_CONFIG)
     assert len(builder.images_in_state(ImageFSM.STATE_TO_BUILD)) == 7
     with pytest.raises(ValueError):
         builder.images_in_state("nope")
 
 
-def test_update_bumps_the_image_and_its_descendants_like_docker_pkg(tree_copy, monkeypatch):
+def test_update_bumps_the_image_and_its_descendants_like_docker_pkg(chain_tree, monkeypatch):
     monkeypatch.setenv("DEBFULLNAME", "Up Dater")
     monkeypatch.setenv("DEBEMAIL", "up@example.org")
-    builder = DockerBuilder(tree_copy, TREE_CONFIG, "*beta-lib:*", pull=False)
+    builder = DockerBuilder(chain_tree, TREE_CONFIG, "*beta-lib:*", pull=False)
     builder.scan(inspect=False)
     to_update = builder.images_to_update()
     assert sorted(i.short_name for i in to_update) == ["beta-app", "beta-cli", "beta-lib"]
     builder.update_images(to_update, "Security fix", "beta-lib", version="0.9.1-1")
-    versions = {d.name: read_spec(d).version for d in tree_copy.iterdir() if d.is_dir()}
+    versions = {d.name: read_spec(d).version for d in chain_tree.iterdir() if d.is_dir()}
     assert versions == {
         "alpha-base": "1.0.0-1", "alpha-tools": "2.1.0-1", "alpha-app": "3.0.0-2",
         "beta-base": "1.4.2-1", "beta-lib": "0.9.1-1", "beta-app": "5.0.0-1-s1", "beta-cli": "5.0.0-1-s1",
     }
-    child_log = (tree_copy / "beta-app" / "changelog").read_text()
+    child_log = (chain_tree / "beta-app" / "changelog").read_text()
     assert "Refresh for update in parent image beta-lib:" in child_log and "Security fix" in child_log
     # Children's FROM lines follow the new parent version on the next scan.
-    rescanned = scanned(tree_copy, TREE_CONFIG)
+    rescanned = scanned(chain_tree, TREE_CONFIG)
     app = next(i for i in rescanned.all_images if i.short_name == "beta-app")
     assert app.render_dockerfile().startswith("FROM registry.example.org/ns/beta-lib:0.9.1-1\n")
 
 
-def test_no_registry_disables_pulling(caplog):
-    builder = DockerBuilder(FIXTURES / "tree", {"registry": None})
+def test_no_registry_disables_pulling(chain_tree, caplog):
+    builder = DockerBuilder(chain_tree, {"registry": None})
     assert builder.pull is False
     assert "no registry is defined" in caplog.text

@@ -32,29 +32,29 @@ def _config(tmp_path, text="seed_image: busybox:1\nbase_images: [busybox:1]\n"):
     return str(path)
 
 
-def test_update_command_bumps_the_tree(tree_copy, tmp_path, monkeypatch):
+def test_update_command_bumps_the_tree(chain_tree, tmp_path, monkeypatch):
     monkeypatch.setenv("DEBFULLNAME", "C Li")
     monkeypatch.setenv("DEBEMAIL", "c@example.org")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     out = io.StringIO()
-    code = main(["-c", _config(tmp_path), "update", "alpha-tools", "--reason", "bump", str(tree_copy)], out=out)
+    code = main(["-c", _config(tmp_path), "update", "alpha-tools", "--reason", "bump", str(chain_tree)], out=out)
     assert code == 0
     assert "* alpha-app" in out.getvalue() and "* alpha-tools" in out.getvalue()
-    assert read_spec(tree_copy / "alpha-tools").version == "2.1.0-1-s1"
-    assert read_spec(tree_copy / "alpha-app").version == "3.0.0-2-s1"
-    assert read_spec(tree_copy / "alpha-base").version == "1.0.0-1"
+    assert read_spec(chain_tree / "alpha-tools").version == "2.1.0-1-s1"
+    assert read_spec(chain_tree / "alpha-app").version == "3.0.0-2-s1"
+    assert read_spec(chain_tree / "alpha-base").version == "1.0.0-1"
 
 
-def test_invalid_tree_exits_2_listing_every_problem_before_any_docker_call(tree_copy, tmp_path, capsys, monkeypatch):
+def test_invalid_tree_exits_2_listing_every_problem_before_any_docker_call(chain_tree, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")  # any Docker call would fail differently
-    (tree_copy / "beta-app" / "control").write_text("Package: beta-app\nDepends: beta-lib, nowhere\n")
-    (tree_copy / "alpha-app" / "Dockerfile.template").write_text("FROM {{ undefined_thing }}\n")
-    code = main(["-c", _config(tmp_path), "build", str(tree_copy)], out=io.StringIO())
+    (chain_tree / "beta-app" / "control").write_text("Package: beta-app\nDepends: beta-lib, nowhere\n")
+    (chain_tree / "alpha-app" / "Dockerfile.template").write_text("FROM {{ undefined_thing }}\n")
+    code = main(["-c", _config(tmp_path), "build", str(chain_tree)], out=io.StringIO())
     err = capsys.readouterr().err
     assert code == 2
-    assert "missing-dependency" in err and "nowhere" in err and str(tree_copy / "beta-app") in err
-    assert "undefined_thing" in err and str(tree_copy / "alpha-app") in err
+    assert "missing-dependency" in err and "nowhere" in err and str(chain_tree / "beta-app") in err
+    assert "undefined_thing" in err and str(chain_tree / "alpha-app") in err
 
 
 def test_bad_config_file_exits_2(tmp_path, capsys):
