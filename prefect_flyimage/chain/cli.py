@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="Build on these Docker hosts, one Dask worker each (implies --prefect)")
     build.add_argument("--dask-address", metavar="ADDR", type=_nonempty, default=None,
                        help="Dask scheduler of the build workers (default: a local cluster; implies --prefect)")
+    build.add_argument("--builds-per-host", metavar="N", type=_positive_int, default=1,
+                       help="Images each host of the local cluster builds at once (default: 1; a remote "
+                       "worker's --resources docker-build=N says it)")
 
     publish = actions.add_parser("publish", help="Verify and publish images already built")
     publish.add_argument("--select", metavar="GLOB", type=_nonempty, default=None, help="A glob on name:tag of the images")
@@ -304,6 +307,7 @@ def _run_flow(args: argparse.Namespace, out: TextIO) -> int:
             args.directory, args.configfile, args.select, max_concurrency=args.workers or 4,
             publish=args.publish, nocache=args.nocache, pull=args.pull, raise_on_failure=True,
             docker_hosts=args.docker_hosts, dask_address=args.dask_address,
+            builds_per_host=args.builds_per_host,
         )
     except ChainBuildError as exc:
         print(f"error: {exc}", file=out)
