@@ -114,6 +114,7 @@ class BuildCluster:
             raise InvalidArgumentError("builds_per_host", f"must be at least 1, not {builds_per_host!r}")
         self.builds_per_host = builds_per_host
         self.hosts: dict[str, str] = {}  #: worker address -> its Docker host
+        self._slots: dict[str, int] = {}  #: worker address -> its docker-build slots
         self.dead_hosts: set[str] = set()
         self._hosts_stale = False  #: a host died since the workers were last asked for their hosts
         self._cluster: Any = None
@@ -195,9 +196,8 @@ class BuildCluster:
         """Ask the build workers for their ``DOCKER_HOST`` (waiting for ``wait`` of them)."""
         if wait:
             self.client.wait_for_workers(wait, timeout=120)
-        found = {
-            a: host for a, (host, slots) in self.client.run(_identity).items() if slots
-        }
+        identities = self.client.run(_identity)
+        found = {a: host for a, (host, slots) in identities.items() if slots}
         if not found:
             raise InvalidArgumentError(
                 "dask_address", f"no Dask worker of {self.dask_address or 'the local cluster'} offers the resource "
@@ -209,7 +209,13 @@ class BuildCluster:
                 "docker_hosts", f"no Dask worker is bound to the docker hosts {','.join(self.docker_hosts)} (workers have {sorted(set(found.values()))})"
             )
         self.hosts = hosts
+        self._slots = {a: int(identities[a][1]) for a in hosts}
         return hosts
+
+    @property
+    def slots(self) -> int:
+        """Images the live hosts build at once (their workers' ``docker-build`` slots)."""
+        return sum(n for a, n in self._slots.items() if self.hosts.get(a) not in self.dead_hosts)
 
     def live_hosts(self) -> list[str]:
         return sorted(set(self.hosts.values()) - self.dead_hosts)

@@ -162,7 +162,7 @@ def build_tree_flow(
     directory: str,
     config_path: str,
     selection: Optional[str] = None,
-    max_concurrency: int = 4,
+    max_concurrency: Optional[int] = None,
     publish: bool = True,
     nocache: bool = True,
     pull: bool = True,
@@ -177,7 +177,8 @@ def build_tree_flow(
         directory: the tree root.
         config_path: docker-pkg ``config.yaml``.
         selection: glob on ``name:tag`` choosing the images (their to-build ancestors come along).
-        max_concurrency: images built at the same time.
+        max_concurrency: images built at the same time (default: 4; on build hosts, their
+            build slots).
         publish: push verified images when the config has credentials.
         nocache: build without the layer cache.
         pull: consult the registry (published check, parents, base images).
@@ -220,6 +221,8 @@ def build_tree_flow(
                         jobs.setdefault(img.short_name, img)
         parents = {n: [p.short_name for p in img.parents] for n, img in jobs.items()}
         priority = critical_path(list(jobs), parents)
+        if max_concurrency is None:
+            max_concurrency = max(1, cluster.slots) if cluster is not None else 4
         where = f" on {len(cluster.live_hosts())} docker host(s)" if cluster is not None else ""
         print(f"image tree {builder.root}: {len(jobs)} image(s) to handle, up to {max_concurrency} at once{where}")
 

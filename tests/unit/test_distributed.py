@@ -175,3 +175,12 @@ def test_local_workers_preload_the_image_tasks(monkeypatch):
         "assert 'prefect_flyimage.chain.flows' in sys.modules and 'prefect_flyimage.ensure_many' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_slots_count_the_live_hosts_workers_only():
+    cluster = BuildCluster(["unix:///a.sock", "unix:///b.sock"])
+    cluster.hosts = {"tcp://w1": "unix:///a.sock", "tcp://w2": "unix:///b.sock"}
+    cluster._slots = {"tcp://w1": 3, "tcp://w2": 2}
+    assert cluster.slots == 5
+    cluster.dead_hosts.add("unix:///a.sock")
+    assert cluster.slots == 2
