@@ -13,8 +13,8 @@ building ``--builds-per-host`` images at once; images cross hosts through the lo
 registry, by digest. Runs, each into a fresh namespace, without the layer cache, publishing:
 
 - ``sequential``: one host, one image at a time (docker-pkg's order);
-- ``1 host``: one host, a local cluster started by the run (``builds_per_host`` slots);
-- ``3 hosts``: three hosts, a local cluster started by the run (timed: cluster start included);
+- ``1 host, N/host``: one host, a local cluster started by the run, N builds at once;
+- ``3 hosts, N/host``: three hosts, a local cluster started by the run (timed: its start included);
 - ``3 hosts, started``: three hosts of a cluster started before (``dask scheduler`` and
   ``dask worker`` processes, as a user's cluster; ``--dask-address``): its first tree
   (``cold``: the workers import Prefect on their first task, unless ``--preload``) and a
@@ -24,7 +24,7 @@ The critical path of each 3-host run is the longest chain of its measured per-im
 task durations (build, verify, publish in the task; no schedule can beat it). Usage
 (services up, ``source /var/tmp/prefect-flyimage/env``)::
 
-    python benchmarks/chain_dask.py [--sleep 2] [--builds-per-host 3] [--no-started] [--preload]
+    python benchmarks/chain_dask.py [--sleep 2] [--builds-per-host 1,3] [--no-started] [--preload]
 
 Not part of the test suite.
 """
@@ -90,7 +90,8 @@ def _config(tmp_path: Path, registry: str, user: str, password: str) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sleep", type=float, default=2.0)
-    parser.add_argument("--builds-per-host", type=int, default=3, help="images a host builds at once (1: the earlier figures)")
+    parser.add_argument("--builds-per-host", default="1,3",
+                        help="images a host builds at once; a list runs 1 host and 3 hosts for each (the started cluster: the last)")
     parser.add_argument("--no-started", dest="started", action="store_false", help="skip the pre-started cluster runs")
     parser.add_argument("--preload", action="store_true", help="the started workers import the task module as they start")
     args = parser.parse_args()
@@ -101,7 +102,10 @@ def main() -> int:
 
     registry = os.environ["FLYIMAGE_REGISTRY"]
     user, password = os.environ["FLYIMAGE_REGISTRY_USER"], os.environ["FLYIMAGE_REGISTRY_PASSWORD"]
-    bph = args.builds_per_host
+    per_host = [int(n) for n in str(args.builds_per_host).split(",")]
+    if not per_host or min(per_host) < 1:
+        parser.error("--builds-per-host: numbers of at least 1")
+    bph = per_host[-1]
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180), daemons(3) as hosts:
         os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the worker processes report here
         tmp_path = Path(tmp)
@@ -110,36 +114,38 @@ def main() -> int:
         urls = [d.url for d in hosts]
         results: dict[str, tuple[float, list]] = {}
 
-        def run(label: str, run_hosts: list[str], concurrency: int, per_host: int, address: Optional[str] = None) -> None:
+        def run(label: str, run_hosts: list[str], concurrency: Optional[int], slots: int, address: Optional[str] = None) -> None:
             config = _config(tmp_path, registry, user, password)
             started = time.monotonic()
             outcomes = build_tree_flow(str(tree), str(config), max_concurrency=concurrency, docker_hosts=run_hosts,
-                                       dask_address=address, builds_per_host=per_host)
+                                       dask_address=address, builds_per_host=slots)
             elapsed = time.monotonic() - started
             assert all(o["state"] == "published" for o in outcomes), outcomes
             results[label] = (elapsed, outcomes)
-            print(f"{label:>18}: {elapsed:6.1f} s  on {len({o['docker_host'] for o in outcomes})} host(s)", flush=True)
+            print(f"{label:>27}: {elapsed:6.1f} s  on {len({o['docker_host'] for o in outcomes})} host(s)", flush=True)
 
         print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
         run("sequential", urls[:1], 1, 1)
-        run("1 host", urls[:1], 16, bph)
-        run("3 hosts", urls, 16, bph)
+        for n in per_host:
+            run(f"1 host, {n}/host", urls[:1], None, n)  # as many at once as the hosts' slots
+            run(f"3 hosts, {n}/host", urls, None, n)
         if args.started:
             env = {"PREFECT_API_URL": os.environ["PREFECT_API_URL"], "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
             preload = ("prefect_flyimage.distributed",) if args.preload else ()
             with dask_cluster(urls, env, tmp_path / "dask-logs", bph, preload) as cluster:
-                run("3 hosts, started", urls, 16, bph, cluster.address)
-                run("same, warm", urls, 16, bph, cluster.address)
+                run(f"3 hosts, {bph}/host, started", urls, None, bph, cluster.address)
+                run("same cluster, warm", urls, None, bph, cluster.address)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
-        print(f"images {len(PARENTS)}, edges {sum(len(p) for p in PARENTS.values())}, RUN sleep {args.sleep:g}, "
-              f"builds per host {bph}")
-        seq, one = results["sequential"][0], results["1 host"][0]
+        print(f"images {len(PARENTS)}, edges {sum(len(p) for p in PARENTS.values())}, RUN sleep {args.sleep:g}")
+        seq = results["sequential"][0]
         for label in [k for k in results if k.startswith(("3 hosts", "same"))]:
             elapsed, outcomes = results[label]
+            n = int(label.split(", ")[1].split("/")[0]) if label.startswith("3 hosts") else bph
+            one = results[f"1 host, {n}/host"][0]
             durations = {ImageRef.parse(o["image"]).repository.rsplit("/", 1)[-1]: float(o["duration"] or 0) for o in outcomes}
             cp = longest_chain(PARENTS, durations)
             print(f"{label}: {elapsed:.1f} s; critical path {cp:.1f} s, ratio {elapsed / cp:.2f}; "
-                  f"vs 1 host {one / elapsed:.2f}x, vs sequential {seq / elapsed:.2f}x")
+                  f"vs 1 host ({n}/host) {one / elapsed:.2f}x, vs sequential {seq / elapsed:.2f}x")
     return 0
 
 
