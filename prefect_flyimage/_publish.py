@@ -13,6 +13,7 @@ from typing import Iterator, Optional, Sequence, TextIO, Union
 from . import _args
 from .credentials import RegistryCredentials
 from .engine import EngineProtocol
+from .engine._process import write
 from .errors import PushError, PushUnavailableError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildResult
@@ -27,17 +28,47 @@ logger = logging.getLogger("prefect_flyimage")
 
 
 def _push_tags(
-    session: _Session, image_id: str, repository: str, tags: Sequence[str], stream: Optional[TextIO], timeout: Optional[float]
+    session: _Session, image_id: str, repository: str, tags: Sequence[str], stream: Optional[TextIO], timeout: Optional[float],
+    digest: Optional[str] = None,
 ) -> dict[str, str]:
-    """Tag ``image_id`` as ``repository:tag`` where needed and push each tag, in order."""
+    """Tag ``image_id`` as ``repository:tag`` where needed and push each tag, in order.
+
+    Once the registry holds the image in ``repository`` (``digest``, or the first push's),
+    a registry asked directly gets the other tags by its manifest put again: a request
+    or two each instead of a daemon push (which re-sends every layer's check and the
+    manifest). The daemon gets every tag either way.
+    """
     pushed: dict[str, str] = {}
     for tag in tags:
         ref = ImageRef.parse(f"{repository}:{tag}")
         info = session.engine.local_image(ref)
         if info is None or info.id != image_id:
             session.engine.tag(image_id, ref)
-        pushed[tag] = session.engine.push(ref, session.credentials, stream, timeout)
+        if digest is not None and _puts_manifests(session.registry):
+            pushed[tag] = _put_tag(session, ref, digest, stream)
+        else:
+            pushed[tag] = session.engine.push(ref, session.credentials, stream, timeout)
+            digest = digest or pushed[tag]
     return pushed
+
+
+def _puts_manifests(registry: object) -> bool:
+    """True for a registry client that can move a tag itself (the pipeline's ``RegistryClient``)."""
+    return callable(getattr(registry, "get_manifest", None)) and callable(getattr(registry, "put_manifest", None))
+
+
+def _put_tag(session: _Session, ref: ImageRef, digest: str, stream: Optional[TextIO]) -> str:
+    """Make the registry's ``ref`` name ``digest`` (held in its repository) by its manifest."""
+    from ._append import tag_in_registry
+
+    try:
+        tag_in_registry(session.registry, ref.name, digest, (ref.tag or "latest",))  # type: ignore[arg-type]
+    except RegistryUnavailable as exc:
+        if isinstance(exc, PushError):
+            raise
+        raise PushUnavailableError(f"cannot push {ref}: {exc}", exc.registry) from exc
+    write(stream, f"{ref}: tagged {digest} in the registry\n")
+    return digest
 
 
 def _confirm(session: _Session, ref: ImageRef, digest: str) -> None:
@@ -168,7 +199,7 @@ def _publish_plan(
             pending = _missing_tags(session, target, digest, target.other_tags)
         if not pending:
             return image_id, digest
-        pushed = _push_tags(session, image_id, target.repository, pending, stream, timeout)
+        pushed = _push_tags(session, image_id, target.repository, pending, stream, timeout, digest)
         odd = {t: d for t, d in pushed.items() if d != digest}
         if odd:
             raise PushError(f"pushed {ref} as {digest} but other tags as {odd}", ref.registry)

@@ -7,16 +7,20 @@ to workers that own a daemon, ``builds-per-host`` at a time. Hosts share nothing
 registry: a child built on another host than its parent pulls the parent by digest.
 
 Without a scheduler address a local cluster is started: one worker process (a Nanny)
-per host. With one, the workers are found on the cluster and asked for their
-``DOCKER_HOST``; ``docker_hosts`` then selects among them.
+per host, which imports the image tasks as it starts (:func:`dask_setup`, the preload a
+cluster of your own takes as ``dask worker --preload prefect_flyimage.distributed``);
+:meth:`BuildCluster.start` lets them start while the caller scans. With an address, the
+workers are found on the cluster and asked for their ``DOCKER_HOST``; ``docker_hosts``
+then selects among them.
 """
 
 from __future__ import annotations
 
-__all__ = ["BUILD_RESOURCE", "BuildCluster", "future_result", "host_alive", "parse_docker_hosts", "worker_docker_host"]
+__all__ = ["BUILD_RESOURCE", "BuildCluster", "dask_setup", "future_result", "host_alive", "parse_docker_hosts", "worker_docker_host"]
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Optional, Sequence
 
 from .errors import InvalidArgumentError
@@ -110,19 +114,33 @@ class BuildCluster:
             raise InvalidArgumentError("builds_per_host", f"must be at least 1, not {builds_per_host!r}")
         self.builds_per_host = builds_per_host
         self.hosts: dict[str, str] = {}  #: worker address -> its Docker host
+        self._slots: dict[str, int] = {}  #: worker address -> its docker-build slots
         self.dead_hosts: set[str] = set()
         self._hosts_stale = False  #: a host died since the workers were last asked for their hosts
         self._cluster: Any = None
+        self._starting: Optional[Future[Any]] = None  #: the local cluster starting in the background
         self.runner: Any = None
 
     # ---- lifecycle ------------------------------------------------------------------
+    def start(self) -> "BuildCluster":
+        """Start the local cluster's worker processes in the background, so they start (and
+        import the image tasks) while the caller scans the tree; entering waits for them.
+        Nothing to start with ``dask_address``. Exit (or leave a ``with``) to stop them."""
+        if self.dask_address is None and self._cluster is None and self._starting is None:
+            hosts = self.docker_hosts or [worker_docker_host()]
+            pool = ThreadPoolExecutor(1, thread_name_prefix="flyimage-cluster")
+            self._starting = pool.submit(self._local_cluster, hosts)
+            pool.shutdown(wait=False)
+        return self
+
     def __enter__(self) -> "BuildCluster":
         from prefect_dask import DaskTaskRunner
 
         address = self.dask_address
         try:
             if address is None:
-                self._cluster = self._local_cluster(self.docker_hosts or [worker_docker_host()])
+                starting, self._starting = self._starting, None
+                self._cluster = starting.result() if starting is not None else self._local_cluster(self.docker_hosts or [worker_docker_host()])
                 address = self._cluster.scheduler_address
             self.runner = DaskTaskRunner(address=address)
             self.runner.__enter__()
@@ -133,12 +151,19 @@ class BuildCluster:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Stop what was started: the runner, and the local cluster (also one started but never entered)."""
         runner, self.runner = self.runner, None
         cluster, self._cluster = self._cluster, None
+        starting, self._starting = self._starting, None
         try:
             if runner is not None:
                 runner.__exit__(None, None, None)
         finally:
+            if cluster is None and starting is not None:
+                try:
+                    cluster = starting.result()
+                except Exception:  # noqa: BLE001 - it never started: nothing to stop
+                    cluster = None
             if cluster is not None:
                 cluster.close()
 
@@ -153,6 +178,8 @@ class BuildCluster:
                     "host": "127.0.0.1",
                     "env": {"DOCKER_HOST": host},
                     "resources": {BUILD_RESOURCE: self.builds_per_host},
+                    # the image tasks (and Prefect) imported as the worker starts, not on its first image
+                    "preload": [__name__],
                 },
             }
             for i, host in enumerate(hosts)
@@ -169,9 +196,8 @@ class BuildCluster:
         """Ask the build workers for their ``DOCKER_HOST`` (waiting for ``wait`` of them)."""
         if wait:
             self.client.wait_for_workers(wait, timeout=120)
-        found = {
-            a: host for a, (host, slots) in self.client.run(_identity).items() if slots
-        }
+        identities = self.client.run(_identity)
+        found = {a: host for a, (host, slots) in identities.items() if slots}
         if not found:
             raise InvalidArgumentError(
                 "dask_address", f"no Dask worker of {self.dask_address or 'the local cluster'} offers the resource "
@@ -183,7 +209,13 @@ class BuildCluster:
                 "docker_hosts", f"no Dask worker is bound to the docker hosts {','.join(self.docker_hosts)} (workers have {sorted(set(found.values()))})"
             )
         self.hosts = hosts
+        self._slots = {a: int(identities[a][1]) for a in hosts}
         return hosts
+
+    @property
+    def slots(self) -> int:
+        """Images the live hosts build at once (their workers' ``docker-build`` slots)."""
+        return sum(n for a, n in self._slots.items() if self.hosts.get(a) not in self.dead_hosts)
 
     def live_hosts(self) -> list[str]:
         return sorted(set(self.hosts.values()) - self.dead_hosts)
@@ -219,3 +251,10 @@ class BuildCluster:
             annotations.update(workers=workers, allow_other_workers=False)
         with dask.annotate(**annotations):
             return self.runner.submit(task, parameters, wait_for=list(wait_for) or None)
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask's preload hook: ``dask worker --preload prefect_flyimage.distributed`` imports
+    the image tasks (and Prefect, ~2 s of CPU) as the worker starts, not on its first image."""
+    from .chain import flows  # noqa: F401
+    from . import ensure_many  # noqa: F401

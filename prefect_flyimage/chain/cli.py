@@ -97,13 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--use-cache", dest="nocache", action="store_false", help="Use the Docker layer cache")
     build.add_argument("--no-pull", dest="pull", action="store_false", help="Do not consult or pull from the registry")
     build.add_argument("--select", metavar="GLOB", type=_nonempty, default=None, help="A glob on name:tag of the images to build")
-    build.add_argument("--workers", type=_positive_int, default=None, help="Images built in parallel (default: build_workers)")
+    build.add_argument("--workers", type=_positive_int, default=None, help="Images built in parallel (default: build_workers; with --prefect 4, on build hosts their build slots)")
     build.add_argument("--prefect", action="store_true", help="Run as the Prefect flow build_tree_flow")
     build.add_argument("--no-publish", dest="publish", action="store_false", help="Build and verify only")
     build.add_argument("--docker-hosts", metavar="H1,H2,...", type=_docker_hosts, default=None,
                        help="Build on these Docker hosts, one Dask worker each (implies --prefect)")
     build.add_argument("--dask-address", metavar="ADDR", type=_nonempty, default=None,
                        help="Dask scheduler of the build workers (default: a local cluster; implies --prefect)")
+    build.add_argument("--builds-per-host", metavar="N", type=_positive_int, default=1,
+                       help="Images each host of the local cluster builds at once (default: 1; a remote "
+                       "worker's --resources docker-build=N says it)")
 
     publish = actions.add_parser("publish", help="Verify and publish images already built")
     publish.add_argument("--select", metavar="GLOB", type=_nonempty, default=None, help="A glob on name:tag of the images")
@@ -301,9 +304,10 @@ def _run_flow(args: argparse.Namespace, out: TextIO) -> int:
 
     try:
         outcomes = build_tree_flow(
-            args.directory, args.configfile, args.select, max_concurrency=args.workers or 4,
+            args.directory, args.configfile, args.select, max_concurrency=args.workers,
             publish=args.publish, nocache=args.nocache, pull=args.pull, raise_on_failure=True,
             docker_hosts=args.docker_hosts, dask_address=args.dask_address,
+            builds_per_host=args.builds_per_host,
         )
     except ChainBuildError as exc:
         print(f"error: {exc}", file=out)

@@ -23,6 +23,7 @@ from prefect.futures import PrefectFuture
 
 from ..distributed import BuildCluster, future_result, host_alive, parse_docker_hosts, worker_docker_host
 from ..errors import FlyImageError, ImageTaskFailed, InvalidArgumentError
+from ..names import ImageRef
 from ..plan import BuildPlan
 from .builder import GOOD_STATES, DockerBuilder
 from .changelog import ImageSpec
@@ -106,10 +107,20 @@ def _pin_parents(fsm: ImageFSM, job: ImageJob, creds: Any) -> None:
             ours = creds if creds is not None and label.startswith(creds.registry + "/") else None
             engine.pull(label, ours)
     for label, by_digest, image_id in job.parent_pins:
-        pulled = engine.pull(by_digest, creds)
+        pulled = _held(engine, by_digest, image_id) or engine.pull(by_digest, creds)
         if image_id and pulled != image_id:
             raise FlyImageError(f"{by_digest} is image {pulled}, not the verified parent {image_id}")
         engine.tag(pulled, label)
+
+
+def _held(engine: Any, by_digest: str, image_id: Optional[str]) -> Optional[str]:
+    """The id of the daemon's image recorded as ``name@digest`` (it built and pushed the
+    parent, or pulled it before), so no pull is needed; ``None`` when it lacks it."""
+    ref = ImageRef.parse(by_digest)
+    local = engine.local_image(by_digest)
+    if local is None or not local.has_digest(ref.name, ref.digest or "") or (image_id and local.id != image_id):
+        return None
+    return local.id
 
 
 def distributed_job(
@@ -151,13 +162,14 @@ def build_tree_flow(
     directory: str,
     config_path: str,
     selection: Optional[str] = None,
-    max_concurrency: int = 4,
+    max_concurrency: Optional[int] = None,
     publish: bool = True,
     nocache: bool = True,
     pull: bool = True,
     raise_on_failure: bool = True,
     docker_hosts: Optional[list[str]] = None,
     dask_address: Optional[str] = None,
+    builds_per_host: int = 1,
 ) -> list[dict[str, Any]]:
     """Build, verify and publish the image tree in ``directory`` (docker-pkg layout).
 
@@ -165,7 +177,8 @@ def build_tree_flow(
         directory: the tree root.
         config_path: docker-pkg ``config.yaml``.
         selection: glob on ``name:tag`` choosing the images (their to-build ancestors come along).
-        max_concurrency: images built at the same time.
+        max_concurrency: images built at the same time (default: 4; on build hosts, their
+            build slots).
         publish: push verified images when the config has credentials.
         nocache: build without the layer cache.
         pull: consult the registry (published check, parents, base images).
@@ -175,20 +188,26 @@ def build_tree_flow(
             :mod:`prefect_flyimage.distributed`); an image whose host died is built again
             on another one.
         dask_address: a Dask scheduler whose build workers to use (default: a local cluster).
+        builds_per_host: images each host of a local cluster builds at once (its worker's
+            threads and ``docker-build`` slots; a remote worker's ``--resources
+            docker-build=N`` says it). Builds wait mostly on the daemon and the registry,
+            so 2-3 keep a host busy; ``max_concurrency`` still caps the whole tree.
 
     Returns one outcome dict per image handled (image, version, state, digest, duration, ...).
     """
     config = read_config(config_path)
     hosts = parse_docker_hosts(docker_hosts)
-    cluster = BuildCluster(hosts, dask_address) if (dask_address or hosts) else None
+    cluster = BuildCluster(hosts, dask_address, builds_per_host) if (dask_address or hosts) else None
     builder = DockerBuilder(directory, config, selection, nocache, pull)
     docker_host_of: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         stack.callback(builder.close)
+        if cluster is not None:  # a local cluster's workers start while the tree is scanned
+            stack.push(cluster.start())
         builder.scan(max_workers=int(setting(config, "scan_workers") or 1))
         builder.refresh_base_images()
         if cluster is not None:
-            stack.enter_context(cluster)
+            cluster.__enter__()
             if len(cluster.live_hosts()) > 1 and not (publish and credentials(config) is not None):
                 raise InvalidArgumentError(
                     "docker_hosts", "building on several docker hosts exchanges parents through the registry: "
@@ -202,6 +221,8 @@ def build_tree_flow(
                         jobs.setdefault(img.short_name, img)
         parents = {n: [p.short_name for p in img.parents] for n, img in jobs.items()}
         priority = critical_path(list(jobs), parents)
+        if max_concurrency is None:
+            max_concurrency = max(1, cluster.slots) if cluster is not None else 4
         where = f" on {len(cluster.live_hosts())} docker host(s)" if cluster is not None else ""
         print(f"image tree {builder.root}: {len(jobs)} image(s) to handle, up to {max_concurrency} at once{where}")
 

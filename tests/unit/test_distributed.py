@@ -37,3 +37,150 @@ def test_cli_rejects_bad_hosts_with_usage(bad, capsys):
     with pytest.raises(SystemExit) as exit_:
         parse_args(["build", "tree", *bad])
     assert exit_.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+# ---- parents pinned by digest on a build host ------------------------------------------------
+
+PARENT = "127.0.0.1:5000/ns/parent"
+DIGEST = "sha256:" + "a" * 64
+
+
+class _PinEngine:
+    """A daemon's images (id -> repo digests) and the registry's (digest -> image id)."""
+
+    def __init__(self, local: dict[str, tuple[str, ...]], registry: dict[str, str]) -> None:
+        self.local, self.registry, self.calls = dict(local), registry, []
+
+    def local_image(self, ref):
+        from prefect_flyimage.engine import LocalImage
+
+        for image_id, digests in self.local.items():
+            if str(ref) == image_id or str(ref) in digests:
+                return LocalImage(id=image_id, labels={}, repo_digests=digests)
+        return None
+
+    def pull(self, ref, credentials=None):
+        self.calls.append(f"pull {ref}")
+        image_id = self.registry[str(ref).rsplit("@", 1)[1]]
+        self.local[image_id] = (*self.local.get(image_id, ()), str(ref))
+        return image_id
+
+    def tag(self, image, ref):
+        self.calls.append(f"tag {image} {ref}")
+
+
+def _pin(engine: _PinEngine, image_id):
+    from types import SimpleNamespace
+
+    from prefect_flyimage.chain.flows import _pin_parents
+
+    job = SimpleNamespace(base_pulls=(), parent_pins=((f"{PARENT}:1.0", f"{PARENT}@{DIGEST}", image_id),))
+    _pin_parents(SimpleNamespace(engine=engine), job, None)
+
+
+def test_a_parent_the_host_pushed_itself_is_not_pulled_again():
+    engine = _PinEngine({"sha256:p": (f"{PARENT}@{DIGEST}",)}, {DIGEST: "sha256:p"})
+    _pin(engine, "sha256:p")
+    assert engine.calls == [f"tag sha256:p {PARENT}:1.0"]
+
+
+def test_a_parent_missing_on_the_host_is_pulled_by_digest():
+    engine = _PinEngine({}, {DIGEST: "sha256:p"})
+    _pin(engine, "sha256:p")
+    assert engine.calls == [f"pull {PARENT}@{DIGEST}", f"tag sha256:p {PARENT}:1.0"]
+
+
+def test_a_local_image_under_the_digest_but_not_the_verified_one_is_not_trusted():
+    from prefect_flyimage.errors import FlyImageError
+
+    engine = _PinEngine({"sha256:other": (f"{PARENT}@{DIGEST}",)}, {DIGEST: "sha256:other"})
+    with pytest.raises(FlyImageError, match="not the verified parent sha256:p"):
+        _pin(engine, "sha256:p")
+    assert engine.calls == [f"pull {PARENT}@{DIGEST}"]  # asked the registry, which disagrees too
+
+
+def test_cli_takes_builds_per_host():
+    args = parse_args(["build", "tree", "--docker-hosts", "unix:///a", "--builds-per-host", "3"])
+    assert args.builds_per_host == 3 and parse_args(["build", "tree"]).builds_per_host == 1
+
+
+def test_cli_rejects_builds_per_host_below_one(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["build", "tree", "--builds-per-host", "0"])
+    assert exit_.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+# ---- the local cluster starting in the background ---------------------------------------------
+
+
+class _FakeLocal:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_cluster_started_but_never_entered_is_stopped_on_exit(monkeypatch):
+    made: list[tuple[list[str], _FakeLocal]] = []
+
+    def local(self, hosts):
+        made.append((hosts, _FakeLocal()))
+        return made[-1][1]
+
+    monkeypatch.setattr(BuildCluster, "_local_cluster", local)
+    cluster = BuildCluster(["unix:///a.sock", "unix:///b.sock"], builds_per_host=2)
+    assert cluster.start() is cluster and cluster.start() is cluster  # a second start starts nothing
+    cluster.__exit__(None, None, None)  # e.g. the tree scan failed
+    assert [(hosts, c.closed) for hosts, c in made] == [(["unix:///a.sock", "unix:///b.sock"], 1)]
+    cluster.__exit__(None, None, None)
+    assert made[0][1].closed == 1  # idempotent
+
+
+def test_a_cluster_that_failed_to_start_exits_quietly(monkeypatch):
+    def local(self, hosts):
+        raise RuntimeError("Nanny failed to start.")
+
+    monkeypatch.setattr(BuildCluster, "_local_cluster", local)
+    BuildCluster(["unix:///a.sock"]).start().__exit__(None, None, None)
+
+
+def test_a_given_scheduler_starts_no_local_cluster(monkeypatch):
+    monkeypatch.setattr(BuildCluster, "_local_cluster", lambda self, hosts: pytest.fail("started a local cluster"))
+    cluster = BuildCluster(["unix:///a.sock"], dask_address="tcp://s:8786").start()
+    assert cluster._starting is None
+    cluster.__exit__(None, None, None)
+
+
+def test_local_workers_preload_the_image_tasks(monkeypatch):
+    """Each local worker preloads this module, whose hook imports the task module (checked in
+    a fresh interpreter, where nothing imported it before)."""
+    import subprocess
+    import sys
+
+    captured = {}
+
+    class _Spec:
+        def __init__(self, workers, scheduler, silence_logs):
+            captured.update(workers)
+
+    monkeypatch.setattr("distributed.SpecCluster", _Spec)
+    BuildCluster(["unix:///a.sock"], builds_per_host=3)._local_cluster(["unix:///a.sock"])
+    options = captured["build-host-0"]["options"]
+    assert options["preload"] == ["prefect_flyimage.distributed"] and options["resources"] == {"docker-build": 3}
+    assert options["nthreads"] == 3 and options["env"] == {"DOCKER_HOST": "unix:///a.sock"}
+    code = (
+        "import sys; from prefect_flyimage.distributed import dask_setup; "
+        "assert 'prefect_flyimage.chain.flows' not in sys.modules; dask_setup(None); "
+        "assert 'prefect_flyimage.chain.flows' in sys.modules and 'prefect_flyimage.ensure_many' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_slots_count_the_live_hosts_workers_only():
+    cluster = BuildCluster(["unix:///a.sock", "unix:///b.sock"])
+    cluster.hosts = {"tcp://w1": "unix:///a.sock", "tcp://w2": "unix:///b.sock"}
+    cluster._slots = {"tcp://w1": 3, "tcp://w2": 2}
+    assert cluster.slots == 5
+    cluster.dead_hosts.add("unix:///a.sock")
+    assert cluster.slots == 2

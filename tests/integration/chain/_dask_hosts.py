@@ -154,8 +154,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def dask_cluster(docker_hosts: list[str], env: dict[str, str], logdir: Path) -> Iterator[DaskCluster]:
-    """``dask scheduler`` and one ``dask worker`` per docker host, as separate processes."""
+def dask_cluster(
+    docker_hosts: list[str], env: dict[str, str], logdir: Path, builds_per_host: int = 1, preload: tuple[str, ...] = (),
+) -> Iterator[DaskCluster]:
+    """``dask scheduler`` and one ``dask worker`` per docker host, as separate processes
+    (``builds_per_host`` threads and ``docker-build`` slots each; ``preload``: modules the
+    workers import as they start)."""
     from distributed import Client
 
     logdir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +178,9 @@ def dask_cluster(docker_hosts: list[str], env: dict[str, str], logdir: Path) -> 
     try:
         for i, host in enumerate(docker_hosts):
             cluster.workers[host] = spawn(
-                ["dask", "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                 "--name", f"build-h{i + 1}", "--resources", "docker-build=1", "--host", "127.0.0.1"],
+                ["dask", "worker", address, "--nthreads", str(builds_per_host), "--nworkers", "1", "--no-dashboard",
+                 "--name", f"build-h{i + 1}", "--resources", f"docker-build={builds_per_host}", "--host", "127.0.0.1",
+                 *(arg for module in preload for arg in ("--preload", module))],
                 f"worker-h{i + 1}.log", {"DOCKER_HOST": host},
             )
         with Client(address, timeout=60) as client:

@@ -39,7 +39,7 @@ def build_hosts():
 @pytest.fixture
 def cluster(build_hosts, prefect_server, tmp_path):
     env = {"PREFECT_API_URL": prefect_server, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    with dask_cluster([d.url for d in build_hosts], env, tmp_path / "dask-logs") as c:
+    with dask_cluster([d.url for d in build_hosts], env, tmp_path / "dask-logs", preload=("prefect_flyimage.distributed",)) as c:
         yield c
 
 
