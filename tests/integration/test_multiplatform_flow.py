@@ -36,13 +36,14 @@ def two_platform_stack(services):
         pytest.skip("the base images hold linux/arm64 on the modern stack only (FLYIMAGE_DOCKER=modern)")
 
 
-def _run(image: str, platform: str, *argv: str, network: str = "none", env: dict[str, str] | None = None) -> str:
+def _run(image: str, platform: str, *argv: str, network: str = "none", env: dict[str, str] | None = None,
+         logs: bool = False) -> str:
     cmd = [docker_cli(), "run", "--rm", "--network", network, "--platform", platform]
     for key, value in (env or {}).items():
         cmd += ["-e", f"{key}={value}"]
     proc = subprocess.run([*cmd, image, *argv], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    return proc.stdout + proc.stderr if logs else proc.stdout  # Prefect logs (and log_prints) go to stderr
 
 
 def test_bases_hold_both_platforms(two_platform_stack, busybox_image, python_image, prefect_image):
@@ -135,7 +136,7 @@ def test_two_platform_flow_image_runs_on_a_docker_worker_and_on_arm64(
     # way the worker would (the flow raises unless platform.machine() is aarch64).
     arm64_run = run_deployment(deployment_id, parameters={"expected": "aarch64"}, timeout=0)
     out = _run(f"{repository}@{image.digest}", "linux/arm64", "prefect", "flow-run", "execute", str(arm64_run.id),
-               network="host", env={"PREFECT_API_URL": prefect_server})
+               network="host", env={"PREFECT_API_URL": prefect_server}, logs=True)
     state = _state(arm64_run.id)
     assert state is not None and state.is_completed(), (state, out[-2000:])
     assert "machine=aarch64" in out
