@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from prefect_flyimage.chain.cli import parse_args
@@ -168,7 +170,8 @@ def test_local_workers_preload_the_image_tasks(monkeypatch):
     BuildCluster(["unix:///a.sock"], builds_per_host=3)._local_cluster(["unix:///a.sock"])
     options = captured["build-host-0"]["options"]
     assert options["preload"] == ["prefect_flyimage.distributed"] and options["resources"] == {"docker-build": 3}
-    assert options["nthreads"] == 3 and options["env"] == {"DOCKER_HOST": "unix:///a.sock"}
+    assert options["nthreads"] == 3 and options["env"]["DOCKER_HOST"] == "unix:///a.sock"
+    assert options["env"]["PATH"] == os.environ["PATH"]  # the caller's environment, as a spawned worker's
     code = (
         "import sys; from prefect_flyimage.distributed import dask_setup; "
         "assert 'prefect_flyimage.chain.flows' not in sys.modules; dask_setup(None); "
@@ -184,3 +187,31 @@ def test_slots_count_the_live_hosts_workers_only():
     assert cluster.slots == 5
     cluster.dead_hosts.add("unix:///a.sock")
     assert cluster.slots == 2
+
+
+def _worker_view() -> tuple[str, int, str]:
+    import os as _os
+
+    return _os.environ["DOCKER_HOST"], _os.getppid(), _os.environ.get("FLYIMAGE_TEST_MARK", "")
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(), reason="no forkserver on this platform")
+def test_local_workers_fork_from_one_server_with_the_callers_environment(monkeypatch):
+    """A real local cluster (no Docker needed): each worker has its host's DOCKER_HOST, all
+    are children of one fork server (not spawned by this process), and an environment change
+    made after the server started reaches the next cluster's workers."""
+    import uuid
+
+    hosts = ["unix:///a.sock", "unix:///b.sock"]
+    seen = []
+    for _ in range(2):
+        mark = uuid.uuid4().hex
+        monkeypatch.setenv("FLYIMAGE_TEST_MARK", mark)
+        with BuildCluster(hosts).start() as cluster:
+            views = list(cluster.client.run(_worker_view).values())
+        assert sorted(v[0] for v in views) == hosts
+        assert {v[2] for v in views} == {mark}
+        parents = {v[1] for v in views}
+        assert len(parents) == 1 and os.getpid() not in parents
+        seen.append(parents.pop())
+    assert seen[0] == seen[1]  # the second cluster reused the server
