@@ -14,14 +14,7 @@ from . import _args
 from .credentials import RegistryCredentials
 from .engine import EngineProtocol
 from .engine._process import write
-from .errors import (
-    AuthenticationError,
-    PushAuthenticationError,
-    PushError,
-    PushUnavailableError,
-    RegistryError,
-    RegistryUnavailable,
-)
+from .errors import AuthenticationError, PushAuthenticationError, PushError, PushUnavailableError, RegistryError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildResult
 from ._observe import RegistryLike, Target, _observe, _Session, _session

@@ -20,14 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pipeline_decisions import REPO, FakeEngine, FakeRegistry, _sha, content, plan  # noqa: E402,F401 - plan is a fixture
 
 from prefect_flyimage import pipeline  # noqa: E402
-from prefect_flyimage.errors import (  # noqa: E402
-    AuthenticationError,
-    PushAuthenticationError,
-    PushError,
-    PushUnavailableError,
-    RegistryError,
-    RegistryUnavailable,
-)
+from prefect_flyimage import errors  # noqa: E402
+from prefect_flyimage.errors import PushError, PushUnavailableError, RegistryUnavailable  # noqa: E402
 from prefect_flyimage.names import ImageRef  # noqa: E402
 
 
@@ -63,9 +57,9 @@ class ManifestRegistry(FakeRegistry):
         self.calls.append(f"put {repository}:{reference}")
         self._check_manifests()
         if self.put_status == 403:
-            raise AuthenticationError(f"registry 127.0.0.1:5000 refused the credentials of user 'u' for {repository}:{reference} (HTTP 403)", "127.0.0.1:5000")
+            raise errors.AuthenticationError(f"registry 127.0.0.1:5000 refused the credentials of user 'u' for {repository}:{reference} (HTTP 403)", "127.0.0.1:5000")
         if self.put_status is not None:
-            raise RegistryError(f"registry 127.0.0.1:5000 answered HTTP {self.put_status} for {repository}:{reference}", "127.0.0.1:5000")
+            raise errors.RegistryError(f"registry 127.0.0.1:5000 answered HTTP {self.put_status} for {repository}:{reference}", "127.0.0.1:5000")
         digest = _sha(body.decode())
         self.tags[f"{REPO}:{reference}"] = digest
         return self.put_reports or digest
@@ -134,7 +128,7 @@ def test_a_moved_tag_the_registry_stores_as_another_digest_raises(plan, fake):
         _chain_publish(plan, fake)
 
 
-@pytest.mark.parametrize("status, error", [(403, PushAuthenticationError), (400, PushError)])
+@pytest.mark.parametrize("status, error", [(403, errors.PushAuthenticationError), (400, PushError)])
 def test_a_refused_tag_move_is_the_push_s_error(plan, fake, status, error):
     # Credentials that may pull but not push, or a registry that refuses the manifest: the
     # push failed, as a daemon push of the tag would have said.
@@ -142,4 +136,4 @@ def test_a_refused_tag_move_is_the_push_s_error(plan, fake, status, error):
     fake.registry.put_status = status
     with pytest.raises(error, match=r"latest,v1") as raised:
         _chain_publish(plan, fake)
-    assert isinstance(raised.value.__cause__, (AuthenticationError if status == 403 else RegistryError))
+    assert isinstance(raised.value.__cause__, (errors.AuthenticationError if status == 403 else errors.RegistryError))
