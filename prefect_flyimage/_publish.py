@@ -72,7 +72,7 @@ def _put_tags(session: _Session, repository: str, tags: list[str], digest: str, 
 
     what = f"{repository}:{','.join(tags)}"
     try:
-        moved = tag_in_registry(session.registry, repository, digest, tuple(tags))  # type: ignore[arg-type]
+        moved = tag_in_registry(session.registry, ImageRef.parse(repository).name, digest, tuple(tags))  # type: ignore[arg-type]
     except PushError:
         raise
     except AuthenticationError as exc:
