@@ -14,7 +14,7 @@ from . import _args
 from .credentials import RegistryCredentials
 from .engine import EngineProtocol
 from .engine._process import write
-from .errors import PushError, PushUnavailableError, RegistryUnavailable
+from .errors import AuthenticationError, PushAuthenticationError, PushError, PushUnavailableError, RegistryError, RegistryUnavailable
 from .names import ImageRef
 from .plan import TAG_LENGTH, BuildResult
 from ._observe import RegistryLike, Target, _observe, _Session, _session
@@ -34,21 +34,27 @@ def _push_tags(
     """Tag ``image_id`` as ``repository:tag`` where needed and push each tag, in order.
 
     Once the registry holds the image in ``repository`` (``digest``, or the first push's),
-    a registry asked directly gets the other tags by its manifest put again: a request
-    or two each instead of a daemon push (which re-sends every layer's check and the
-    manifest). The daemon gets every tag either way.
+    a registry asked directly gets the other tags by its manifest put again: its manifest
+    fetched once, then a request or two per tag instead of a daemon push (which re-sends
+    every layer's check and the manifest). The daemon gets every tag either way.
     """
     pushed: dict[str, str] = {}
+    in_registry: list[str] = []  # tags moved by the registry client, after the daemon's
+    puts = _puts_manifests(session.registry)
     for tag in tags:
         ref = ImageRef.parse(f"{repository}:{tag}")
         info = session.engine.local_image(ref)
         if info is None or info.id != image_id:
             session.engine.tag(image_id, ref)
-        if digest is not None and _puts_manifests(session.registry):
-            pushed[tag] = _put_tag(session, ref, digest, stream)
+        if digest is not None and puts:
+            in_registry.append(tag)
         else:
             pushed[tag] = session.engine.push(ref, session.credentials, stream, timeout)
             digest = digest or pushed[tag]
+    if in_registry:
+        assert digest is not None
+        _put_tags(session, repository, in_registry, digest, stream)
+        pushed.update(dict.fromkeys(in_registry, digest))
     return pushed
 
 
@@ -57,18 +63,26 @@ def _puts_manifests(registry: object) -> bool:
     return callable(getattr(registry, "get_manifest", None)) and callable(getattr(registry, "put_manifest", None))
 
 
-def _put_tag(session: _Session, ref: ImageRef, digest: str, stream: Optional[TextIO]) -> str:
-    """Make the registry's ``ref`` name ``digest`` (held in its repository) by its manifest."""
+def _put_tags(session: _Session, repository: str, tags: list[str], digest: str, stream: Optional[TextIO]) -> None:
+    """Make the registry's ``repository:tag`` name ``digest`` (held in ``repository``) for
+    every one of ``tags``, by its manifest put again. Failures are the push's, as a daemon
+    push would raise them (:class:`PushAuthenticationError`, :class:`PushUnavailableError`,
+    :class:`PushError`)."""
     from ._append import tag_in_registry
 
+    what = f"{repository}:{','.join(tags)}"
     try:
-        tag_in_registry(session.registry, ref.name, digest, (ref.tag or "latest",))  # type: ignore[arg-type]
+        moved = tag_in_registry(session.registry, ImageRef.parse(repository).name, digest, tuple(tags))  # type: ignore[arg-type]
+    except PushError:
+        raise
+    except AuthenticationError as exc:
+        raise PushAuthenticationError(f"cannot push {what}: {exc}", exc.registry) from exc
     except RegistryUnavailable as exc:
-        if isinstance(exc, PushError):
-            raise
-        raise PushUnavailableError(f"cannot push {ref}: {exc}", exc.registry) from exc
-    write(stream, f"{ref}: tagged {digest} in the registry\n")
-    return digest
+        raise PushUnavailableError(f"cannot push {what}: {exc}", exc.registry) from exc
+    except RegistryError as exc:
+        raise PushError(f"cannot push {what}: {exc}", exc.registry) from exc
+    for tag in moved:
+        write(stream, f"{repository}:{tag}: tagged {digest} in the registry\n")
 
 
 def _confirm(session: _Session, ref: ImageRef, digest: str) -> None:

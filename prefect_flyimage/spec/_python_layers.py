@@ -165,12 +165,6 @@ InstallMode = Literal["dependencies_only", "install_project"]
 _INSTALL_MODES = ("dependencies_only", "install_project")
 
 
-def _stage_project(ctx: LayerContext, pyproject: Path, rel: str) -> None:
-    """Stage a project folder's entries after ``.dockerignore`` (for ``install_project``)."""
-    folder = FolderContext(pyproject.parent, ctx.ignore)
-    ctx.stage_entries(pyproject.parent, [(e.path, e.kind) for e in folder.entries()], rel)
-
-
 def _project_digests(ctx: LayerContext, pyproject: Path, mode: InstallMode) -> list[str]:
     """The project folder's digest when ``install_project`` copies it (nothing otherwise)."""
     if mode != "install_project":
@@ -205,7 +199,7 @@ class UVProject(PipOptions):
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         rel = ctx.path(self.kind)
         if self.project_install_mode == "install_project":
-            _stage_project(ctx, self.pyproject, rel)
+            ctx.stage_folder(self.pyproject.parent, rel, ctx.ignore)
         # After the project: a lock or pyproject that .dockerignore or another name hid must still be there.
         ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         if self.uvlock:
@@ -261,7 +255,7 @@ class PoetryProject(SecretLayer):
     def render(self, ctx: LayerContext) -> list[str]:  # noqa: D102
         rel = ctx.path(self.kind)
         if self.project_install_mode == "install_project":
-            _stage_project(ctx, self.pyproject, rel)
+            ctx.stage_folder(self.pyproject.parent, rel, ctx.ignore)
         ctx.stage_file(self.pyproject, f"{rel}/pyproject.toml")
         ctx.stage_file(self.poetry_lock, f"{rel}/poetry.lock")
         src, work, tool, tmp = (ctx.scratch(k) for k in ("poetry-src", "poetry-work", "poetry-tool", "poetry-tmp"))

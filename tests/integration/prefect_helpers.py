@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow
 
-__all__ = ["read_all_logs", "run_in_flow"]
+__all__ = ["create_docker_pool", "read_all_logs", "run_in_flow"]
 
 
 def run_in_flow(task_: Any, *args: Any, **kwargs: Any) -> Any:
@@ -31,3 +31,20 @@ async def read_all_logs(client: Any, log_filter: Any) -> list[Any]:
     while page := await client.read_logs(log_filter=log_filter, offset=len(logs)):
         logs += page
     return logs
+
+
+def create_docker_pool(name: str) -> str:
+    """Create the work pool ``name`` of type ``docker`` (prefect-docker's default job
+    template, as ``prefect work-pool create --type docker``); return its name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect_docker.worker import DockerWorker
+
+    async def create() -> str:
+        async with get_client() as client:
+            template = DockerWorker.get_default_base_job_template()
+            pool = await client.create_work_pool(WorkPoolCreate(name=name, type="docker", base_job_template=template))
+            return pool.name
+
+    return run_coro_as_sync(create())

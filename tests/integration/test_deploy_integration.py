@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.asyncutils import run_coro_as_sync
 
@@ -25,6 +24,9 @@ from prefect_flyimage import DockerImage, Engine
 from prefect_flyimage.dockerfile import default_dockerfile_text
 from prefect_flyimage.plan import BuildPlan
 from prefect_flyimage.pipeline import resolve_bases
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prefect_helpers import create_docker_pool  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.prefect_compat]
 
@@ -36,19 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def docker_pool(prefect_server, unique_name) -> str:
     """A work pool of type ``docker`` (``prefect work-pool create --type docker``)."""
-    from prefect_docker.worker import DockerWorker
-
-    async def create() -> str:
-        async with get_client() as client:
-            pool = await client.create_work_pool(
-                WorkPoolCreate(
-                    name=f"pool-{unique_name}", type="docker",
-                    base_job_template=DockerWorker.get_default_base_job_template(),
-                )
-            )
-            return pool.name
-
-    return run_coro_as_sync(create())
+    return create_docker_pool(f"pool-{unique_name}")
 
 
 @pytest.fixture

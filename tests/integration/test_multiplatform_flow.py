@@ -10,19 +10,22 @@ worker). Skipped on the classic stack, whose bases are amd64 only.
 from __future__ import annotations
 
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments import run_deployment
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_flyimage import DockerImage
 from prefect_flyimage.engine._process import docker_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prefect_helpers import create_docker_pool  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,18 +84,6 @@ def arch_project(tmp_path: Path, unique_name: str, monkeypatch) -> Path:
     return root
 
 
-def _docker_pool(name: str) -> str:
-    from prefect_docker.worker import DockerWorker
-
-    async def create() -> str:
-        async with get_client() as client:
-            template = DockerWorker.get_default_base_job_template()
-            pool = await client.create_work_pool(WorkPoolCreate(name=name, type="docker", base_job_template=template))
-            return pool.name
-
-    return run_coro_as_sync(create())
-
-
 def _state(flow_run_id) -> object:
     async def read():
         async with get_client() as client:
@@ -106,7 +97,7 @@ def test_two_platform_flow_image_runs_on_a_docker_worker_and_on_arm64(
 ):
     from prefect_docker.worker import DockerWorker
 
-    pool = _docker_pool(f"pool-{unique_name}")
+    pool = create_docker_pool(f"pool-{unique_name}")
     flow = load_flow_from_entrypoint(str(arch_project / "flows.py:arch"))
     repository = f"{registry_noauth.host}/{unique_name}"
     image = DockerImage(repository, pull=False, platforms=PLATFORMS, stream_progress_to=None)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pipeline_decisions import REPO, FakeEngine, FakeRegistry, _sha, content, plan  # noqa: E402,F401 - plan is a fixture
 
 from prefect_flyimage import pipeline  # noqa: E402
+from prefect_flyimage import errors  # noqa: E402
 from prefect_flyimage.errors import PushError, PushUnavailableError, RegistryUnavailable  # noqa: E402
 from prefect_flyimage.names import ImageRef  # noqa: E402
 
@@ -32,6 +33,8 @@ class ManifestRegistry(FakeRegistry):
     #: a put reports this digest instead of the body's (a registry that rewrote it)
     put_reports: Optional[str] = None
     manifests_down: bool = False  #: manifest gets and puts find the registry unreachable
+    #: a put answers as the registry client does for this HTTP status (403: pull-only credentials)
+    put_status: Optional[int] = None
 
     def _check_manifests(self) -> None:
         self._check()
@@ -53,6 +56,10 @@ class ManifestRegistry(FakeRegistry):
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         self.calls.append(f"put {repository}:{reference}")
         self._check_manifests()
+        if self.put_status == 403:
+            raise errors.AuthenticationError(f"registry 127.0.0.1:5000 refused the credentials of user 'u' for {repository}:{reference} (HTTP 403)", "127.0.0.1:5000")
+        if self.put_status is not None:
+            raise errors.RegistryError(f"registry 127.0.0.1:5000 answered HTTP {self.put_status} for {repository}:{reference}", "127.0.0.1:5000")
         digest = _sha(body.decode())
         self.tags[f"{REPO}:{reference}"] = digest
         return self.put_reports or digest
@@ -75,6 +82,7 @@ def test_one_daemon_push_then_the_other_tags_move_in_the_registry(plan, fake):
     result = _chain_publish(plan, fake)
     assert fake.did("push") == [f"push {content(plan)}"]  # the content tag only
     assert [c for c in fake.registry.calls if c.startswith("put ")] == [f"put team/app:{t}" for t in ("latest", "v1")]
+    assert [c for c in fake.registry.calls if c.startswith("get ")] == [f"get {REPO}@{result.digest}"]  # fetched once
     assert {fake.registry.tags[f"{REPO}:{t}"] for t in (plan.content_tag, "latest", "v1")} == {result.digest}
     assert result.pushed and result.image_id == image.id
     assert {fake.local_image(f"{REPO}:{t}").id for t in ("latest", "v1")} == {image.id}  # the daemon has every tag too
@@ -118,3 +126,14 @@ def test_a_moved_tag_the_registry_stores_as_another_digest_raises(plan, fake):
     fake.registry.put_reports = _sha("something else")
     with pytest.raises(PushError, match="latest"):
         _chain_publish(plan, fake)
+
+
+@pytest.mark.parametrize("status, error", [(403, errors.PushAuthenticationError), (400, PushError)])
+def test_a_refused_tag_move_is_the_push_s_error(plan, fake, status, error):
+    # Credentials that may pull but not push, or a registry that refuses the manifest: the
+    # push failed, as a daemon push of the tag would have said.
+    fake.add_image(content(plan), plan.hash)
+    fake.registry.put_status = status
+    with pytest.raises(error, match=r"latest,v1") as raised:
+        _chain_publish(plan, fake)
+    assert isinstance(raised.value.__cause__, (errors.AuthenticationError if status == 403 else errors.RegistryError))

@@ -11,21 +11,13 @@ import pytest
 
 from prefect_flyimage import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from prefect_helpers import create_docker_pool  # noqa: E402
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 # prefect_server: the session-wide fixture in tests/conftest.py
-
-
-def _docker_pool(name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect_docker.worker import DockerWorker
-
-    with get_client(sync_client=True) as client:
-        client.create_work_pool(
-            WorkPoolCreate(name=name, type="docker", base_job_template=DockerWorker.get_default_base_job_template())
-        )
 
 
 @pytest.fixture
@@ -57,7 +49,7 @@ def test_flow_deploy_with_image_spec(prefect_server, flow_project, registry, cre
 
     module = importlib.import_module(f"{flow_project.parent.name}.main")
     pool = f"pool-{unique_name}"
-    _docker_pool(pool)
+    create_docker_pool(pool)
     image = (
         Image.from_debian_base(python_version=(3, 11), prefect_version="3.8.8", registry=registry.host,
                                name=unique_name, registry_secret=creds)

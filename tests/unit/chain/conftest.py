@@ -35,9 +35,3 @@ def make_image(tmp_path: Path) -> Callable[..., Path]:
 
     make.root = root  # type: ignore[attr-defined]
     return make
-
-
-@pytest.fixture
-def state_config(tmp_path: Path) -> dict:
-    """A config whose verification records live in the test's own folder."""
-    return {"base_images": ["base:1"], "state_dir": str(tmp_path / "state")}
