@@ -118,7 +118,7 @@ def main() -> int:
             config = _config(tmp_path, registry, user, password)
             started = time.monotonic()
             outcomes = build_tree_flow(str(tree), str(config), max_concurrency=concurrency, docker_hosts=run_hosts,
-                                       dask_address=address, builds_per_host=slots)
+                                       dask_address=address, builds_per_host=1 if address else slots)
             elapsed = time.monotonic() - started
             assert all(o["state"] == "published" for o in outcomes), outcomes
             results[label] = (elapsed, outcomes)

@@ -122,6 +122,10 @@ class BuildCluster:
         self.dask_address = dask_address or None
         if builds_per_host < 1:
             raise InvalidArgumentError("builds_per_host", f"must be at least 1, not {builds_per_host!r}")
+        if self.dask_address and builds_per_host != 1:  # silently ignored otherwise
+            raise InvalidArgumentError(
+                "builds_per_host", "applies to a local cluster only; a remote worker's --resources docker-build=N says it"
+            )
         self.builds_per_host = builds_per_host
         self.hosts: dict[str, str] = {}  #: worker address -> its Docker host
         self._slots: dict[str, int] = {}  #: worker address -> its docker-build slots

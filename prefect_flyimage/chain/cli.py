@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="Build on these Docker hosts, one Dask worker each (implies --prefect)")
     build.add_argument("--dask-address", metavar="ADDR", type=_nonempty, default=None,
                        help="Dask scheduler of the build workers (default: a local cluster; implies --prefect)")
-    build.add_argument("--builds-per-host", metavar="N", type=_positive_int, default=1,
+    build.add_argument("--builds-per-host", metavar="N", type=_positive_int, default=None,
                        help="Images each host of the local cluster builds at once (default: 1; a remote "
                        "worker's --resources docker-build=N says it)")
 
@@ -197,6 +197,9 @@ def _run(args: argparse.Namespace, config: dict, out: TextIO) -> int:
     select = f"*{args.select}:*" if args.mode == "update" else args.select
     # Prune, publish and update never pull; build does unless --no-pull.
     pull = getattr(args, "pull", True) if args.mode == "build" else args.mode == "publish"
+    if args.mode == "build" and args.builds_per_host is not None and (args.dask_address or not args.docker_hosts):
+        # a remote worker's slots are its own --resources; without hosts there is no cluster
+        return usage_error("--builds-per-host needs --docker-hosts and no --dask-address", args.mode)
     if args.mode == "build" and (args.prefect or args.docker_hosts or args.dask_address):
         return _run_flow(args, out)
     builder = DockerBuilder(args.directory, config, select, getattr(args, "nocache", True), pull, nightly_format=nightly)
@@ -307,7 +310,7 @@ def _run_flow(args: argparse.Namespace, out: TextIO) -> int:
             args.directory, args.configfile, args.select, max_concurrency=args.workers,
             publish=args.publish, nocache=args.nocache, pull=args.pull, raise_on_failure=True,
             docker_hosts=args.docker_hosts, dask_address=args.dask_address,
-            builds_per_host=args.builds_per_host,
+            builds_per_host=args.builds_per_host or 1,
         )
     except ChainBuildError as exc:
         print(f"error: {exc}", file=out)

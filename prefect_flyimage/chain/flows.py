@@ -197,6 +197,8 @@ def build_tree_flow(
     """
     config = read_config(config_path)
     hosts = parse_docker_hosts(docker_hosts)
+    if builds_per_host != 1 and not (dask_address or hosts):
+        raise InvalidArgumentError("builds_per_host", "needs docker_hosts (without a cluster, max_concurrency says how many build at once)")
     cluster = BuildCluster(hosts, dask_address, builds_per_host) if (dask_address or hosts) else None
     builder = DockerBuilder(directory, config, selection, nocache, pull)
     docker_host_of: dict[str, str] = {}

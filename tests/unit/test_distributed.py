@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
 
-from prefect_flyimage.chain.cli import parse_args
+from prefect_flyimage.chain.cli import main, parse_args
 from prefect_flyimage.distributed import BuildCluster, parse_docker_hosts
 from prefect_flyimage.errors import InvalidArgumentError
 
@@ -103,7 +104,37 @@ def test_a_local_image_under_the_digest_but_not_the_verified_one_is_not_trusted(
 
 def test_cli_takes_builds_per_host():
     args = parse_args(["build", "tree", "--docker-hosts", "unix:///a", "--builds-per-host", "3"])
-    assert args.builds_per_host == 3 and parse_args(["build", "tree"]).builds_per_host == 1
+    assert args.builds_per_host == 3 and parse_args(["build", "tree"]).builds_per_host is None
+
+
+@pytest.mark.parametrize("where", [[], ["--dask-address", "tcp://127.0.0.1:1"],
+                                   ["--docker-hosts", "unix:///a.sock", "--dask-address", "tcp://127.0.0.1:1"]])
+def test_cli_refuses_builds_per_host_where_it_would_be_ignored(where, tmp_path, capsys, monkeypatch):
+    # no cluster to size (no hosts), or a remote one whose workers say their own slots
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")  # nothing may reach Docker
+    config = tmp_path / "config.yaml"
+    config.write_text("seed_image: busybox:1\nbase_images: [busybox:1]\n")
+    (tmp_path / "tree").mkdir()
+    code = main(["-c", str(config), "build", "--builds-per-host", "2", *where, str(tmp_path / "tree")], out=io.StringIO())
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("usage:") and "--builds-per-host needs --docker-hosts and no --dask-address" in err
+
+
+def test_builds_per_host_is_refused_with_a_remote_cluster():
+    with pytest.raises(InvalidArgumentError) as err:
+        BuildCluster(["unix:///a.sock"], "tcp://127.0.0.1:1", builds_per_host=2)
+    assert err.value.argument == "builds_per_host" and "local cluster" in str(err.value)
+    assert BuildCluster(["unix:///a.sock"], "tcp://127.0.0.1:1").builds_per_host == 1  # the default is fine
+
+
+def test_build_tree_flow_refuses_builds_per_host_without_hosts(tmp_path):
+    from prefect_flyimage.chain.flows import build_tree_flow
+
+    config = tmp_path / "config.yaml"
+    config.write_text("seed_image: busybox:1\nbase_images: [busybox:1]\n")
+    with pytest.raises(InvalidArgumentError) as err:
+        build_tree_flow.fn(str(tmp_path), str(config), builds_per_host=3)
+    assert err.value.argument == "builds_per_host" and "max_concurrency" in str(err.value)
 
 
 def test_cli_rejects_builds_per_host_below_one(capsys):
