@@ -198,6 +198,7 @@ class BuildCluster:
                     "resources": {BUILD_RESOURCE: self.builds_per_host},
                     # the image tasks (and Prefect) imported as the worker starts, not on its first image
                     "preload": [__name__],
+                    "silence_logs": logging.WARNING,  # as LocalCluster's workers: no INFO chatter
                 },
             }
             for i, host in enumerate(hosts)

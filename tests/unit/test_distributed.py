@@ -246,3 +246,11 @@ def test_local_workers_fork_from_one_server_with_the_callers_environment(monkeyp
         assert len(parents) == 1 and os.getpid() not in parents
         seen.append(parents.pop())
     assert seen[0] == seen[1]  # the second cluster reused the server
+
+
+def test_local_workers_keep_dasks_info_chatter_off_the_terminal(capfd):
+    # a CLI user sees the tree's progress, not each worker's start and stop banner
+    with BuildCluster(["unix:///a.sock"]).start() as cluster:
+        assert list(cluster.client.run(_worker_view).values())[0][0] == "unix:///a.sock"
+    err = capfd.readouterr().err
+    assert "distributed.worker - INFO" not in err and "distributed.nanny - INFO" not in err
